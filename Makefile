@@ -1,0 +1,115 @@
+# upkit: build, test, check, bench, demo, install.
+# `make test` and `make demo` install missing Debian packages first (make deps).
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SHAREDIR = $(PREFIX)/share/upkit
+
+CC      ?= cc
+PKGS     = lua5.4 libcurl libcjson odbc libedit libcrypto
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)) \
+	-DUPK_ODBC_VERSION='"$(shell pkg-config --modversion odbc)"' \
+	-Ihost -Ibuild/gen
+LFS_A    = $(shell $(CC) -print-file-name=liblua5.4-filesystem.a)
+LIBS     = $(LFS_A) $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
+
+SRC      = $(wildcard host/*.c)
+HDR      = $(wildcard host/*.h)
+OBJ      = $(SRC:host/%.c=build/obj/%.o)
+ASAN_OBJ = $(SRC:host/%.c=build/asan/obj/%.o)
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# Debian packages: build, run, test and benchmark.
+DEPS_BUILD = build-essential pkg-config liblua5.4-dev lua-filesystem-dev libcurl4-openssl-dev \
+	libcjson-dev unixodbc-dev unixodbc libedit-dev libssl-dev
+DEPS_TEST  = lua5.4 perl libsqliteodbc odbc-postgresql postgresql sqlite3 python3 openssl \
+	rsync curl tmux procps time util-linux
+DEPS = $(DEPS_BUILD) $(DEPS_TEST)
+
+UPKIT    = build/upkit
+PROVE    = prove -j2 --timer --exec '$(CURDIR)/tests/lib/runtest'
+TESTS    = $(sort $(wildcard tests/*.lua))
+
+.PHONY: all deps test check bench demo install uninstall sandbox repl clean
+
+all: $(UPKIT)
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+build/gen/modules.h: $(SRC)
+	@mkdir -p $(@D)
+	@grep -ho '^int luaopen_upkit_[a-z0-9_]*(lua_State' $(SRC) | \
+	  sed 's/^int luaopen_upkit_\([a-z0-9_]*\)(lua_State/UPK_MODULE(\1)/' | sort -u > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+# The installed share directory is compiled in; rewrite it when PREFIX changes.
+build/gen/config.h: FORCE
+	@mkdir -p $(@D)
+	@echo '#define UPKIT_SHARE "$(SHAREDIR)"' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+.PHONY: FORCE
+FORCE:
+
+build/obj/%.o: host/%.c $(HDR) build/gen/modules.h build/gen/config.h
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c $< -o $@
+
+build/asan/obj/%.o: host/%.c $(HDR) build/gen/modules.h build/gen/config.h
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -c $< -o $@
+
+$(UPKIT): $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $(OBJ) $(LIBS) -Wl,-E
+
+build/asan/upkit: $(ASAN_OBJ)
+	$(CC) $(SAN) -o $@ $(ASAN_OBJ) $(LIBS) -Wl,-E
+
+test: deps
+	@$(MAKE) --no-print-directory $(UPKIT)
+	UPKIT_BIN=$(CURDIR)/$(UPKIT) $(PROVE) $(TESTS)
+
+check: deps
+	@$(MAKE) --no-print-directory build/asan/upkit
+	UPKIT_BIN=$(CURDIR)/build/asan/upkit UPKIT_SANITIZED=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(PROVE) $(TESTS)
+
+bench: deps
+	@$(MAKE) --no-print-directory $(UPKIT)
+	UPKIT_BIN=$(CURDIR)/$(UPKIT) $(UPKIT) run tests/bench/run.lua
+
+demo: deps
+	@$(MAKE) --no-print-directory $(UPKIT)
+	$(UPKIT) run scripts/demo.lua
+
+sandbox: deps
+	python3 tests/sim/octosim.py sandbox --dir $${SANDBOX_DIR:-build/sandbox}
+
+repl: $(UPKIT)
+	$(UPKIT) repl
+
+install: $(UPKIT)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHAREDIR)
+	install -m 0755 $(UPKIT) $(DESTDIR)$(PREFIX)/bin/upkit
+	cp -R lua scripts $(DESTDIR)$(SHAREDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/upkit
+	rm -rf $(DESTDIR)$(SHAREDIR)
+
+clean:
+	rm -rf build

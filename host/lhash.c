@@ -1,0 +1,235 @@
+/*
+** lhash.c: upkit.hash, message digests and HMAC through OpenSSL's EVP.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "upkit.h"
+
+#define HASHER_MT "upkit.hash.Hasher"
+#define FILE_BUF (1 << 20)
+
+static const char *const algnames[] = {"md5", "sha1", "sha256", "sha512", NULL};
+
+typedef struct Hasher {
+  EVP_MD_CTX *ctx;
+  const char *alg;
+} Hasher;
+
+/* The EVP digest for one of the supported names, or raise EINVAL. */
+static const EVP_MD *checkmd(lua_State *L, int idx, const char *fn) {
+  const char *name = luaL_checkstring(L, idx);
+  for (int i = 0; algnames[i]; i++) {
+    if (strcmp(name, algnames[i]) == 0) {
+      const EVP_MD *md = EVP_get_digestbyname(name);
+      if (md) return md;
+    }
+  }
+  upk_error(L, "EINVAL", "%s: unknown algorithm '%s' (md5, sha1, sha256, sha512)", fn, name);
+  return NULL;
+}
+
+static void pushhex(lua_State *L, const unsigned char *d, unsigned int n) {
+  static const char hx[] = "0123456789abcdef";
+  char buf[EVP_MAX_MD_SIZE * 2];
+  for (unsigned int i = 0; i < n; i++) {
+    buf[2 * i] = hx[d[i] >> 4];
+    buf[2 * i + 1] = hx[d[i] & 15];
+  }
+  lua_pushlstring(L, buf, 2 * (size_t)n);
+}
+
+/*
+** hash.file(alg, path) -> hex digest; streams the file in constant memory.
+*/
+static int hash_file(lua_State *L) {
+  const EVP_MD *md = checkmd(L, 1, "hash.file");
+  const char *path = luaL_checkstring(L, 2);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return upk_errno_error(L, errno, "hash.file: '%s'", path);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  unsigned char *buf = malloc(FILE_BUF);
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  int err = 0;
+  if (!buf || !ctx || !EVP_DigestInit_ex(ctx, md, NULL)) err = ENOMEM;
+  while (!err) {
+    ssize_t n = read(fd, buf, FILE_BUF);
+    if (n < 0) {
+      if (errno == EINTR && !upk_interrupted) continue;
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf, (size_t)n);
+    if (upk_interrupted) err = EINTR;
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int outlen = 0;
+  if (!err) EVP_DigestFinal_ex(ctx, out, &outlen);
+  EVP_MD_CTX_free(ctx);
+  free(buf);
+  close(fd);
+  if (err == EINTR) upk_check_interrupt(L, "hash.file");
+  if (err) return upk_errno_error(L, err, "hash.file: '%s'", path);
+  pushhex(L, out, outlen);
+  return 1;
+}
+
+/*
+** hash.new(alg) -> hasher
+*/
+static int hash_new(lua_State *L) {
+  const EVP_MD *md = checkmd(L, 1, "hash.new");
+  Hasher *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->ctx = NULL;
+  h->alg = EVP_MD_get0_name(md);
+  luaL_setmetatable(L, HASHER_MT);
+  h->ctx = EVP_MD_CTX_new();
+  if (!h->ctx || !EVP_DigestInit_ex(h->ctx, md, NULL))
+    return upk_error(L, "ENOMEM", "hash.new: cannot create a digest context");
+  upk_track(L, h, HASHER_MT);
+  return 1;
+}
+
+static Hasher *checkopen(lua_State *L, const char *fn) {
+  Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
+  if (!h->ctx) upk_error(L, "ECLOSED", "%s: hasher is closed", fn);
+  return h;
+}
+
+/* hasher:update(data, ...) -> hasher */
+static int hasher_update(lua_State *L) {
+  Hasher *h = checkopen(L, "hasher:update");
+  int n = lua_gettop(L);
+  for (int i = 2; i <= n; i++) {
+    size_t len;
+    const char *s = luaL_checklstring(L, i, &len);
+    EVP_DigestUpdate(h->ctx, s, len);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Finish a copy of the context, so the hasher can go on after a look. */
+static unsigned int finish(lua_State *L, Hasher *h, unsigned char *out) {
+  unsigned int outlen = 0;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  if (!c || !EVP_MD_CTX_copy_ex(c, h->ctx)) {
+    EVP_MD_CTX_free(c);
+    upk_error(L, "ENOMEM", "hasher: cannot copy the digest context");
+  }
+  EVP_DigestFinal_ex(c, out, &outlen);
+  EVP_MD_CTX_free(c);
+  return outlen;
+}
+
+/* hasher:hex() -> hex digest of what was given so far */
+static int hasher_hex(lua_State *L) {
+  Hasher *h = checkopen(L, "hasher:hex");
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = finish(L, h, out);
+  pushhex(L, out, n);
+  return 1;
+}
+
+/* hasher:digest() -> binary digest of what was given so far */
+static int hasher_digest(lua_State *L) {
+  Hasher *h = checkopen(L, "hasher:digest");
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = finish(L, h, out);
+  lua_pushlstring(L, (const char *)out, n);
+  return 1;
+}
+
+/* hasher:algorithm() -> name */
+static int hasher_algorithm(lua_State *L) {
+  Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
+  lua_pushstring(L, h->alg);
+  return 1;
+}
+
+/* hasher:close(): idempotent; also __gc and __close */
+static int hasher_close(lua_State *L) {
+  Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
+  if (h->ctx) {
+    EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+    upk_untrack(L, h);
+  }
+  return 0;
+}
+
+static int hasher_tostring(lua_State *L) {
+  Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
+  lua_pushfstring(L, "upkit.hash.Hasher (%s%s)", h->alg, h->ctx ? "" : ", closed");
+  return 1;
+}
+
+/*
+** hash.hmac(alg, key, data [, raw]) -> hex (or binary when raw) HMAC
+*/
+static int hash_hmac(lua_State *L) {
+  const EVP_MD *md = checkmd(L, 1, "hash.hmac");
+  size_t klen, dlen;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  const char *data = luaL_checklstring(L, 3, &dlen);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int outlen = 0;
+  if (!HMAC(md, key, (int)klen, (const unsigned char *)data, dlen, out, &outlen))
+    return upk_error(L, "EINVAL", "hash.hmac: OpenSSL refused the computation");
+  if (lua_toboolean(L, 4)) lua_pushlstring(L, (const char *)out, outlen);
+  else pushhex(L, out, outlen);
+  return 1;
+}
+
+/* hash.algorithms() -> { "md5", "sha1", "sha256", "sha512" } */
+static int hash_algorithms(lua_State *L) {
+  lua_newtable(L);
+  for (int i = 0; algnames[i]; i++) {
+    lua_pushstring(L, algnames[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static const luaL_Reg hash_funcs[] = {
+  {"file", hash_file},
+  {"new", hash_new},
+  {"hmac", hash_hmac},
+  {"algorithms", hash_algorithms},
+  {NULL, NULL}
+};
+
+static const luaL_Reg hasher_meth[] = {
+  {"update", hasher_update},
+  {"hex", hasher_hex},
+  {"digest", hasher_digest},
+  {"algorithm", hasher_algorithm},
+  {"close", hasher_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg hasher_metameth[] = {
+  {"__index", NULL},
+  {"__gc", hasher_close},
+  {"__close", hasher_close},
+  {"__tostring", hasher_tostring},
+  {NULL, NULL}
+};
+
+int luaopen_upkit_hash(lua_State *L) {
+  luaL_newmetatable(L, HASHER_MT);
+  luaL_setfuncs(L, hasher_metameth, 0);
+  luaL_newlibtable(L, hasher_meth);
+  luaL_setfuncs(L, hasher_meth, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, hash_funcs);
+  return 1;
+}

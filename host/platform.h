@@ -1,0 +1,30 @@
+/*
+** platform.h: the operating-system seam of the host itself (paths,
+** terminals, signals). Modules keep their own seams beside it
+** (platform_<area>.h), each with a POSIX implementation, so a Windows
+** build adds files instead of touching modules.
+*/
+#ifndef UPKIT_PLATFORM_H
+#define UPKIT_PLATFORM_H
+
+#include <stddef.h>
+
+/* Absolute path of the running executable into buf; 0 on success. */
+int upk_exe_path(char *buf, size_t size);
+
+/* 1 when the file descriptor is a terminal. */
+int upk_isatty(int fd);
+
+/* The user's data directory for upkit (XDG_DATA_HOME/upkit or ~/.local/share/upkit). */
+int upk_user_dir(char *buf, size_t size);
+
+/* 1 when path names an existing regular file. */
+int upk_isfile(const char *path);
+
+/* Install the SIGINT handler: it calls onint() (async-signal-safe code only). */
+void upk_on_sigint(void (*onint)(int));
+
+/* Sleep for the given seconds (fractions allowed); returns early on a signal. */
+void upk_sleep(double seconds);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+** upkit.h: what every native module of upkit shares.
+** Error objects, handle tracking, option checking, interruption.
+*/
+#ifndef UPKIT_H
+#define UPKIT_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#define UPKIT_VERSION "0.1.0"
+
+/* metatable of raised error objects */
+#define UPK_ERROR_MT "upkit.Error"
+
+/*
+** Push an error object { code = code, message = <formatted> } with the
+** upkit.Error metatable. The caller may add fields, then lua_error().
+*/
+void upk_pusherror(lua_State *L, const char *code, const char *fmt, ...);
+void upk_vpusherror(lua_State *L, const char *code, const char *fmt, va_list ap);
+
+/* Push and raise an error object. Never returns. */
+int upk_error(lua_State *L, const char *code, const char *fmt, ...);
+
+/*
+** Raise an error object for a failed system call: code is the errno's
+** name (ENOENT), message is "<formatted>: <strerror>", field native = errno.
+*/
+int upk_errno_error(lua_State *L, int err, const char *fmt, ...);
+
+/* "ENOENT" for ENOENT; "E<number>" for an errno without a known name. */
+const char *upk_errno_name(int err);
+
+/*
+** Open-handle tracking: every native handle calls upk_track when it opens
+** and upk_untrack when it closes, so the test runner can assert that no
+** handle is left open. tname is the handle's metatable name.
+*/
+void upk_track(lua_State *L, const void *p, const char *tname);
+void upk_untrack(lua_State *L, const void *p);
+/* Push an array with the type name of every open handle. */
+int upk_open_handles(lua_State *L);
+
+/*
+** Raise EINVAL naming the key when the options table at idx (absent or nil
+** is fine) has a key that is not in keys (NULL-terminated).
+*/
+void upk_checkopts(lua_State *L, int idx, const char *fn, const char *const keys[]);
+
+/*
+** Options: read field k of the table at idx, or the default when absent.
+** A present field of the wrong type raises EINVAL naming fn and k.
+*/
+lua_Integer upk_optinteger(lua_State *L, int idx, const char *fn, const char *k, lua_Integer def);
+lua_Number upk_optnumber(lua_State *L, int idx, const char *fn, const char *k, lua_Number def);
+int upk_optboolean(lua_State *L, int idx, const char *fn, const char *k, int def);
+const char *upk_optstring(lua_State *L, int idx, const char *fn, const char *k, const char *def);
+
+/* Set by SIGINT; long-running C loops poll it and raise INTERRUPTED. */
+extern volatile sig_atomic_t upk_interrupted;
+/* Raise INTERRUPTED (clearing the flag) when it is set. */
+void upk_check_interrupt(lua_State *L, const char *what);
+
+/* Seconds from a monotonic clock. */
+double upk_now(void);
+
+#endif
