@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 import uuid
@@ -154,7 +153,7 @@ def main(machine, argv):
     try:
         args = MsiArgs(argv)
         log("Command line: msiexec %s" % " ".join(argv))
-        code = _run(machine, args, log)
+        code = _run(machine, args, log, load_faults(machine))
     except SimError as e:
         code = e.code if e.code not in (0, 1) else 1603
         log(str(e))
@@ -173,8 +172,12 @@ def main(machine, argv):
     return code
 
 
-def _run(machine, args, log):
-    faults = load_faults(machine)
+def install(machine, package):
+    """Install `package` as a fault-free msiexec /i would (used by `octosim.py create`)."""
+    return _run(machine, MsiArgs(["/i", package, "/quiet"]), lambda m: None, {})
+
+
+def _run(machine, args, log, faults):
     pdir = program_dir(machine)
     current = installed_version(machine)
     if args.action == "uninstall":

@@ -394,13 +394,16 @@ def preflight(machine, cfg, version):
 
 
 def listen_port(cfg):
-    prefix = cfg.get("Octopus.WebPortal.ListenPrefixes", "")
-    import re
-    m = re.search(r":(\d+)", prefix.split(",")[0].replace("//", ""))
-    if not m:
+    import urllib.parse
+    prefix = cfg.get("Octopus.WebPortal.ListenPrefixes", "").split(",")[0].strip()
+    try:
+        port = urllib.parse.urlsplit(prefix).port
+    except ValueError:
+        port = None
+    if not port:
         raise SimError("No web listen prefix with a port is configured (configure --webListenPrefixes="
                        "http://127.0.0.1:PORT/)")
-    return int(m.group(1))
+    return port
 
 
 def c_service(ctx):
