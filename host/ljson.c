@@ -93,8 +93,10 @@ static int json_decode(lua_State *L) {
     if (pos > len) pos = len;
     if (len == 0 || pos >= len)
       return upk_error(L, "BAD_JSON", "json.decode: unexpected end of input at byte %d", (int)len + 1);
-    return upk_error(L, "BAD_JSON", "json.decode: syntax error at byte %d near '%.10s'",
-                     (int)pos + 1, text + pos);
+    char near[16];
+    snprintf(near, sizeof near, "%.10s", text + pos);
+    return upk_error(L, "BAD_JSON", "json.decode: syntax error at byte %d near '%s'",
+                     (int)pos + 1, near);
   }
   /* trailing garbage other than white space */
   size_t pos = (size_t)(end - text);
@@ -224,15 +226,19 @@ static cJSON *encode_value(Enc *e, int idx, int depth, const char *path) {
       return enc_fail(e, path, "a userdata value");
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
-        lua_Integer v = lua_tointeger(L, idx);
-        if ((double)v >= -EXACT_INT && (double)v <= EXACT_INT) return cJSON_CreateNumber((double)v);
         char buf[32];
-        snprintf(buf, sizeof buf, "%lld", (long long)v);
+        snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
         return cJSON_CreateRaw(buf);
       } else {
+        /* the shortest of %.15g/%.16g/%.17g that reads back exactly */
         double d = lua_tonumber(L, idx);
         if (!isfinite(d)) return enc_fail(e, path, "a non-finite number");
-        return cJSON_CreateNumber(d);
+        char buf[40];
+        for (int prec = 15; prec <= 17; prec++) {
+          snprintf(buf, sizeof buf, "%.*g", prec, d);
+          if (strtod(buf, NULL) == d) break;
+        }
+        return cJSON_CreateRaw(buf);
       }
     case LUA_TSTRING: {
       size_t len;
