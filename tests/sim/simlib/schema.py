@@ -59,8 +59,15 @@ SPACE_TABLES = ["Project", "ProjectGroup", "Lifecycle", "Environment", "Machine"
                 "VariableSet", "Artifact", "Team"]
 
 
+def _script(c, sql):
+    """Run several statements inside the caller's transaction (executescript would commit)."""
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+
+
 def _m_workers(c):
-    c.executescript("""
+    _script(c, """
     CREATE TABLE Worker (Id TEXT PRIMARY KEY, Name TEXT NOT NULL, IsDisabled INTEGER NOT NULL DEFAULT 0,
       WorkerPoolIds TEXT, MachinePolicyId TEXT, Thumbprint TEXT, CommunicationStyle TEXT,
       JSON TEXT NOT NULL);
@@ -211,9 +218,7 @@ def create_database(path, master_key, version, node_name, seed_opts=None, folder
     c = connect(path, check=False)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("BEGIN")
-    for stmt in BASELINE_SQL.split(";"):
-        if stmt.strip():
-            c.execute(stmt)
+    _script(c, BASELINE_SQL)
     c.execute("INSERT INTO SchemaVersions (ScriptName, Applied, Version) VALUES (?,?,?)",
               ("Script0001-Baseline", now_iso(), BASELINE))
     put_config_row(c, "upgradeavailability", {"Id": "upgradeavailability",
