@@ -2,8 +2,10 @@
 ** lcore.c: upkit._core, the host's own functions: versions, library roots,
 ** error objects, open handles, terminal and clock helpers.
 */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -104,7 +106,26 @@ static int core_sleep(lua_State *L) {
   return 0;
 }
 
+/*
+** core.fsync(file): flush a Lua file handle and fsync it to disk.
+*/
+static int core_fsync(lua_State *L) {
+  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  if (s->closef == NULL || s->f == NULL) return upk_error(L, "ECLOSED", "fsync: file is closed");
+  if (fflush(s->f) != 0 || fsync(fileno(s->f)) != 0)
+    return upk_errno_error(L, errno, "fsync");
+  return 0;
+}
+
+/* core.pid() -> this process's id */
+static int core_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"fsync", core_fsync},
+  {"pid", core_pid},
   {"versions", core_versions},
   {"roots", core_roots},
   {"new_error", core_new_error},
