@@ -137,6 +137,12 @@ class MsiArgs:
             raise SimError("Invalid command line: expected /i PACKAGE or /x PACKAGE", 1639)
 
 
+def exit_status(code):
+    """What a POSIX parent sees when msiexec exits with a Windows code: the low 8 bits
+    (0 -> 0, 3010 -> 194, 1603 -> 67, 1605 -> 69, 1619 -> 83, 1620 -> 84, 1639 -> 103)."""
+    return code & 0xFF
+
+
 def _ts():
     return time.strftime("%H:%M:%S")
 
@@ -164,12 +170,14 @@ def main(machine, argv):
     log("Windows Installer %s the product. Error status: %d." % (
         "installed" if code in (0, 3010) else "did not install", code))
     log("MainEngineThread is returning %d" % code)
+    sys.stderr.write("msiexec: exit code %d (the process exit status carries its low 8 bits: %d)\n"
+                     % (code, exit_status(code)))
     if args and args.log:
         with open(args.log, "a", encoding="utf-8") as f:
             f.write("=== Verbose logging started: %s ===\n" % time.strftime("%d/%m/%Y  %H:%M:%S"))
             f.writelines(lines)
             f.write("=== Verbose logging stopped ===\n")
-    return code
+    return exit_status(code)
 
 
 def install(machine, package):
