@@ -1,0 +1,176 @@
+-- clone-instance: the recommended upgrade rehearsal. Clone an Octopus Server
+-- onto a new server, make the clone harmless, upgrade it and test it, while the
+-- main instance keeps running (it is in maintenance mode only while its
+-- database is backed up).
+--
+-- Steps follow the guide "Upgrading from Octopus 3.x": back up master key and
+-- licence; maintenance on; back up the database; maintenance off; restore it as a
+-- new database; install the same version on the new server pointed at it (this
+-- needs the master key); copy the folders; disable targets, workers, triggers and
+-- subscriptions and give the clone a new installation id; upgrade it; test it.
+local upkit = require "upkit"
+local fs = require "upkit.fs"
+local U = require "upkit.upgrade"
+local S = U.steps
+
+local params = U.params("server_url", "api_key", "instance", "server_exe", "db", "backup_dir",
+  "download_url", "versions_feed", "target_version", "timeout", "verify_tls",
+  { name = "clone_server_exe", type = "path", default = [[C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe]],
+    describe = "Octopus.Server executable on the new server (after the install)" },
+  { name = "clone_msiexec", type = "path", default = "msiexec", describe = "the installer program on the new server" },
+  { name = "clone_instance", type = "string", default = "OctopusServer", describe = "instance name of the clone" },
+  { name = "clone_home", type = "path", required = true, describe = "home folder of the clone (config, folders)" },
+  { name = "clone_db", type = "string", required = true,
+    describe = "ODBC connection string of the clone's new database (it must not exist or be empty)" },
+  { name = "clone_url", type = "string", required = true,
+    describe = "URL the clone listens on (configure --webListenPrefixes)" },
+  { name = "disable_targets", type = "boolean", default = true,
+    describe = "disable targets, workers, triggers and subscriptions on the clone" },
+  { name = "skip_license_check", type = "boolean", default = false,
+    describe = "pass --skipLicenseCheck to the database upgrade" })
+
+local function clone_cli(ctx)
+  local p = ctx.params
+  ctx._clone = ctx._clone or U.server { exe = p.clone_server_exe, instance = p.clone_instance, timeout = p.timeout }
+  return ctx._clone
+end
+
+local function master_key(ctx)
+  return ctx.secret((fs.read(ctx.params.backup_dir .. "/master-key.txt"):gsub("%s+$", "")))
+end
+
+local FOLDER_FLAGS = { Artifacts = "--artifacts", TaskLogs = "--taskLogs", Packages = "--nugetRepository",
+                       EventExports = "--eventExports" }
+
+local function clone_folders(ctx)
+  local out = {}
+  for name in pairs(U.cli(ctx):folders()) do out[name] = ctx.params.clone_home .. "/" .. name end
+  return out
+end
+
+return {
+  name = "clone-instance",
+  summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it",
+  params = params,
+  steps = {
+    S.connect(),
+    S.master_key(),
+    S.licence_and_config(),
+    S.maintenance_on(),
+    S.wait_idle(),
+    S.backup_database(),
+    S.maintenance_off(),
+    {
+      name = "restore-database",
+      describe = "restore the backup as the clone's new database",
+      done = function(ctx) return ctx.state.clone_restored == true end,
+      run = function(ctx)
+        local r = U.restore_database(ctx.state.database_backup.file, ctx.params.clone_db)
+        ctx.log("restored %s into the clone database (%s)", r.file or ctx.state.database_backup.file, r.method or "")
+        return { clone_restored = true }
+      end,
+    },
+    {
+      name = "install-same-version",
+      describe = "download the main instance's version and install it on the new server",
+      run = function(ctx)
+        local v = ctx.state.source_version
+        local inst = U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers",
+                                       { download_url = ctx.params.download_url })
+        local r = U.install(ctx.params.clone_msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+        ctx.log("installed Octopus %s on the new server (exit code %d)", v, r.code)
+      end,
+    },
+    {
+      name = "configure-clone",
+      describe = "create the clone's instance pointed at the restored database, with the master key",
+      run = function(ctx)
+        local p, cli = ctx.params, clone_cli(ctx)
+        local key = master_key(ctx)
+        cli.secrets[#cli.secrets + 1] = key
+        fs.mkdirs(p.clone_home)
+        local known = false
+        for _, i in ipairs(cli:instances()) do if i.InstanceName == p.clone_instance then known = true end end
+        if not known then
+          cli:run("create-instance", "--config=" .. p.clone_home .. "/" .. p.clone_instance .. ".config",
+                  "--home=" .. p.clone_home)
+        end
+        cli:run("database", "--connectionString=" .. p.clone_db, "--masterKey=" .. key)
+        cli:run("configure", "--home=" .. p.clone_home, "--webListenPrefixes=" .. p.clone_url)
+        local args = {}
+        for name, path in pairs(clone_folders(ctx)) do args[#args + 1] = FOLDER_FLAGS[name] .. "=" .. path end
+        table.sort(args)
+        if #args > 0 then cli:run("path", table.unpack(args)) end
+        cli:service("install")
+      end,
+    },
+    {
+      name = "copy-folders",
+      describe = "copy Artifacts, Packages, TaskLogs and EventExports to the clone, verified",
+      run = function(ctx)
+        local main = U.cli(ctx):folders()
+        local results = {}
+        for name, path in pairs(main) do
+          local dst = ctx.params.clone_home .. "/" .. name
+          local manifest = ctx.run_dir .. "/" .. name .. ".SHA256SUMS"
+          local r = fs.mirror(path, dst, { delete = true, manifest = manifest, progress = true })
+          local v = fs.verify(dst, manifest)
+          if not v.ok then upkit.error("VERIFY_FAILED", "the copy of " .. name .. " does not match its manifest") end
+          ctx.log("%s: %d files (%d copied, %d bytes)", name, r.files, r.copied, r.bytes)
+          results[name] = { path = dst, manifest = manifest }
+        end
+        return { main_folders = main, clone_folders = results }
+      end,
+    },
+    {
+      name = "make-clone-harmless",
+      describe = "disable targets, workers, triggers, subscriptions; remove server nodes and extensions; new installation id",
+      run = function(ctx)
+        local db <close> = U.connect(U.odbc_connection(ctx.params.clone_db))
+        if ctx.params.disable_targets then
+          for stmt, n in pairs(U.harden_clone(db)) do ctx.log("%-60s %d rows", stmt, n) end
+        else
+          ctx.log("disable_targets=false: targets, workers, triggers and subscriptions stay as they are")
+        end
+        local id = U.new_installation_id(db)
+        ctx.log("new installation id %s", id)
+        return { clone_installation_id = id }
+      end,
+    },
+    {
+      name = "start-clone",
+      describe = "start the clone and wait until its API answers",
+      run = function(ctx)
+        local cli = clone_cli(ctx)
+        if not cli:running() then cli:service("start") end
+        local api = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
+        ctx.log("clone answers at %s: Octopus %s", ctx.params.clone_url, api:version())
+      end,
+    },
+    {
+      name = "upgrade-clone",
+      describe = function(ctx) return "upgrade the clone to " .. tostring(ctx.params.target_version) end,
+      run = function(ctx)
+        local target = U.target(ctx)
+        local hops = U.upgrade_instance(ctx, clone_cli(ctx), ctx.params.clone_msiexec, target, ctx.run_dir .. "/logs")
+        return { target = target, installed = hops }
+      end,
+    },
+    {
+      name = "test-clone",
+      describe = "test the clone: version, health, row counts, folders readable",
+      run = function(ctx)
+        local api = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
+        local db <close> = U.connect(U.odbc_connection(ctx.params.clone_db))
+        local folders = {}
+        for _, f in pairs(ctx.state.clone_folders or {}) do folders[#folders + 1] = f end
+        U.test_instance(ctx, api, db, { version = ctx.state.target, counts = ctx.state.source_counts,
+                                        folders = folders })
+        local id = U.installation_id(db)
+        if id ~= ctx.state.clone_installation_id then
+          upkit.error("TEST_FAILED", "the clone's installation id changed back to " .. tostring(id))
+        end
+      end,
+    },
+  },
+}

@@ -1,0 +1,93 @@
+-- demo: clone a simulated Octopus 3.17.14 server and upgrade the clone to the newest version.
+--
+-- Runs the bundled clone-instance procedure end to end against the Octopus
+-- simulator of the source tree (tests/sim): it creates a seeded 3.17.14 instance
+-- and a download site on 127.0.0.1 in a temporary folder, and an empty "new
+-- server" for the clone, then runs clone-instance, prints its summary, and stops
+-- everything it started. Usage: upkit run demo [--keep]
+local upkit = require "upkit"
+local fs = require "upkit.fs"
+local proc = require "upkit.proc"
+local json = require "upkit.json"
+
+local keep = false
+for _, a in ipairs(arg or {}) do
+  if a == "--keep" then keep = true
+  elseif a == "--help" or a == "-h" then
+    print("usage: upkit run demo [--keep]\n\nClones a simulated Octopus 3.17.14 server and upgrades the clone " ..
+          "to the newest simulated version.\n--keep leaves the temporary folder in place.")
+    return 0
+  else
+    io.stderr:write("demo: unknown argument '", a, "'\n")
+    return 2
+  end
+end
+
+local sim
+for _, root in ipairs(upkit.roots()) do
+  if fs.exists(root .. "/tests/sim/octosim.py") then sim = root .. "/tests/sim/octosim.py" break end
+end
+if not sim then
+  io.stderr:write("demo: the Octopus simulator (tests/sim/octosim.py) is in the source tree only\n")
+  return 1
+end
+
+local function octosim(...)
+  local r = proc.run({ "python3", sim, ... }, { timeout = 300, ok = { 0 } })
+  return json.decode(r.stdout)
+end
+
+local dir = fs.tempdir("upkit-demo")
+print("demo folder: " .. dir)
+local started, site = {}, nil
+
+local function cleanup()
+  for _, s in ipairs(started) do
+    pcall(proc.run, { s.exe, "service", "--stop", "--instance=" .. s.instance }, { timeout = 60 })
+  end
+  if site then site:close() end
+  if not keep then fs.remove(dir, { recursive = true }) end
+end
+
+local ok, code = xpcall(function()
+  print("creating a simulated Octopus 3.17.14 server ...")
+  local main = octosim("create", "--home", dir .. "/main", "--version", "3.17.14", "--start")
+  started[#started + 1] = { exe = main.server_exe, instance = main.instance }
+  local clone = octosim("machine", "--root", dir .. "/new-server")
+  local port = 0
+  site = proc.spawn({ "python3", sim, "download-site", "--dir", main.downloads, "--port", "0" }, {})
+  local site_url = site:lines()()
+  print("download site: " .. site_url)
+
+  local clone_port = 20000 + upkit.pid() % 20000
+  local clone_url = string.format("http://127.0.0.1:%d/", clone_port)
+  local config = dir .. "/site.lua"
+  fs.write(config, string.format([[
+return {
+  server_url = %q,
+  server_exe = %q,
+  instance = %q,
+  backup_dir = %q,
+  download_url = %q,
+  versions_feed = %q,
+  clone_server_exe = %q,
+  clone_msiexec = %q,
+  clone_home = %q,
+  clone_db = %q,
+  clone_url = %q,
+}
+]], main.url, main.server_exe, main.instance, dir .. "/backup", site_url .. "/octopus",
+    site_url .. "/download/upgrade/v3", clone.server_exe, clone.msiexec, clone.machine .. "/Octopus",
+    "Driver=SQLite3;Database=" .. dir .. "/new-server/OctopusClone.db", clone_url))
+  fs.write(dir .. "/api-key", main.api_key .. "\n", { mode = "0600" })
+  started[#started + 1] = { exe = clone.server_exe, instance = "OctopusServer" }
+  local cli = require "upkit.cli"
+  return cli.main { "run", "clone-instance", "--config", config, "--set", "api_key_file=" .. dir .. "/api-key",
+                    "--runs", dir .. "/runs", "--yes" }
+end, debug.traceback)
+cleanup()
+if not ok then
+  io.stderr:write("demo failed: ", tostring(code), "\n")
+  return 1
+end
+return code

@@ -1,0 +1,147 @@
+-- rollback: put an Octopus Server back as it was at a backup.
+--
+-- From a backup made by `backup` or `in-place-upgrade` (its backup_dir): stop the
+-- service; restore the database; restore the folders the safe way (set the
+-- current ones aside, copy the backup in, verify against the manifests, then
+-- remove the set-aside copies); find the previously installed version; uninstall
+-- the current one and install it; put the config file back (3.5+ keeps settings
+-- in the database, the file must match the version); start; sanity checks;
+-- maintenance mode off.
+local upkit = require "upkit"
+local fs = require "upkit.fs"
+local version = require "upkit.version"
+local U = require "upkit.upgrade"
+
+local params = U.params("server_url", "api_key", "instance", "server_exe", "msiexec", "db", "backup_dir",
+  "download_url", "timeout", "verify_tls")
+
+local function manifest(ctx)
+  ctx._manifest = ctx._manifest or U.read_manifest(ctx.params.backup_dir)
+  return ctx._manifest
+end
+
+return {
+  name = "rollback",
+  summary = "Roll an Octopus Server back to a backup: database, folders, previous version",
+  params = params,
+  steps = {
+    {
+      name = "check-backup",
+      describe = "check the backup is complete: backup.json, master key, database digest, folder manifests",
+      check = function(ctx)
+        local m = manifest(ctx)
+        local d = ctx.params.backup_dir
+        if not m.database or not m.version then
+          upkit.error("BAD_BACKUP", string.format("backup %s has no database or no version in backup.json", d))
+        end
+        require("upkit.sql").verify(m.database.file)
+        for name in pairs(m.folders or {}) do
+          if not fs.exists(d .. "/folders/" .. name .. ".SHA256SUMS") then
+            upkit.error("BAD_BACKUP", string.format("backup %s has no manifest for folder %s", d, name))
+          end
+        end
+        return true
+      end,
+      run = function(ctx)
+        local m = manifest(ctx)
+        ctx.log("backup of Octopus %s made %s", m.version, m.created)
+        return { previous_version = m.version }
+      end,
+    },
+    {
+      name = "stop-service",
+      describe = "stop the Octopus service",
+      run = function(ctx)
+        local cli = U.cli(ctx)
+        if cli:running() then cli:service("stop") end
+      end,
+    },
+    {
+      name = "restore-database",
+      describe = "restore the database backup over the current database",
+      confirm = function(ctx) return ctx.params.instance end,
+      run = function(ctx)
+        local m = manifest(ctx)
+        local r = U.restore_database(m.database.file, U.db_connection(ctx), { replace = true })
+        ctx.log("database restored from %s", m.database.file)
+        return { database_restored = r.method or true }
+      end,
+    },
+    {
+      name = "restore-folders",
+      describe = "restore the folders: set the current ones aside, copy the backup in, verify, remove the aside copies",
+      run = function(ctx)
+        local folders = {}
+        for name, f in pairs(manifest(ctx).folders or {}) do folders[name] = f.path end
+        local r = U.restore_folders(ctx.params.backup_dir .. "/folders", folders)
+        for name, res in pairs(r) do ctx.log("%s: %d files restored and verified", name, res.files) end
+      end,
+    },
+    {
+      name = "reinstall-previous-version",
+      describe = "uninstall the current version and install the one of the backup",
+      run = function(ctx)
+        local want = ctx.state.previous_version
+        local db <close> = U.connect(U.db_connection(ctx))
+        local history = U.previous_versions(db, 5)
+        if history[1] and version.compare(history[1], want) ~= 0 then
+          ctx.warn("the restored installation history says %s was installed last; the backup says %s", history[1], want)
+        end
+        local cli = U.cli(ctx)
+        local ok, current = pcall(cli.version, cli)
+        if ok and version.compare(current, want) == 0 then
+          ctx.log("Octopus %s is installed already", want)
+          return
+        end
+        local inst = U.fetch_installer(U.downloads(ctx), want, ctx.run_dir .. "/installers",
+                                       { download_url = ctx.params.download_url })
+        if ok then
+          require("upkit.proc").run({ ctx.params.msiexec, "/x", inst.file, "/quiet", "/norestart" },
+                                    { timeout = ctx.params.timeout, ok = { 0, 1605 } })
+          ctx.log("uninstalled Octopus %s", current)
+        end
+        U.install(ctx.params.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+        ctx.log("installed Octopus %s", want)
+      end,
+    },
+    {
+      name = "restore-config-file",
+      describe = "put the instance's config file of the backup back in place",
+      run = function(ctx)
+        local saved = ctx.params.backup_dir .. "/" .. ctx.params.instance .. ".config"
+        local cfg = fs.exists(ctx.params.backup_dir .. "/configuration.json")
+          and require("upkit.json").decode(fs.read(ctx.params.backup_dir .. "/configuration.json"))
+        local target = cfg and cfg["Octopus.Server.ConfigurationFilePath"]
+        if not (target and fs.exists(saved)) then ctx.log("no config file in the backup; left as it is") return end
+        fs.copy(saved, target, { overwrite = true, verify = "sha256" })
+        ctx.log("config file %s restored", target)
+      end,
+    },
+    {
+      name = "start",
+      describe = "start the service and wait until the API answers",
+      run = function(ctx)
+        local cli = U.cli(ctx)
+        if not cli:running() then cli:service("start") end
+        ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
+      end,
+    },
+    {
+      name = "sanity-checks",
+      describe = "version is the backup's, health is normal, row counts match the backup",
+      run = function(ctx)
+        local m = manifest(ctx)
+        local db <close> = U.connect(U.db_connection(ctx))
+        U.test_instance(ctx, U.api(ctx), db, { version = m.version, counts = m.counts })
+      end,
+    },
+    {
+      name = "maintenance-off",
+      describe = "turn maintenance mode off if it is on",
+      run = function(ctx)
+        local api = U.api(ctx)
+        if api:maintenance() then api:set_maintenance(false) ctx.log("maintenance mode is off") end
+      end,
+    },
+  },
+}
