@@ -103,7 +103,9 @@ end
 -- The text with apikey= query values, URL passwords and the given secret values replaced.
 local function redact(text, secrets)
   text = tostring(text)
-  text = text:gsub("([?&][aA][pP][iI][kK][eE][yY]=)[^&#%s\"'*][^&#%s\"']*", "%1***")
+  text = text:gsub("([?&][aA][pP][iI][kK][eE][yY]=)([^&#%s\"']+)", function(k, v)
+    return k .. "***" .. (v:find(":$") and ":" or "")  -- keep the colon that ends "GET url:"
+  end)
   text = text:gsub("(%a[%w+.-]*://[^/@%s:]*:)[^/@%s]*@", "%1***@")
   for _, s in ipairs(secrets or {}) do
     if text:find(s, 1, true) then text = plain_replace(text, s, "***") end
@@ -408,7 +410,8 @@ local function decide(st, ok, r)
   trace_result(st, false, r)
   if RETRY_CODES[r.code] and can_retry(st) then
     local d = backoff(st)
-    emit(st.cfg, "warn", string.format("%s; retry %d of %d in %.2f s", r.message, st.attempt, st.retries, d))
+    emit(st.cfg, "warn", string.format("%s [%s]; retry %d of %d in %.2f s",
+      r.message, r.code, st.attempt, st.retries, d))
     st.attempt = st.attempt + 1
     return "again", d
   end
