@@ -374,7 +374,8 @@ def seed(c, master_key, o, folders, node_name):
                      "Environments-1", 8, 0, json.dumps(doc)))
         n = 40 if o["files"] < 100 else 200 + rnd.randrange(200)
         with open(os.path.join(folders["TaskLogs"], "servertasks-%d.log.txt" % i), "w") as f:
-            f.write("".join(line % (now_iso(q + k * 0.01), i, k % 12 + 1) for k in range(n)))
+            stamp = now_iso(q)
+            f.write("".join(line % (stamp, i, k % 12 + 1) for k in range(n)))
     c.executemany("INSERT INTO ServerTask VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     _set_alloc(c, "ServerTasks", o["files"])
     na = min(o["files"], 10)

@@ -368,8 +368,7 @@ def service_pid(ctx, entry=None):
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             if b"octosim" not in f.read():
                 return None
-        os.kill(pid, 0)
-        return pid
+        return pid if alive(pid) else None
     except (OSError, ValueError):
         return None
 
@@ -427,6 +426,19 @@ def c_service(ctx):
         start_service(ctx, e)
 
 
+def alive(pid):
+    """Is `pid` running (a zombie, e.g. a service started in-process and not yet reaped, is not)?"""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def stop_service(ctx, e):
     pid = service_pid(ctx, e)
     home = read_config(e["ConfigurationFilePath"]).get("Octopus.Home")
@@ -434,10 +446,8 @@ def stop_service(ctx, e):
         print("Service of instance '%s' is not running" % ctx.instance)
         return
     os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except OSError:
+    for _ in range(200):
+        if not alive(pid):
             break
         time.sleep(0.05)
     else:
