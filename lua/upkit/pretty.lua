@@ -79,7 +79,18 @@ end
 function M.format(value, opts)
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
-  if opts then for k, v in pairs(opts) do o[k] = v end end
+  if opts then
+    for k, v in pairs(opts) do
+      if DEFAULTS[k] == nil then
+        require("upkit").error("EINVAL", string.format("pretty.format: unknown option '%s'", tostring(k)))
+      end
+      if type(v) ~= type(DEFAULTS[k]) then
+        require("upkit").error("EINVAL", string.format("pretty.format: option '%s' must be a %s, not a %s",
+                                                       k, type(DEFAULTS[k]), type(v)))
+      end
+      o[k] = v
+    end
+  end
   local null = json_null()
   local path = {}     -- tables being rendered: table -> its label slot
   local labels = {}   -- table -> label number, for tables a cycle points to
@@ -105,7 +116,7 @@ function M.format(value, opts)
     if t ~= "table" then return tostring(v) end
     if path[v] then
       if not labels[v] then nlabels = nlabels + 1; labels[v] = nlabels end
-      return "<cycle " .. labels[v] .. ">"
+      return "\0C" .. labels[v] .. "\0"
     end
     if next(v) == nil then return "{}" end
     if level > o.depth then return "{...}" end
@@ -131,16 +142,22 @@ function M.format(value, opts)
     end
     if shown < total then parts[#parts + 1] = string.format("... (%d more)", total - shown) end
     path[v] = nil
-    local label = labels[v] and ("<" .. labels[v] .. ">") or ""
+    local label = labels[v] and ("\0L" .. labels[v] .. "\0") or ""
     local one = label .. "{ " .. table.concat(parts, ", ") .. " }"
-    if #ind + #one <= o.width and not one:find("\n", 1, true) then return one end
+    if #ind + (utf8.len(one) or #one) <= o.width and not one:find("\n", 1, true) then return one end
     local lines = { label .. "{" }
     for _, p in ipairs(parts) do lines[#lines + 1] = inner .. p .. "," end
     lines[#lines + 1] = ind .. "}"
     return table.concat(lines, "\n")
   end
 
-  return render(value, 1, "")
+  local out = render(value, 1, "")
+  if nlabels == 0 then return out end
+  -- Number the labels in reading order; quoted strings never hold a \0.
+  local number, n = {}, 0
+  for id in out:gmatch("%zL(%d+)%z") do n = n + 1; number[id] = n end
+  out = out:gsub("%zL(%d+)%z", function(id) return "<" .. number[id] .. ">" end)
+  return (out:gsub("%zC(%d+)%z", function(id) return "<cycle " .. number[id] .. ">" end))
 end
 
 function M.print(...)
