@@ -24,7 +24,8 @@
 --
 -- Secrets: the values of the headers Authorization, X-Octopus-ApiKey,
 -- Cookie, Proxy-Authorization (and any named in secret_headers), apikey=
--- query values and URL passwords are replaced by *** in every error,
+-- query values, URL passwords and values registered with upkit.log's
+-- log.secret are replaced by *** in every error,
 -- log line and trace. UPKIT_HTTP_TRACE=1 (or trace = true) prints each
 -- request and response to standard error.
 --
@@ -110,7 +111,7 @@ local function redact(text, secrets)
   for _, s in ipairs(secrets or {}) do
     if text:find(s, 1, true) then text = plain_replace(text, s, "***") end
   end
-  return text
+  return log.redact(text)
 end
 M.redact = redact
 
