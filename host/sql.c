@@ -157,7 +157,7 @@ typedef struct Conn {
   SQLHSTMT active;        /* the statement running now, for db:cancel() */
   SQLULEN query_timeout;
   int intrans;
-  int sqlite;             /* SQLite does not enforce declared sizes */
+  int sizes;              /* SIZES_*: how far declared text sizes hold */
   char *label;            /* the connection string without passwords */
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
@@ -371,11 +371,20 @@ static SQLWCHAR *wide_arg(lua_State *L, Buf *b, int idx, const char *fn, SQLINTE
   return (SQLWCHAR *)b->p;
 }
 
-static int is_sqlite(Conn *c) {
+/*
+** How far a driver's declared text and binary sizes bound the values:
+** SQLite does not enforce them; psqlODBC reports unbounded varchar as its
+** MaxVarcharSize (255). Such columns are fetched in pieces.
+*/
+enum { SIZES_EXACT, SIZES_PG, SIZES_NONE };
+
+static int size_policy(Conn *c) {
   SQLCHAR name[64];
   SQLSMALLINT len = 0;
-  if (!SQL_SUCCEEDED(SQLGetInfo(c->dbc, SQL_DBMS_NAME, name, sizeof name, &len))) return 0;
-  return strncasecmp((char *)name, "sqlite", 6) == 0;
+  if (!SQL_SUCCEEDED(SQLGetInfo(c->dbc, SQL_DBMS_NAME, name, sizeof name, &len))) return SIZES_EXACT;
+  if (strncasecmp((char *)name, "sqlite", 6) == 0) return SIZES_NONE;
+  if (strncasecmp((char *)name, "postgres", 8) == 0) return SIZES_PG;
+  return SIZES_EXACT;
 }
 
 /*
@@ -435,7 +444,7 @@ static int sql_connect(lua_State *L) {
     upk_untrack(L, c);
     return lua_error(L);
   }
-  c->sqlite = is_sqlite(c);
+  c->sizes = size_policy(c);
   return 1;
 }
 
@@ -649,7 +658,7 @@ static void bind_params(lua_State *L, Stmt *st, int first, int last, const char 
 }
 
 /* Set up the columns of the result set just opened. */
-static void describe(lua_State *L, Stmt *st, int forcelong, const char *fn) {
+static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
   SQLSMALLINT n = 0;
   free_cols(st);
   if (!SQL_SUCCEEDED(SQLNumResultCols(st->h, &n)))
@@ -698,12 +707,13 @@ static void describe(lua_State *L, Stmt *st, int forcelong, const char *fn) {
         break;
       case SQL_BINARY: case SQL_VARBINARY: case SQL_LONGVARBINARY:
         col->kind = K_BINARY; col->ctype = SQL_C_BINARY;
-        col->islong = forcelong || col->sqltype == SQL_LONGVARBINARY || col->size == 0 || col->size > LONG_BINARY;
+        col->islong = sizes == SIZES_NONE || col->sqltype == SQL_LONGVARBINARY || col->size == 0 || col->size > LONG_BINARY;
         col->width = (SQLLEN)col->size;
         break;
       default:
         col->kind = K_TEXT; col->ctype = SQL_C_WCHAR;
-        col->islong = forcelong || col->sqltype == SQL_LONGVARCHAR || col->sqltype == SQL_WLONGVARCHAR ||
+        col->islong = sizes == SIZES_NONE || (sizes == SIZES_PG && col->size >= 255) ||
+                      col->sqltype == SQL_LONGVARCHAR || col->sqltype == SQL_WLONGVARCHAR ||
                       col->size == 0 || col->size > LONG_TEXT;
         col->width = (SQLLEN)((col->size * 2 + 1) * sizeof(SQLWCHAR));
         break;
@@ -769,7 +779,7 @@ static lua_Integer run(lua_State *L, Stmt *st, int si, int sqlidx, int first, in
     lua_error(L);
   }
   lua_pop(L, 1);
-  describe(L, st, c->sqlite, fn);
+  describe(L, st, c->sizes, fn);
   if (st->cursor) return -1;
   SQLLEN count = 0;
   SQLRowCount(st->h, &count);
@@ -1108,7 +1118,7 @@ static int conn_catalog(lua_State *L) {
     default: rc = SQLStatisticsW(st->h, NULL, 0, schema, sl, table, tl, SQL_INDEX_UNIQUE, SQL_QUICK); break;
   }
   if (!SQL_SUCCEEDED(rc)) sql_fail(L, SQL_HANDLE_STMT, st->h, "db:catalog", c->label);
-  describe(L, st, 1, "db:catalog");
+  describe(L, st, SIZES_NONE, "db:catalog");
   lua_settop(L, si);
   return 1;
 }

@@ -1,0 +1,229 @@
+-- upkit.sql: SQL through ODBC, and database backup and restore.
+--
+--   local sql = require "upkit.sql"
+--   local db = sql.connect(conn_string_or_dsn, { timeout =, query_timeout =, on_message = })
+--   db:exec(sql, ...)            --> rows affected (every result set consumed)
+--   for row in db:rows(sql, ...) do ... end   -- break or error closes the cursor
+--   db:query(sql, ...)           --> { row, ..., columns = { {name=, type=, ...}, ... } }
+--   db:first(sql, ...)           --> row or nil
+--   db:prepare(sql)              --> st; st:execute(...), st:rows(...), st:query(...), st:close()
+--   db:begin() db:commit() db:rollback() db:transaction(fn, ...) db:cancel()
+--   db:info()                    --> { dbms, dbms_version, driver, driver_version, database, ... }
+--   sql.null (== json.null), sql.binary(s) (bind s as binary)
+--   sql.backup(db, { to =, database =, method = "auto" | "sqlite" | "logical" | "mssql", progress = })
+--   sql.restore(target, { from =, database =, replace = false, progress =, ... })
+--   sql.verify(file [, { db = }])
+--     --> { file, bytes, sha256, method, seconds, ... }
+-- Rows are keyed by column name; NULL is sql.null. Errors are error objects
+-- with code = SQLSTATE, native, diagnostics; messages never hold passwords.
+local native = require "upkit._sql"
+local upkit = require "upkit"
+
+local M = {}
+
+M.null = native.null
+M.Connection = native.Connection
+M.Statement = native.Statement
+M.redact = native.redact
+
+-- sql.binary(s): a parameter bound as binary data (SQL_C_BINARY).
+function M.binary(s)
+  if type(s) ~= "string" then upkit.error("EINVAL", "sql.binary: expected a string, got " .. type(s)) end
+  return setmetatable({ s }, native.Binary)
+end
+
+function M.connect(conn, opts)
+  if type(conn) ~= "string" then
+    upkit.error("EINVAL", "sql.connect: expected a connection string or DSN, got " .. type(conn))
+  end
+  return native.connect(conn, opts)
+end
+
+-- sql.conn_value(conn, key) -> the value of key in a connection string, or nil
+function M.conn_value(cs, key)
+  for k, v in (cs .. ";"):gmatch("%s*([^=;]+)=(%b{})%s*;") do
+    if k:lower() == key:lower() then return v:sub(2, -2):gsub("}}", "}") end
+  end
+  for k, v in (cs .. ";"):gmatch("%s*([^=;]+)=([^;]*);") do
+    if k:lower() == key:lower() then return v end
+  end
+end
+
+-- sql.with_value(conn, key, value) -> the connection string with key set to value
+function M.with_value(cs, key, value)
+  local v = value:find("[;{}]") and ("{" .. value:gsub("}", "}}") .. "}") or value
+  local out, found = {}, false
+  for part in (cs .. ";"):gmatch("([^;]*);") do
+    local k = part:match("^%s*([^=]+)=")
+    if k and k:lower() == key:lower() then
+      if not found then out[#out + 1] = key .. "=" .. v end
+      found = true
+    elseif part ~= "" then
+      out[#out + 1] = part
+    end
+  end
+  if not found then out[#out + 1] = key .. "=" .. v end
+  return table.concat(out, ";")
+end
+
+local Connection, Statement = native.Connection, native.Statement
+
+-- db:rows(sql, ...): generic-for iterator; its closing value closes the cursor.
+function Connection:rows(sqltext, ...)
+  local st = self:open(sqltext, ...)
+  return st.fetch, st, nil, st
+end
+
+local function collect(st)
+  local out = { columns = st:columns() }
+  local n = 0
+  for row in st.fetch, st do
+    n = n + 1
+    out[n] = row
+  end
+  return out
+end
+
+-- db:query(sql, ...) -> array of rows, with field columns
+function Connection:query(sqltext, ...)
+  local st <close> = self:open(sqltext, ...)
+  return collect(st)
+end
+
+-- db:first(sql, ...) -> the first row, or nil
+function Connection:first(sqltext, ...)
+  local st <close> = self:open(sqltext, ...)
+  return st:fetch()
+end
+
+-- db:transaction(fn, ...) -> fn's results; commits, or rolls back and re-raises.
+function Connection:transaction(fn, ...)
+  self:begin()
+  local r = table.pack(pcall(fn, self, ...))
+  if not r[1] then
+    pcall(self.rollback, self)
+    error(r[2], 0)
+  end
+  self:commit()
+  return table.unpack(r, 2, r.n)
+end
+
+-- st:rows(...): execute a prepared statement and iterate its rows; the
+-- closing value closes the cursor, not the statement.
+function Statement:rows(...)
+  self:execute(...)
+  local closer = setmetatable({}, { __close = function() self:close_cursor() end })
+  return self.fetch, self, nil, closer
+end
+
+-- st:query(...) -> array of rows, with field columns
+function Statement:query(...)
+  self:execute(...)
+  local ok, res = pcall(collect, self)
+  self:close_cursor()
+  if not ok then error(res, 0) end
+  return res
+end
+
+local function engine(db)
+  local dbms = (db:info().dbms or ""):lower()
+  if dbms:find("microsoft sql server", 1, true) then return "mssql" end
+  if dbms:find("sqlite", 1, true) then return "sqlite" end
+  if dbms:find("postgres", 1, true) then return "postgresql" end
+  return "generic"
+end
+M.engine = engine
+
+local function lazy(name)
+  return require("upkit.sql." .. name)
+end
+
+setmetatable(M, { __index = function(_, k)
+  if k == "mssql" or k == "logical" or k == "sqlite" then return lazy(k) end
+end })
+
+local BACKUP_KEYS = { to = true, database = true, method = true, progress = true }
+local RESTORE_KEYS = { from = true, database = true, replace = true, progress = true,
+                       data_dir = true, log_dir = true, sha256 = true }
+
+local function checkopts(fn, opts, keys)
+  if type(opts) ~= "table" then upkit.error("EINVAL", fn .. ": options must be a table") end
+  for k in pairs(opts) do
+    if not keys[k] then upkit.error("EINVAL", string.format("%s: unknown option '%s'", fn, tostring(k))) end
+  end
+end
+
+-- sql.backup(db, { to =, database =, method = "auto", progress = fn })
+--   --> { file, bytes, sha256, method, seconds }
+function M.backup(db, opts)
+  checkopts("sql.backup", opts, BACKUP_KEYS)
+  if type(opts.to) ~= "string" or opts.to == "" then upkit.error("EINVAL", "sql.backup: option 'to' (a file) is required") end
+  local method = opts.method or "auto"
+  local kind = engine(db)
+  if method == "auto" then
+    method = (kind == "mssql" or kind == "sqlite") and kind or "logical"
+  end
+  if method ~= "logical" and method ~= kind then
+    upkit.error("EINVAL", string.format("sql.backup: method '%s' does not apply to %s", method, db:info().dbms))
+  end
+  local t0 = upkit.now()
+  local r = lazy(method).backup(db, opts)
+  r.method = method
+  r.seconds = upkit.now() - t0
+  return r
+end
+
+-- What kind of backup file is this? "sqlite", "logical" or "mssql".
+local function file_kind(path)
+  local f, err = io.open(path, "rb")
+  if not f then upkit.error("ENOENT", "sql.restore: '" .. path .. "': " .. tostring(err)) end
+  local head = f:read(64) or ""
+  f:close()
+  if head:sub(1, 16) == "SQLite format 3\0" then return "sqlite" end
+  if head:sub(1, #lazy("logical").MAGIC) == lazy("logical").MAGIC then return "logical" end
+  if #head == 0 then upkit.error("BAD_FORMAT", "sql.restore: '" .. path .. "': the file is empty") end
+  return "mssql"
+end
+M.file_kind = file_kind
+
+-- sql.restore(target, { from =, database =, replace = false, progress = fn })
+--   target: a connection, or a connection string (connected and closed here).
+--   SQLite file backups: the target database is a file: `database` (a path;
+--   relative to the connection's own file) or, when target is a connection
+--   string, its Database= file.
+--   --> { file, bytes, sha256, method, seconds, database, tables?, rows? }
+function M.restore(target, opts)
+  checkopts("sql.restore", opts, RESTORE_KEYS)
+  if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
+  local t0 = upkit.now()
+  local kind = file_kind(opts.from)
+  local r
+  if kind == "sqlite" then
+    r = lazy("sqlite").restore(target, opts)
+  else
+    local db, own = target, false
+    if type(target) == "string" then db, own = M.connect(target), true end
+    local ok, res = pcall(lazy(kind).restore, db, opts)
+    if own then db:close() end
+    if not ok then error(res, 0) end
+    r = res
+  end
+  r.method = kind
+  r.seconds = upkit.now() - t0
+  return r
+end
+
+-- sql.verify(file [, { db = }]) -> { file, bytes, sha256, method, ... }
+-- A logical backup is read whole and every checksum checked; a SQLite file
+-- is checked against its .sha256 file; a SQL Server backup needs db.
+function M.verify(file, opts)
+  opts = opts or {}
+  local kind = file_kind(file)
+  local t0 = upkit.now()
+  local r = lazy(kind).verify(file, opts)
+  r.method = kind
+  r.seconds = upkit.now() - t0
+  return r
+end
+
+return M

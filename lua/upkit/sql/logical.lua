@@ -1,0 +1,390 @@
+-- upkit.sql.logical: the portable logical backup of any ODBC source
+-- (PostgreSQL first) and its restore into any engine. The file format is
+-- documented in docs/backup-format.md.
+local native = require "upkit._sql"
+local json = require "upkit.json"
+local upkit = require "upkit"
+
+local M = {}
+
+M.MAGIC = "UPKIT-LOGICAL-BACKUP\n"
+M.VERSION = 1
+local BLOCK_ROWS, BLOCK_BYTES = 10000, 4 << 20
+local INSERT_ROWS = 1000
+
+local function lower_keys(row)
+  local t = {}
+  for k, v in pairs(row) do t[k:lower()] = v end
+  return t
+end
+
+local function catalog(db, kind, schema, tbl)
+  local out = {}
+  local st <close> = db:catalog(kind, schema, tbl)
+  for row in st.fetch, st do out[#out + 1] = lower_keys(row) end
+  return out
+end
+
+local function str(v) if v == native.null then return nil end return v end
+
+-- Escape a name for a catalog search pattern.
+local function pattern(db, name)
+  local esc = db:info().search_escape
+  if not name or not esc or esc == "" then return name end
+  return (name:gsub("[%%_]", function(c) return esc .. c end))
+end
+
+-- The generic type of a catalog column (see docs/backup-format.md).
+local function generic_type(c, engine)
+  local t, size = c.data_type, str(c.column_size) or 0
+  if c.typmod == -1 then size = 0 end  -- psqlODBC: no declared length or precision
+  if t == -6 or t == 5 then return "smallint" end
+  if t == 4 then return engine == "sqlite" and "bigint" or "integer" end
+  if t == -5 then return "bigint" end
+  if t == 2 or t == 3 then return "decimal" end
+  if t == 7 then return "real" end
+  if t == 6 or t == 8 then return "double" end
+  if t == -7 or t == 16 then return "boolean" end
+  if t == -2 or t == -3 or t == -4 then return "binary" end
+  if t == 91 or t == 9 then return "date" end
+  if t == 92 or t == 10 then return "time" end
+  if t == 93 or t == 11 then return "timestamp" end
+  if t == -11 then return "uuid" end
+  if engine == "sqlite" then return "text" end
+  if (t == 1 or t == -8) and size > 0 and size <= 8000 then return "char" end
+  if (t == 12 or t == -9) and size > 0 and size <= 8000 then return "varchar" end
+  return "text"
+end
+
+-- The tables of db: { { schema =, name = }, ... } (user tables only).
+local function user_tables(db, engine)
+  local out = {}
+  for _, t in ipairs(catalog(db, "tables")) do
+    local name, schema = t.table_name, str(t.table_schem)
+    local skip = engine == "sqlite" and name:match("^sqlite_")
+    if engine == "postgresql" and schema and (schema == "pg_catalog" or schema == "information_schema") then skip = true end
+    if not skip and (str(t.table_type) or "TABLE") == "TABLE" then
+      out[#out + 1] = { schema = schema, name = name }
+    end
+  end
+  table.sort(out, function(a, b) return (a.schema or "") .. "." .. a.name < (b.schema or "") .. "." .. b.name end)
+  return out
+end
+M.user_tables = user_tables
+
+-- The schema of one table from the ODBC catalog.
+local function table_schema(db, engine, t)
+  local cols = {}
+  for _, c in ipairs(catalog(db, "columns", pattern(db, t.schema), pattern(db, t.name))) do
+    if c.table_name == t.name then
+      cols[#cols + 1] = {
+        name = c.column_name, type = generic_type(c, engine), source_type = str(c.type_name),
+        size = c.typmod ~= -1 and str(c.column_size) or nil, digits = c.typmod ~= -1 and str(c.decimal_digits) or nil,
+        nullable = c.nullable ~= 0, position = str(c.ordinal_position) or #cols + 1,
+      }
+    end
+  end
+  table.sort(cols, function(a, b) return a.position < b.position end)
+  for _, c in ipairs(cols) do c.position = nil end
+  local pk = {}
+  for _, k in ipairs(catalog(db, "primary_keys", t.schema, t.name)) do
+    pk[#pk + 1] = { k.column_name, k.key_seq }
+  end
+  table.sort(pk, function(a, b) return a[2] < b[2] end)
+  for i, k in ipairs(pk) do pk[i] = k[1] end
+  local idx, order = {}, {}
+  for _, s in ipairs(catalog(db, "statistics", t.schema, t.name)) do
+    if s.type ~= 0 and s.non_unique == 0 and str(s.index_name) and str(s.column_name) then
+      local i = idx[s.index_name]
+      if not i then
+        i = { name = s.index_name, columns = {} }
+        idx[s.index_name] = i
+        order[#order + 1] = i
+      end
+      i.columns[#i.columns + 1] = { s.column_name, s.ordinal_position }
+    end
+  end
+  local unique = {}
+  local pkey = table.concat(pk, "\0")
+  for _, i in ipairs(order) do
+    table.sort(i.columns, function(a, b) return a[2] < b[2] end)
+    for k, c in ipairs(i.columns) do i.columns[k] = c[1] end
+    if table.concat(i.columns, "\0") ~= pkey then unique[#unique + 1] = i end
+  end
+  table.sort(unique, function(a, b) return a.name < b.name end)
+  return { schema = t.schema, name = t.name, columns = cols, primary_key = pk, unique = unique }
+end
+
+-- Identifier quoting of each dialect.
+local function quoter(dialect)
+  if dialect == "mssql" then
+    return function(s) return "[" .. s:gsub("%]", "]]") .. "]" end
+  end
+  return function(s) return '"' .. s:gsub('"', '""') .. '"' end
+end
+M.quoter = quoter
+
+local function qualified(q, t)
+  return (t.schema and t.schema ~= "") and (q(t.schema) .. "." .. q(t.name)) or q(t.name)
+end
+
+local TYPES = {
+  postgresql = { smallint = "SMALLINT", integer = "INTEGER", bigint = "BIGINT", real = "REAL",
+    double = "DOUBLE PRECISION", boolean = "BOOLEAN", text = "TEXT", binary = "BYTEA", date = "DATE",
+    time = "TIME", timestamp = "TIMESTAMP", uuid = "UUID", decimal = "NUMERIC", char = "CHAR", varchar = "VARCHAR" },
+  sqlite = { smallint = "SMALLINT", integer = "INTEGER", bigint = "BIGINT", real = "REAL",
+    double = "DOUBLE", boolean = "BOOLEAN", text = "TEXT", binary = "BLOB", date = "DATE",
+    time = "TIME", timestamp = "TIMESTAMP", uuid = "TEXT", decimal = "NUMERIC", char = "CHAR", varchar = "VARCHAR" },
+  mssql = { smallint = "SMALLINT", integer = "INT", bigint = "BIGINT", real = "REAL",
+    double = "FLOAT", boolean = "BIT", text = "NVARCHAR(MAX)", binary = "VARBINARY(MAX)", date = "DATE",
+    time = "TIME", timestamp = "DATETIME2", uuid = "UNIQUEIDENTIFIER", decimal = "DECIMAL", char = "NCHAR",
+    varchar = "NVARCHAR" },
+}
+TYPES.generic = TYPES.postgresql
+
+-- The column type in a dialect's DDL.
+function M.column_type(c, dialect)
+  local names = TYPES[dialect] or TYPES.generic
+  local base = names[c.type] or names.text
+  if c.type == "decimal" and c.size and c.size > 0 and c.size <= 1000 then
+    return string.format("%s(%d,%d)", base, c.size, c.digits or 0)
+  end
+  if (c.type == "char" or c.type == "varchar") and c.size then
+    return string.format("%s(%d)", base, c.size)
+  end
+  return base
+end
+
+-- CREATE TABLE statement; the primary key is inline only for SQLite (which
+-- cannot add one later), otherwise keys come after the data.
+function M.create_statement(t, dialect)
+  local q = quoter(dialect)
+  local parts = {}
+  for _, c in ipairs(t.columns) do
+    parts[#parts + 1] = q(c.name) .. " " .. M.column_type(c, dialect) .. (c.nullable and "" or " NOT NULL")
+  end
+  if dialect == "sqlite" and #t.primary_key > 0 then
+    local k = {}
+    for i, c in ipairs(t.primary_key) do k[i] = q(c) end
+    parts[#parts + 1] = "PRIMARY KEY (" .. table.concat(k, ", ") .. ")"
+  end
+  return "CREATE TABLE " .. q(t.name) .. " (" .. table.concat(parts, ", ") .. ")"
+end
+
+-- Statements that add the keys and unique indexes after the data.
+function M.key_statements(t, dialect)
+  local q = quoter(dialect)
+  local out = {}
+  local function cols(list)
+    local k = {}
+    for i, c in ipairs(list) do k[i] = q(c) end
+    return table.concat(k, ", ")
+  end
+  if dialect ~= "sqlite" and #t.primary_key > 0 then
+    out[#out + 1] = "ALTER TABLE " .. q(t.name) .. " ADD PRIMARY KEY (" .. cols(t.primary_key) .. ")"
+  end
+  for _, i in ipairs(t.unique) do
+    out[#out + 1] = "CREATE UNIQUE INDEX " .. q(i.name) .. " ON " .. q(t.name) .. " (" .. cols(i.columns) .. ")"
+  end
+  return out
+end
+
+local function dialect_of(db)
+  local engine = require("upkit.sql").engine(db)
+  return engine, engine
+end
+
+local function progress(opts, info)
+  if opts.progress then opts.progress(info) end
+end
+
+local function tmp_name(path)
+  return string.format("%s.partial-%d-%d", path, math.floor(upkit.now() * 1000) % 1000000000, math.random(1 << 30))
+end
+
+-- Backup of every user table of db into opts.to.
+function M.backup(db, opts)
+  local engine = dialect_of(db)
+  local info = db:info()
+  local tables = user_tables(db, engine)
+  local tmp = tmp_name(opts.to)
+  local w <close> = native.writer(tmp, M.MAGIC)
+  local own_tx = not db:in_transaction()
+  if own_tx then
+    db:begin()
+    if engine == "postgresql" then db:exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") end
+  end
+  local ok, err = pcall(function()
+    local names = {}
+    for i, t in ipairs(tables) do names[i] = t.name end
+    w:record("H", json.encode {
+      format = "upkit-logical-backup", version = M.VERSION,
+      created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+      source = { dbms = info.dbms, dbms_version = info.dbms_version, database = info.database },
+      tables = json.array(names),
+    })
+    local q = quoter(engine == "mssql" and "mssql" or "generic")
+    local total = 0
+    for _, t in ipairs(tables) do
+      local s = table_schema(db, engine, t)
+      w:record("T", json.encode {
+        name = s.name, schema = s.schema, columns = json.array(s.columns),
+        primary_key = json.array(s.primary_key), unique = json.array(s.unique),
+      })
+      local cols = {}
+      for i, c in ipairs(s.columns) do cols[i] = q(c.name) end
+      local rows = 0
+      if #cols > 0 then
+        local st <close> = db:open("SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t))
+        while true do
+          local block, n = st:dump(BLOCK_ROWS, BLOCK_BYTES)
+          if not block then break end
+          w:record("D", block)
+          rows = rows + n
+          progress(opts, { phase = "backup", table = t.name, rows = rows })
+        end
+      end
+      w:record("E", json.encode { rows = rows })
+      total = total + rows
+    end
+    return total
+  end)
+  if own_tx then pcall(db.rollback, db) end
+  if not ok then error(err, 0) end
+  local bytes, sha = w:finish()
+  native.rename(tmp, opts.to)
+  return { file = opts.to, bytes = bytes, sha256 = sha, tables = #tables, rows = err }
+end
+
+-- Read a logical backup file through; each record is given to fn(type, payload).
+-- Raises BAD_FORMAT or CHECKSUM_MISMATCH. Returns bytes, sha256.
+local function read_all(file, fn)
+  local r <close> = native.reader(file)
+  local magic = r:magic(#M.MAGIC)
+  if magic ~= M.MAGIC then
+    upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': not an upkit logical backup")
+  end
+  local state, tbl = "start", nil
+  local function bad(why) upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': " .. why) end
+  local function decode(p)
+    local ok, v = pcall(json.decode, p)
+    if not ok or type(v) ~= "table" then bad("a header is not valid JSON") end
+    return v
+  end
+  while true do
+    local kind, payload = r:next()
+    if not kind then break end
+    if kind == "H" then
+      if state ~= "start" then bad("a second header") end
+      local h = decode(payload)
+      if h.format ~= "upkit-logical-backup" then bad("unknown format") end
+      if h.version ~= M.VERSION then bad("version " .. tostring(h.version) .. " (this upkit reads " .. M.VERSION .. ")") end
+      state = "tables"
+      fn("H", h)
+    elseif kind == "T" then
+      if state ~= "tables" then bad("a table out of place") end
+      tbl = decode(payload)
+      if type(tbl.name) ~= "string" or type(tbl.columns) ~= "table" then bad("a table without name or columns") end
+      tbl.rows_seen = 0
+      state = "data"
+      fn("T", tbl)
+    elseif kind == "D" then
+      if state ~= "data" then bad("data outside a table") end
+      if #payload < 4 then bad("a data block is too short") end
+      tbl.rows_seen = tbl.rows_seen + string.unpack("<I4", payload)
+      fn("D", payload, tbl)
+    elseif kind == "E" then
+      if state ~= "data" then bad("a table end out of place") end
+      local e = decode(payload)
+      if e.rows ~= tbl.rows_seen then bad(string.format("table %s has %d rows, its end says %s", tbl.name, tbl.rows_seen, tostring(e.rows))) end
+      state = "tables"
+      fn("E", e, tbl)
+    elseif kind == "Z" then
+      if state ~= "tables" then bad("the trailer comes before the end of a table") end
+      state = "end"
+    end
+  end
+  if state ~= "end" then bad("no trailer") end
+  return r:bytes(), r:sha256()
+end
+
+-- Verify the whole file; returns { file, bytes, sha256, tables = { {name, rows} }, rows }.
+function M.verify(file)
+  local tables, rows, header = {}, 0, nil
+  local bytes, sha = read_all(file, function(kind, v, t)
+    if kind == "H" then header = v
+    elseif kind == "E" then
+      tables[#tables + 1] = { name = t.name, rows = v.rows }
+      rows = rows + v.rows
+    end
+  end)
+  return { file = file, bytes = bytes, sha256 = sha, tables = tables, rows = rows, source = header.source }
+end
+
+local function pg_database(db, opts)
+  local name = opts.database
+  if not name or name == db:info().database then return db, false end
+  local exists = db:first("SELECT 1 AS x FROM pg_database WHERE datname = ?", name)
+  if not exists then db:exec('CREATE DATABASE "' .. name:gsub('"', '""') .. '"') end
+  local sql = require "upkit.sql"
+  return sql.connect(sql.with_value(db:connection_string(), "Database", name)), true
+end
+
+-- Restore a logical backup into db (PostgreSQL: into opts.database, created
+-- when missing). Checks the whole file first; NOT_EMPTY unless replace.
+function M.restore(db, opts)
+  local summary = M.verify(opts.from)
+  local engine = dialect_of(db)
+  if engine == "mssql" then upkit.error("EINVAL", "sql.restore: restore a logical backup into SQL Server is not supported") end
+  local target, own = db, false
+  if engine == "postgresql" then target, own = pg_database(db, opts) end
+  local ok, res = pcall(function()
+    local existing = user_tables(target, engine)
+    local present = {}
+    for _, t in ipairs(existing) do present[t.name] = true end
+    if #existing > 0 and not opts.replace then
+      upkit.error("NOT_EMPTY", string.format("sql.restore: %s: the database has %d table(s); pass replace = true to overwrite",
+        target:info().connection, #existing))
+    end
+    local q = quoter(engine)
+    local counts = {}
+    target:begin()
+    local ok2, err = pcall(function()
+      local tables = {}
+      read_all(opts.from, function(kind, v, t)
+        if kind == "T" then
+          if present[v.name] then target:exec("DROP TABLE " .. q(v.name)) end
+          target:exec(M.create_statement(v, engine))
+          local cols = {}
+          for i, c in ipairs(v.columns) do cols[i] = q(c.name) end
+          v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
+          tables[#tables + 1] = v
+        elseif kind == "D" then
+          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, INSERT_ROWS)
+          progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
+        end
+      end)
+      for _, t in ipairs(tables) do
+        for _, s in ipairs(M.key_statements(t, engine)) do target:exec(s) end
+        local n = target:first("SELECT COUNT(*) AS n FROM " .. q(t.name)).n
+        if n ~= t.rows_seen then
+          upkit.error("COUNT_MISMATCH", string.format("sql.restore: table %s has %d rows after restore, the backup %d", t.name, n, t.rows_seen))
+        end
+        counts[#counts + 1] = { name = t.name, rows = n }
+      end
+    end)
+    if not ok2 then
+      pcall(target.rollback, target)
+      error(err, 0)
+    end
+    target:commit()
+    return counts
+  end)
+  local dbname = target:info().database
+  if own then target:close() end
+  if not ok then error(res, 0) end
+  return { file = opts.from, bytes = summary.bytes, sha256 = summary.sha256, tables = res,
+           rows = summary.rows, database = dbname }
+end
+
+return M
