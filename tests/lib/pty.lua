@@ -10,7 +10,8 @@
 --   end)
 --
 -- Each run has its own tmux server (socket upkit-test-<pid>-<n>), with no
--- configuration file, killed when the function returns or fails.
+-- configuration file, killed when the function returns or fails. The pane
+-- stays on screen after the command exits.
 local T = require "upkit.test"
 local upkit = require "upkit"
 
@@ -112,7 +113,8 @@ function M.run(command, fn, opts)
   table.sort(env)
   local script = string.format("%s %s; echo $? > %s", #env > 0 and ("env " .. table.concat(env, " ")) or "",
                                command, T.q(term.status_file))
-  local out, status = term:tmux("-f /dev/null new-session -d -s upkit -x 100 -y 30 " .. T.q(script))
+  local out, status = term:tmux("-f /dev/null start-server \\; set-option -g remain-on-exit on \\; " ..
+                                "new-session -d -s upkit -x 100 -y 30 " .. T.q(script))
   if status ~= 0 then T.fail("tmux new-session failed: " .. out) end
   local ok, err = pcall(fn, term)
   term:tmux("kill-server")
