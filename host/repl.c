@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include <histedit.h>
 
@@ -189,8 +190,9 @@ static int open_editor(void) {
   el_set(ed.el, EL_PROMPT, ed_prompt);
   el_set(ed.el, EL_HIST, history, ed.hist);
   el_set(ed.el, EL_SETTY, "-d", "-isig", (char *)NULL);
-  el_set(ed.el, EL_ADDFN, "upkit-complete", "complete the word", ed_complete);
-  el_set(ed.el, EL_ADDFN, "upkit-cancel", "cancel the line", ed_cancel);
+  /* the wide form: the narrow one leaks its converted copies of the names */
+  el_wset(ed.el, EL_ADDFN, L"upkit-complete", L"complete the word", ed_complete);
+  el_wset(ed.el, EL_ADDFN, L"upkit-cancel", L"cancel the line", ed_cancel);
   el_set(ed.el, EL_BIND, "^I", "upkit-complete", (char *)NULL);
   el_set(ed.el, EL_BIND, "^C", "upkit-cancel", (char *)NULL);
   el_source(ed.el, NULL);
