@@ -63,6 +63,30 @@ function S.httpd(T, args)
   return S.start(T, "exec python3 tests/lib/httpd.py " .. (args or ""))
 end
 
+-- S.octosim(T, version [, create_args]) -> info, server: a simulated Octopus
+-- instance (octosim create's JSON) served with its download site.
+function S.octosim(T, version, args)
+  local json = require "upkit.json"
+  local dir = T.tmpdir()
+  local p = io.popen(string.format("python3 tests/sim/octosim.py create --home %s --version %s %s",
+    q(dir), q(version), args or ""))
+  local out = p:read("a")
+  local ok = p:close()
+  if not ok then error("octosim create failed: " .. out) end
+  local info = json.decode(out)
+  local srv = S.start(T, string.format("exec python3 tests/sim/octosim.py serve --home %s --port 0 --downloads %s",
+    q(info.home), q(info.downloads)))
+  return info, srv
+end
+
+-- S.sqlite(db, sql): run statements on the simulator's database
+function S.sqlite(db, sql)
+  local p = io.popen("sqlite3 " .. q(db) .. " 2>&1", "w")
+  p:write(sql)
+  local ok = p:close()
+  if not ok then error("sqlite3 failed: " .. sql) end
+end
+
 -- S.stderr(srv) -> what the server wrote on stderr so far
 function S.stderr(srv) return read(srv.dir .. "/err") or "" end
 
