@@ -751,6 +751,37 @@ static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
 
 
 /*
+** Send SQL text s[0..n) (UTF-8) to execute (or prepare). The text goes as
+** UTF-16 through the wide functions, except to SQLite, whose driver takes
+** UTF-8 as is but mangles characters outside the BMP in wide SQL text.
+** *bad is set when s is not valid UTF-8 (then nothing is sent).
+*/
+static SQLRETURN send_sql(Conn *c, SQLHSTMT h, Buf *w, const char *s, size_t n, int prepare, int *bad) {
+  if (!utf8_to_utf16(w, s, n, bad)) return SQL_ERROR;
+  SQLRETURN rc;
+  c->active = h;
+  if (c->sizes == SIZES_NONE) {
+    rc = prepare ? SQLPrepare(h, (SQLCHAR *)s, (SQLINTEGER)n) : SQLExecDirect(h, (SQLCHAR *)s, (SQLINTEGER)n);
+  } else {
+    SQLINTEGER units = (SQLINTEGER)(w->n / sizeof(SQLWCHAR));
+    rc = prepare ? SQLPrepareW(h, (SQLWCHAR *)w->p, units) : SQLExecDirectW(h, (SQLWCHAR *)w->p, units);
+  }
+  c->active = NULL;
+  return rc;
+}
+
+/* send_sql for the Lua string at idx; raises EINVAL or ENOMEM before sending. */
+static SQLRETURN send_arg(lua_State *L, Conn *c, SQLHSTMT h, Buf *w, int idx, int prepare, const char *fn) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  int bad = 0;
+  SQLRETURN rc = send_sql(c, h, w, s, n, prepare, &bad);
+  if (bad) upk_error(L, "EINVAL", "%s: the SQL text is not valid UTF-8", fn);
+  if (rc == SQL_ERROR && !w->p) upk_error(L, "ENOMEM", "%s: out of memory", fn);
+  return rc;
+}
+
+/*
 ** Execute the statement: sql at sqlidx (0 when prepared), parameters at
 ** first..last. Opens the first result set, if any. Returns rows affected
 ** (-1 for a result set). The statement's user value at si is the connection.
@@ -761,10 +792,7 @@ static lua_Integer run(lua_State *L, Stmt *st, int si, int sqlidx, int first, in
   SQLRETURN rc;
   Conn *c = st->conn;
   if (sqlidx) {
-    SQLINTEGER units;
-    SQLWCHAR *w = wide_arg(L, &st->w, sqlidx, fn, &units);
-    c->active = st->h;
-    rc = SQLExecDirectW(st->h, w, units);
+    rc = send_arg(L, c, st->h, &st->w, sqlidx, 0, fn);
   } else {
     c->active = st->h;
     rc = SQLExecute(st->h);
@@ -997,9 +1025,7 @@ static int conn_prepare(lua_State *L) {
   Conn *c = checkconn(L, 1, "db:prepare");
   luaL_checkstring(L, 2);
   Stmt *st = new_stmt(L, 1, c, "db:prepare");
-  SQLINTEGER units;
-  SQLWCHAR *w = wide_arg(L, &st->w, 2, "db:prepare", &units);
-  if (!SQL_SUCCEEDED(SQLPrepareW(st->h, w, units)))
+  if (!SQL_SUCCEEDED(send_arg(L, c, st->h, &st->w, 2, 1, "db:prepare")))
     sql_fail(L, SQL_HANDLE_STMT, st->h, "db:prepare", c->label);
   st->prepared = 1;
   return 1;
@@ -1392,16 +1418,15 @@ static int add_literal(Buf *b, const unsigned char **pp, const unsigned char *e,
 
 /* Run one statement of UTF-8 text on a private handle; 0 or raises. */
 static void exec_text(lua_State *L, Conn *c, Buf *sqlb, Buf *w, const char *fn) {
-  int bad;
-  if (!utf8_to_utf16(w, sqlb->p, sqlb->n, &bad)) {
-    upk_error(L, bad ? "EINVAL" : "ENOMEM", "%s: %s", fn, bad ? "a value is not valid UTF-8" : "out of memory");
-  }
   SQLHSTMT h;
   if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &h)))
     sql_fail(L, SQL_HANDLE_DBC, c->dbc, fn, c->label);
-  c->active = h;
-  SQLRETURN rc = SQLExecDirectW(h, (SQLWCHAR *)w->p, (SQLINTEGER)(w->n / sizeof(SQLWCHAR)));
-  c->active = NULL;
+  int bad = 0;
+  SQLRETURN rc = send_sql(c, h, w, sqlb->p, sqlb->n, 0, &bad);
+  if (bad || (rc == SQL_ERROR && !w->p)) {
+    SQLFreeHandle(SQL_HANDLE_STMT, h);
+    upk_error(L, bad ? "EINVAL" : "ENOMEM", "%s: %s", fn, bad ? "a value is not valid UTF-8" : "out of memory");
+  }
   if (!SQL_SUCCEEDED(rc) && rc != SQL_NO_DATA) {
     push_sqlerror(L, SQL_HANDLE_STMT, h, fn, c->label);
     SQLFreeHandle(SQL_HANDLE_STMT, h);

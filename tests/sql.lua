@@ -73,6 +73,7 @@ for _, e in ipairs(engines) do
   T.test(e.name .. ": non-BMP text as a parameter and back through SQL functions", function()
     local db <close> = connect()
     T.eq(db:first("SELECT ? AS s", nonbmp).s, nonbmp)
+    T.eq(db:first("SELECT '" .. nonbmp .. "' AS s").s, nonbmp, "non-BMP in the SQL text")
     T.eq(db:first("SELECT length(?) AS n", "😀a").n, e.name == "PostgreSQL" and 2 or 2)
   end)
 

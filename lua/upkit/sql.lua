@@ -180,7 +180,10 @@ local function file_kind(path)
   local head = f:read(64) or ""
   f:close()
   if head:sub(1, 16) == "SQLite format 3\0" then return "sqlite" end
-  if head:sub(1, #lazy("logical").MAGIC) == lazy("logical").MAGIC then return "logical" end
+  local magic = lazy("logical").MAGIC
+  if head:sub(1, #magic) == magic or (#head < #magic and magic:sub(1, #head) == head and #head > 0) then
+    return "logical"
+  end
   if #head == 0 then upkit.error("BAD_FORMAT", "sql.restore: '" .. path .. "': the file is empty") end
   return "mssql"
 end

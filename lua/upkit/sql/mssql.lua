@@ -129,7 +129,9 @@ end
 
 function M.verify(file, opts)
   local db = opts.db
-  if not db then upkit.error("EINVAL", "sql.verify: '" .. file .. "': a SQL Server backup needs { db = connection }") end
+  if not db then
+    upkit.error("BAD_FORMAT", "sql.verify: '" .. file .. "': not a SQLite or logical backup; a SQL Server backup needs { db = connection }")
+  end
   db:exec(M.verify_statement(file))
   return { file = file, bytes = local_file(file) }
 end

@@ -1,0 +1,247 @@
+-- sql.backup / sql.restore / sql.verify: SQLite file backups, the logical
+-- format on PostgreSQL, SQLite -> PostgreSQL and back, and every way a
+-- backup file can be damaged.
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "upkit.test"
+local sql = require "upkit.sql"
+local drivers = require "odbc.drivers"
+local pg = require("pg").start()
+
+local dir = T.tmpdir()
+local nonbmp = "naïve 😀 𝄞"
+local blob = string.rep("\0\255\1\254", 1 << 18)  -- 1 MiB
+
+-- An ordered dump of a table: its rows, without the columns field.
+local function dump(db, tbl, key)
+  local rows = db:query("SELECT * FROM " .. tbl .. " ORDER BY " .. (key or "id"))
+  rows.columns = nil
+  return rows
+end
+
+local function fill(db, engine)
+  local text = engine == "pg" and "TEXT" or "TEXT"
+  local bin = engine == "pg" and "BYTEA" or "BLOB"
+  local dbl = engine == "pg" and "DOUBLE PRECISION" or "DOUBLE"
+  db:exec("CREATE TABLE items (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL, note " .. text ..
+          ", price NUMERIC(12,2), ratio " .. dbl .. ", ok BOOLEAN, born DATE, seen TIMESTAMP, data " .. bin .. ")")
+  db:exec("CREATE UNIQUE INDEX items_name ON items (name)")
+  db:exec("CREATE TABLE empty_one (k INTEGER PRIMARY KEY, v TEXT)")
+  db:transaction(function()
+    local st <close> = db:prepare("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)")
+    st:execute(math.maxinteger, "max", nonbmp, "1234.50", 0.1, true, "2020-02-29", "2020-02-29T12:34:56.5", sql.binary(blob))
+    st:execute(1, "nulls", nil, nil, nil, nil, nil, nil, nil)
+    for i = 2, 300 do
+      st:execute(i, "item " .. i, ("note %d '; DROP"):format(i), string.format("%d.%02d", i, i % 100), i / 7,
+        i % 2 == 0, "2021-01-01", "2021-01-01T00:00:00", sql.binary(string.char(i % 256, 0, 39)))
+    end
+  end)
+end
+
+local function sqlite_conn(name) return drivers.sqlite_conn(dir .. "/" .. name) end
+
+local function flip_byte(file, at)
+  local d = T.read_file(file)
+  at = at or (#d // 2)
+  T.write_file(file, d:sub(1, at - 1) .. string.char(d:byte(at) ~ 0x10) .. d:sub(at + 1))
+end
+
+-- SQLite ----------------------------------------------------------------
+
+T.test("SQLite: backup then restore into a new file gives identical rows", function()
+  local db <close> = sql.connect(sqlite_conn("src.db"))
+  fill(db, "sqlite")
+  local progress = 0
+  local r = sql.backup(db, { to = dir .. "/src.bak", progress = function() progress = progress + 1 end })
+  T.eq(r.method, "sqlite")
+  T.eq(r.file, dir .. "/src.bak")
+  T.eq(r.sha256, require("upkit.hash").file("sha256", dir .. "/src.bak"))
+  T.ok(r.bytes > #blob, "size")
+  T.ok(r.seconds >= 0)
+  T.eq(sql.verify(r.file).sha256, r.sha256)
+  local rr = sql.restore(db, { from = r.file, database = "copy.db" })
+  T.eq(rr.database, dir .. "/copy.db")
+  T.eq(rr.sha256, r.sha256)
+  local copy <close> = sql.connect(rr.conn)
+  T.eq(dump(copy, "items"), dump(db, "items"))
+  T.eq(#dump(copy, "empty_one", "k"), 0)
+end)
+
+T.test("SQLite: restore over a database with tables raises NOT_EMPTY unless replace", function()
+  local db <close> = sql.connect(sqlite_conn("src.db"))
+  local target = sqlite_conn("busy.db")
+  do
+    local t <close> = sql.connect(target)
+    t:exec("CREATE TABLE keep (a INTEGER)")
+    t:exec("INSERT INTO keep VALUES (7)")
+  end
+  T.raises("NOT_EMPTY", sql.restore, target, { from = dir .. "/src.bak" })
+  do
+    local t <close> = sql.connect(target)
+    T.eq(t:first("SELECT a FROM keep").a, 7)
+  end
+  sql.restore(target, { from = dir .. "/src.bak", replace = true })
+  local t <close> = sql.connect(target)
+  T.eq(dump(t, "items"), dump(db, "items"))
+  T.raises("EBUSY", sql.restore, db, { from = dir .. "/src.bak", database = dir .. "/src.db" })
+  T.raises("EINVAL", sql.restore, db, { from = dir .. "/src.bak" })
+end)
+
+T.test("SQLite: a truncated, bit-flipped or empty backup is refused and nothing changes", function()
+  local target = sqlite_conn("victim.db")
+  do
+    local t <close> = sql.connect(target)
+    t:exec("CREATE TABLE keep (a INTEGER)")
+  end
+  local good = T.read_file(dir .. "/src.bak")
+  local cases = {
+    { "truncated", good:sub(1, #good // 2), "CHECKSUM_MISMATCH" },
+    { "bit-flipped", nil, "CHECKSUM_MISMATCH" },
+    { "empty", "", "BAD_FORMAT" },
+  }
+  for _, c in ipairs(cases) do
+    local f = dir .. "/bad-" .. c[1] .. ".bak"
+    if c[2] then T.write_file(f, c[2]) else T.write_file(f, good); flip_byte(f) end
+    if c[1] ~= "empty" then os.execute("cp " .. T.q(dir .. "/src.bak.sha256") .. " " .. T.q(f .. ".sha256")) end
+    T.raises(c[3], sql.restore, target, { from = f, replace = true })
+    local t <close> = sql.connect(target)
+    T.eq(#t:query("SELECT * FROM keep"), 0, c[1] .. ": target unchanged")
+    T.eq(t:first("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'items'").n, 0)
+  end
+  -- without its .sha256 file, a damaged database fails the integrity check
+  local f = dir .. "/nosum.bak"
+  T.write_file(f, good:sub(1, 4096))
+  T.raises("BAD_FORMAT", sql.restore, target, { from = f, replace = true })
+  T.raises("CHECKSUM_MISMATCH", sql.verify, dir .. "/bad-bit-flipped.bak")
+  T.raises("ENOENT", sql.restore, target, { from = dir .. "/missing.bak" })
+  local leftovers = T.sh("ls -a " .. T.q(dir) .. " | grep -c restore- || true")
+  T.eq(tonumber(leftovers), 0, "no temporary files left")
+end)
+
+T.test("backup and restore reject unknown options and a missing file argument", function()
+  local db <close> = sql.connect(sqlite_conn("src.db"))
+  T.raises("EINVAL", sql.backup, db, { to = dir .. "/x.bak", nope = true })
+  T.raises("EINVAL", sql.backup, db, {})
+  T.raises("EINVAL", sql.backup, db, { to = dir .. "/x.bak", method = "mssql" })
+  T.raises("EINVAL", sql.restore, db, { database = "x" })
+end)
+
+-- PostgreSQL logical ------------------------------------------------------
+
+local src_conn = pg.createdb("src")
+
+T.test("PostgreSQL: logical backup then restore into a new database gives identical rows and keys", function()
+  local db <close> = sql.connect(src_conn)
+  fill(db, "pg")
+  local r = sql.backup(db, { to = dir .. "/pg.bak" })
+  T.eq(r.method, "logical")
+  T.eq(r.rows, 301)
+  T.eq(r.sha256, require("upkit.hash").file("sha256", r.file))
+  local v = sql.verify(r.file)
+  T.eq(v.rows, 301)
+  T.eq(v.sha256, r.sha256)
+  local rr = sql.restore(db, { from = r.file, database = "pgcopy" })
+  T.eq(rr.database, "pgcopy")
+  T.eq(rr.rows, 301)
+  local copy <close> = sql.connect(pg.conn_for("pgcopy"))
+  T.eq(dump(copy, "items"), dump(db, "items"))
+  T.eq(#dump(copy, "empty_one", "k"), 0)
+  T.raises("23505", copy.exec, copy, "INSERT INTO items (id, name) VALUES (1, 'dup id')")
+  T.raises("23505", copy.exec, copy, "INSERT INTO items (id, name) VALUES (99999, 'max')")
+  T.eq(copy:first("SELECT is_nullable FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'name'").is_nullable, "NO")
+end)
+
+T.test("PostgreSQL: restore into a database with tables raises NOT_EMPTY unless replace", function()
+  local db <close> = sql.connect(src_conn)
+  T.raises("NOT_EMPTY", sql.restore, db, { from = dir .. "/pg.bak", database = "pgcopy" })
+  local copy <close> = sql.connect(pg.conn_for("pgcopy"))
+  copy:exec("DELETE FROM items WHERE id < 10")
+  sql.restore(copy, { from = dir .. "/pg.bak", replace = true })
+  T.eq(dump(copy, "items"), dump(db, "items"))
+end)
+
+T.test("PostgreSQL: a truncated, bit-flipped or empty logical backup is refused and nothing changes", function()
+  local good = T.read_file(dir .. "/pg.bak")
+  local target = pg.createdb("untouched")
+  local cases = {
+    { "truncated", good:sub(1, #good - 100), "BAD_FORMAT" },
+    { "cut in the header", good:sub(1, 10), "BAD_FORMAT" },
+    { "bit-flipped", "flip", "CHECKSUM_MISMATCH" },
+    { "flipped trailer", "flip-end", "CHECKSUM_MISMATCH" },
+    { "empty", "", "BAD_FORMAT" },
+    { "extra bytes", good .. "x", "BAD_FORMAT" },
+  }
+  for _, c in ipairs(cases) do
+    local f = dir .. "/pgbad.bak"
+    if c[2] == "flip" then T.write_file(f, good); flip_byte(f)
+    elseif c[2] == "flip-end" then T.write_file(f, good); flip_byte(f, #good - 5)
+    else T.write_file(f, c[2]) end
+    T.raises(c[3], sql.restore, target, { from = f })
+    T.raises(c[3], sql.verify, f)
+    local t <close> = sql.connect(target)
+    T.eq(#require("upkit.sql.logical").user_tables(t, "postgresql"), 0, c[1] .. ": nothing created")
+  end
+end)
+
+T.test("a backup killed with SIGKILL midway leaves no file at the final path", function()
+  do
+    local db <close> = sql.connect(src_conn)
+    db:exec("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 400000) g")
+  end
+  local final = dir .. "/killed.bak"
+  local script = dir .. "/kill.lua"
+  T.write_file(script, string.format([[
+local sql = require "upkit.sql"
+local db = sql.connect(%q)
+sql.backup(db, { to = %q })
+]], src_conn, final))
+  local pid = tonumber((T.sh(T.q(T.upkit_bin()) .. " run " .. T.q(script) .. " >/dev/null 2>&1 & echo $!")))
+  local saw_partial = false
+  for _ = 1, 200 do
+    if T.sh("ls " .. T.q(dir) .. " | grep -c 'killed.bak.partial' || true"):match("^[1-9]") then
+      saw_partial = true
+      break
+    end
+    os.execute("sleep 0.02")
+  end
+  os.execute("kill -KILL " .. pid)
+  os.execute("sleep 0.2")
+  T.ok(saw_partial, "the backup was under way")
+  T.eq(T.read_file(final), nil, "no file at the final path")
+  do
+    local db <close> = sql.connect(src_conn)
+    db:exec("DROP TABLE big")
+  end
+end)
+
+-- Across engines ------------------------------------------------------------
+
+T.test("SQLite -> PostgreSQL and back through the logical format keeps the rows", function()
+  local s <close> = sql.connect(sqlite_conn("src.db"))
+  local r = sql.backup(s, { to = dir .. "/lite.lbak", method = "logical" })
+  T.eq(r.method, "logical")
+  local pgc = pg.createdb("fromlite")
+  sql.restore(pgc, { from = r.file })
+  local p <close> = sql.connect(pgc)
+  local want = dump(s, "items")
+  local got = dump(p, "items")
+  T.eq(#got, #want)
+  for i = 1, #want do
+    for k, v in pairs(want[i]) do
+      if k == "price" and v ~= sql.null then
+        T.eq(tonumber(got[i][k]), v, k)  -- SQLite's NUMERIC comes back as a float
+      else
+        T.eq(got[i][k], v, k .. " of row " .. i)
+      end
+    end
+  end
+  local back = sql.backup(p, { to = dir .. "/back.lbak" })
+  local l <close> = sql.connect(sqlite_conn("back.db"))
+  sql.restore(l, { from = back.file })
+  local again = dump(l, "items")
+  T.eq(#again, #want)
+  T.eq(again[1].data, want[1].data)
+  T.eq(again[#again].note, nonbmp)
+end)
+
+pg.stop()
+T.done()
