@@ -106,6 +106,16 @@ class RestFaults(SimCase):
         finally:
             api.close()
 
+    def test_service_start_is_not_counted_against_error_faults(self):
+        info = self.create("3.17.14")
+        self.faults(info, rest_error_first=1, rest_error_status=503)
+        api = Api(self.start_service(info), info["api_key"])
+        try:
+            self.assertEqual(api.call("GET", "/api/machines")[0], 503)
+            self.assertEqual(api.call("GET", "/api/machines")[0], 200)
+        finally:
+            api.close()
+
     def test_429_rate_and_slow_and_dropped(self):
         info = self.create("3.17.14")
         port = self.serve(info, env={"OCTOSIM_FAULTS": json.dumps({"rest_error_rate": 1.0, "rest_error_status": 429})})

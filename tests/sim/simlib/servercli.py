@@ -491,7 +491,8 @@ def start_service(ctx, e):
                 tail = f.read()[-600:].decode(errors="replace").strip().splitlines()
             raise SimError("The Octopus Server service failed to start: %s" % (tail[-1] if tail else "exit %s" % p.returncode))
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(urllib.request.Request(url, headers={"X-Octosim-Internal": "1"}),
+                                   timeout=1).read()
             print("Service of instance '%s' started (pid %d) on http://127.0.0.1:%d/" % (ctx.instance, p.pid, port))
             return
         except Exception:
