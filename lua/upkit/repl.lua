@@ -118,55 +118,80 @@ function M.globals(env)
   return env
 end
 
--- The traceback of the frames of a chunk, from the frame that raised to the
--- chunk's main function: the REPL's own frames are left out. base is the
--- stack depth of the caller of xpcall.
 -- The name of a function found in a loaded module ("string.format", or
 -- "f" for a global), as lauxlib's traceback names functions.
 local function global_name(fn)
-  for modname, mod in pairs(package.loaded) do
+  for k, v in next, _G do
+    if rawequal(v, fn) and type(k) == "string" then return k end
+  end
+  local names = {}
+  for modname in pairs(package.loaded) do
+    if type(modname) == "string" then names[#names + 1] = modname end
+  end
+  table.sort(names)
+  for _, modname in ipairs(names) do
+    local mod = package.loaded[modname]
     if type(mod) == "table" then
       for k, v in next, mod do
-        if rawequal(v, fn) and type(k) == "string" then
-          return modname == "_G" and k or (modname .. "." .. k)
-        end
+        if rawequal(v, fn) and type(k) == "string" then return modname .. "." .. k end
       end
     end
   end
   return nil
 end
 
-local function chunk_traceback(msg, base)
-  local depth = 0
-  while debug.getinfo(depth + 1, "l") do depth = depth + 1 end
-  -- level 1 is this function, 2 the message handler, depth - base the xpcall
-  local lines = { msg, "stack traceback:" }
-  for level = 3, depth - base - 1 do
-    local info = debug.getinfo(level, "Slntf")
-    local gname = global_name(info.func)
-    local where = info.short_src .. ":" .. (info.currentline > 0 and (info.currentline .. ":") or "")
-    local what
-    if gname then what = "function '" .. gname .. "'"
-    elseif info.namewhat ~= "" then what = info.namewhat .. " '" .. info.name .. "'"
-    elseif info.what == "main" then what = "main chunk"
-    elseif info.what == "C" then what = "?"
-    else what = "function <" .. info.short_src .. ":" .. info.linedefined .. ">" end
-    lines[#lines + 1] = "\t" .. where .. " in " .. what
-    if info.istailcall then lines[#lines + 1] = "\t(...tail calls...)" end
+-- The number of the caller's stack levels from its level `from` down, by
+-- binary search: a deep stack after an overflow is not walked level by level.
+local function levels(from)
+  local lo, hi = from + 1, from + 2  -- here, the caller's level n is n + 1
+  while debug.getinfo(hi, "l") do lo, hi = hi, hi * 2 end
+  while hi - lo > 1 do
+    local mid = (lo + hi) // 2
+    if debug.getinfo(mid, "l") then lo = mid else hi = mid end
   end
-  return table.concat(lines, "\n")
+  return lo - from
 end
 
-local function stack_depth()
-  local depth = 0
-  while debug.getinfo(depth + 2, "l") do depth = depth + 1 end
-  return depth
+-- One line of a traceback for the caller's level.
+local function frame_line(level)
+  local info = debug.getinfo(level + 1, "Slntf")
+  local gname = global_name(info.func)
+  local where = info.short_src .. ":" .. (info.currentline > 0 and (info.currentline .. ":") or "")
+  local what
+  if gname then what = "function '" .. gname .. "'"
+  elseif info.namewhat ~= "" then what = info.namewhat .. " '" .. info.name .. "'"
+  elseif info.what == "main" then what = "main chunk"
+  elseif info.what == "C" then what = "?"
+  else what = "function <" .. info.short_src .. ":" .. info.linedefined .. ">" end
+  local line = "\t" .. where .. " in " .. what
+  if info.istailcall then line = line .. "\n\t(...tail calls...)" end
+  return line
+end
+
+-- The traceback of a chunk's frames, from the frame that raised to the
+-- chunk's main function, leaving out the REPL's own frames, and the middle
+-- of a deep stack as lauxlib does. base is the stack depth of the caller of
+-- xpcall.
+local function chunk_traceback(msg, base)
+  -- level 1 is this function, 2 the message handler, 3 the raising frame
+  local last = levels(1) - base - 1
+  local lines = { msg, "stack traceback:" }
+  local skip_from, skip_to = math.huge, 0
+  if last - 3 + 1 > 21 then skip_from, skip_to = 3 + 10, last - 11 end
+  for level = 3, last do
+    if level == skip_from then
+      lines[#lines + 1] = string.format("\t...\t(skipping %d levels)", skip_to - skip_from + 1)
+    elseif level < skip_from or level > skip_to then
+      lines[#lines + 1] = frame_line(level)
+    end
+  end
+  return table.concat(lines, "\n")
 end
 
 -- Run f under xpcall; a string error gets the chunk's traceback, an error
 -- object a traceback field. Returns the packed results of xpcall.
 local function protected_call(f)
-  local base = stack_depth()
+  local base = levels(1)
   return table.pack(xpcall(f, function(e)
     if upkit.is_error(e) then
       if rawget(e, "traceback") == nil then
