@@ -1,0 +1,207 @@
+-- upkit.proc: start programs from an argv array (never a shell).
+--
+--   proc.run(argv [, opts]) --> { code, signal, stdout, stderr, seconds, timed_out,
+--                                 stdout_truncated, stderr_truncated, pid }
+--   proc.spawn(argv [, opts]) --> process with :wait([timeout]) -> result or nil,
+--       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close()
+--
+-- opts: cwd; env (table of NAME = value, false removes NAME); env_mode
+-- ("add": added to the inherited environment (default), "replace": only
+-- env); stdin (a string, or { file = path }; default: nothing, /dev/null);
+-- stdout/stderr ("pipe" (default), "null", "inherit"); capture_limit
+-- (bytes kept per stream, default 64 MiB: beyond it the tail is kept and
+-- <stream>_truncated is set); on_stdout/on_stderr (called with each line
+-- as it arrives; an error in one ends the process group and is raised
+-- after it is reaped); redact (secrets replaced by *** in every message
+-- and in the lines given to the callbacks).
+-- proc.run only: timeout (seconds; then SIGTERM to the whole process
+-- group, SIGKILL after grace seconds (default 5), timed_out = true);
+-- ok = { 0, 3010 } (other exit codes raise EXIT_CODE with the code and
+-- the last lines of stderr; a timeout raises TIMEOUT).
+-- A program that cannot start raises ENOENT/EACCES naming it and the
+-- folder. Ctrl-C while waiting ends the process group and raises INTERRUPTED.
+-- proc.spawn: stdout read with :lines() is not kept in result.stdout; an
+-- undrained pipe fills and blocks the program, so give stdout = "null"
+-- or "inherit" to a chatty program whose output you do not read.
+local upkit = require "upkit"
+local native = require "upkit._proc"
+
+local M = {}
+
+local function einval(fmt, ...)
+  upkit.error("EINVAL", string.format(fmt, ...))
+end
+
+local spec = {
+  cwd = "string", env = "table", env_mode = "string", stdin = "string table",
+  stdout = "string", stderr = "string", capture_limit = "number",
+  on_stdout = "function", on_stderr = "function", redact = "table",
+}
+local run_spec = { timeout = "number", grace = "number", ok = "table" }
+
+local function checkopts(fn, opts, extra)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
+  for k, v in pairs(opts) do
+    local want = spec[k] or (extra and extra[k])
+    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
+    if not want:find(type(v), 1, true) then
+      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
+    end
+  end
+  return opts
+end
+
+local function redactor(secrets)
+  local list = {}
+  for _, s in ipairs(secrets or {}) do
+    if type(s) == "string" and s ~= "" then list[#list + 1] = s end
+  end
+  if #list == 0 then return function(s) return s end end
+  table.sort(list, function(a, b) return #a > #b end)
+  return function(s)
+    if type(s) ~= "string" then return s end
+    for _, secret in ipairs(list) do
+      local i = 1
+      local out = {}
+      while true do
+        local a, b = s:find(secret, i, true)
+        if not a then break end
+        out[#out + 1] = s:sub(i, a - 1)
+        out[#out + 1] = "***"
+        i = b + 1
+      end
+      out[#out + 1] = s:sub(i)
+      s = table.concat(out)
+    end
+    return s
+  end
+end
+
+local function build_env(fn, env, mode)
+  mode = mode or "add"
+  if mode ~= "add" and mode ~= "replace" then
+    einval("%s: env_mode must be \"add\" or \"replace\", got '%s'", fn, tostring(mode))
+  end
+  if env == nil and mode == "add" then return nil end
+  local merged, order = {}, {}
+  if mode == "add" then
+    for _, kv in ipairs(native.environ()) do
+      local k = kv:match("^([^=]*)=")
+      if k and not merged[k] then order[#order + 1] = k end
+      if k then merged[k] = kv:sub(#k + 2) end
+    end
+  end
+  for k, v in pairs(env or {}) do
+    if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
+      einval("%s: env key %s is not a variable name", fn, tostring(k))
+    end
+    if v == false then
+      merged[k] = nil
+    elseif type(v) == "string" or type(v) == "number" then
+      if merged[k] == nil then order[#order + 1] = k end
+      merged[k] = tostring(v)
+    else
+      einval("%s: env.%s must be a string, a number or false, got %s", fn, k, type(v))
+    end
+  end
+  local list = {}
+  for _, k in ipairs(order) do
+    if merged[k] ~= nil then list[#list + 1] = k .. "=" .. merged[k] end
+  end
+  return list
+end
+
+local function check_argv(fn, argv)
+  if type(argv) ~= "table" or #argv == 0 then
+    einval("%s: argv must be a non-empty array of strings", fn)
+  end
+  for i, a in ipairs(argv) do
+    if type(a) ~= "string" then
+      if type(a) == "number" then argv[i] = tostring(a)
+      else einval("%s: argv[%d] must be a string, got %s", fn, i, type(a)) end
+    end
+  end
+end
+
+-- Re-raise err with every secret hidden.
+local function reraise(err, hide)
+  if upkit.is_error(err) then
+    err.message = hide(err.message)
+    error(err, 0)
+  end
+  error(hide(tostring(err)), 0)
+end
+
+local function start(fn, argv, opts, hide)
+  check_argv(fn, argv)
+  local copts = {
+    cwd = opts.cwd, env = build_env(fn, opts.env, opts.env_mode),
+    stdin = opts.stdin, stdout = opts.stdout, stderr = opts.stderr,
+    capture_limit = opts.capture_limit and math.tointeger(opts.capture_limit)
+      or (opts.capture_limit and einval("%s: capture_limit must be an integer", fn)),
+    what = fn,
+  }
+  for _, k in ipairs { "on_stdout", "on_stderr" } do
+    local cb = opts[k]
+    if cb then copts[k] = function(line) return cb(hide(line)) end end
+  end
+  return copts
+end
+
+function M.spawn(argv, opts)
+  opts = checkopts("proc.spawn", opts)
+  local hide = redactor(opts.redact)
+  local copts = start("proc.spawn", argv, opts, hide)
+  copts.lines = copts.stdout == nil or copts.stdout == "pipe"
+  if opts.on_stdout then copts.lines = nil end
+  local ok, p = pcall(native.spawn, argv, copts)
+  if not ok then reraise(p, hide) end
+  return p
+end
+
+local function tail_lines(s, n)
+  local lines = {}
+  for line in s:gmatch("[^\n]+") do
+    lines[#lines + 1] = line
+    if #lines > n then table.remove(lines, 1) end
+  end
+  return table.concat(lines, "\n")
+end
+
+local function describe(argv, hide)
+  return hide(table.concat(argv, " "))
+end
+
+function M.run(argv, opts)
+  opts = checkopts("proc.run", opts, run_spec)
+  local hide = redactor(opts.redact)
+  local copts = start("proc.run", argv, opts, hide)
+  if opts.timeout and opts.timeout < 0 then einval("proc.run: timeout must be >= 0") end
+  local okset
+  if opts.ok then
+    okset = {}
+    for _, c in ipairs(opts.ok) do okset[c] = true end
+  end
+  local ok, r = pcall(function()
+    local p <close> = native.spawn(argv, copts)
+    return p:wait(opts.timeout or math.huge, opts.grace or 5)
+  end)
+  if not ok then reraise(r, hide) end
+  if okset then
+    if r.timed_out then
+      upkit.error("TIMEOUT", string.format("proc.run: '%s' timed out after %s s", describe(argv, hide),
+        tostring(opts.timeout)), { result = r })
+    end
+    if not (r.code and okset[r.code]) then
+      local why = r.code and ("exited with code " .. r.code)
+        or ("was killed by signal " .. (r.signal_name and ("SIG" .. r.signal_name) or tostring(r.signal)))
+      local tail = tail_lines(r.stderr, 10)
+      upkit.error("EXIT_CODE", hide(string.format("proc.run: '%s' %s%s", table.concat(argv, " "), why,
+        tail ~= "" and (": " .. tail) or "")), { exit_code = r.code, signal = r.signal, result = r })
+    end
+  end
+  return r
+end
+
+return M

@@ -1,0 +1,205 @@
+-- upkit.proc: run and spawn programs without a shell; timeouts, capture, errors.
+local T = require "upkit.test"
+local proc = require "upkit.proc"
+local upkit = require "upkit"
+
+local dir = T.tmpdir()
+
+local function alive(pid)
+  local _, st = T.sh("kill -0 " .. pid .. " 2>/dev/null")
+  if st ~= 0 then return false end
+  local stat = T.read_file("/proc/" .. pid .. "/stat") or ""
+  return not stat:match("^%d+ %b() Z")
+end
+
+T.test("proc.run returns code, stdout, stderr and seconds", function()
+  local r = proc.run({ "sh", "-c", "echo out; echo err >&2; exit 3" })
+  T.eq(r.code, 3)
+  T.eq(r.stdout, "out\n")
+  T.eq(r.stderr, "err\n")
+  T.eq(r.timed_out, false)
+  T.eq(r.signal, nil)
+  T.ok(r.seconds >= 0 and r.seconds < 5)
+end)
+
+T.test("proc.run passes arguments verbatim, without a shell", function()
+  local r = proc.run({ "printf", "%s|", "a b", "$HOME", "'q'", "*" })
+  T.eq(r.stdout, "a b|$HOME|'q'|*|")
+end)
+
+T.test("a program that cannot start raises ENOENT or EACCES naming it and the folder", function()
+  local err = T.raises("ENOENT", proc.run, { "upkit-no-such-program" })
+  T.contains(err.message, "upkit-no-such-program")
+  T.contains(err.message, (T.sh("pwd"):gsub("\n", "")))
+  local f = dir .. "/noexec"
+  T.write_file(f, "#!/bin/sh\n")
+  T.raises("EACCES", proc.run, { f }, { cwd = dir })
+  local e2 = T.raises("ENOENT", proc.run, { "true" }, { cwd = dir .. "/missing" })
+  T.contains(e2.message, dir .. "/missing")
+end)
+
+T.test("cwd, env added, replaced and removed", function()
+  T.eq(proc.run({ "pwd" }, { cwd = dir }).stdout, dir .. "\n")
+  T.eq(proc.run({ "sh", "-c", "echo $UPK_A-$HOME" }, { env = { UPK_A = "x" } }).stdout,
+       "x-" .. os.getenv("HOME") .. "\n")
+  T.eq(proc.run({ "/usr/bin/env" }, { env = { ONLY = "1" }, env_mode = "replace" }).stdout, "ONLY=1\n")
+  T.eq(proc.run({ "sh", "-c", "echo ${HOME:-unset}" }, { env = { HOME = false } }).stdout, "unset\n")
+  T.raises("EINVAL", proc.run, { "true" }, { env_mode = "instead" })
+  T.raises("EINVAL", proc.run, { "true" }, { env = { ["A=B"] = "x" } })
+end)
+
+T.test("stdin from a string and from a file; none by default", function()
+  T.eq(proc.run({ "cat" }, { stdin = "hello\nworld" }).stdout, "hello\nworld")
+  local big = string.rep("0123456789", 300000)
+  T.eq(#proc.run({ "cat" }, { stdin = big }).stdout, #big)
+  local f = dir .. "/in.txt"
+  T.write_file(f, "from file")
+  T.eq(proc.run({ "cat" }, { stdin = { file = f } }).stdout, "from file")
+  T.eq(proc.run({ "cat" }).stdout, "")
+  T.raises("ENOENT", proc.run, { "cat" }, { stdin = { file = dir .. "/missing" } })
+end)
+
+T.test("ok = { 0, 3010 } accepts those codes and raises EXIT_CODE with the stderr tail", function()
+  T.eq(proc.run({ "sh", "-c", "exit 3010 % 256" }, { ok = { 0, 3010 % 256 } }).code, 3010 % 256)
+  local err = T.raises("EXIT_CODE", proc.run, { "sh", "-c", "echo first >&2; echo last words >&2; exit 7" },
+                       { ok = { 0 } })
+  T.eq(err.exit_code, 7)
+  T.contains(err.message, "exited with code 7")
+  T.contains(err.message, "last words")
+  T.eq(err.result.code, 7)
+end)
+
+T.test("redact hides secrets in error messages and in callback lines", function()
+  local err = T.raises("EXIT_CODE", proc.run, { "sh", "-c", "echo key=S3cr3t >&2; exit 1", "S3cr3t" },
+                       { ok = { 0 }, redact = { "S3cr3t" } })
+  T.eq(err.message:find("S3cr3t", 1, true), nil)
+  T.contains(err.message, "***")
+  local seen = {}
+  proc.run({ "echo", "token S3cr3t" }, { redact = { "S3cr3t" }, on_stdout = function(l) seen[#seen + 1] = l end })
+  T.eq(seen, { "token ***" })
+  local e2 = T.raises("ENOENT", proc.run, { "/nonexistent/S3cr3t" }, { redact = { "S3cr3t" } })
+  T.eq(e2.message:find("S3cr3t", 1, true), nil)
+end)
+
+T.test("timeout kills a process that ignores SIGTERM, and its children", function()
+  local pidfile = dir .. "/child.pid"
+  local r = proc.run({ "sh", "-c", "trap '' TERM; sleep 60 & echo $! > " .. pidfile .. "; wait; sleep 60" },
+                     { timeout = 0.5, grace = 0.5 })
+  T.eq(r.timed_out, true)
+  T.eq(r.signal, 9)
+  T.ok(r.seconds < 5, "took " .. r.seconds)
+  local child = T.read_file(pidfile):match("%d+")
+  T.sh("sleep 0.1")
+  T.eq(alive(child), false, "the child is gone")
+  T.raises("TIMEOUT", proc.run, { "sleep", "10" }, { timeout = 0.2, grace = 0.2, ok = { 0 } })
+end)
+
+T.test("a program writing 100 MB to stdout neither hangs nor exhausts memory", function()
+  local r = proc.run({ "head", "-c", "100000000", "/dev/zero" }, { capture_limit = 1 << 20, timeout = 60 })
+  T.eq(r.code, 0)
+  T.eq(#r.stdout, 1 << 20)
+  T.eq(r.stdout_truncated, true)
+  local r2 = proc.run({ "sh", "-c", "head -c 100000000 /dev/zero; printf END" }, { capture_limit = 16, timeout = 60 })
+  T.eq(r2.stdout:sub(-3), "END", "the tail is kept")
+  local status = T.read_file("/proc/self/status")
+  local hwm = tonumber(status:match("VmHWM:%s*(%d+)"))
+  T.ok(hwm < 200 * 1024, "peak memory " .. hwm .. " kB")
+end)
+
+T.test("on_stdout and on_stderr receive lines as they arrive", function()
+  local out, err = {}, {}
+  local r = proc.run({ "sh", "-c", "echo a; echo b >&2; printf 'c\\nno newline'" },
+    { on_stdout = function(l) out[#out + 1] = l end, on_stderr = function(l) err[#err + 1] = l end })
+  T.eq(out, { "a", "c", "no newline" })
+  T.eq(err, { "b" })
+  T.eq(r.stdout, "a\nc\nno newline")
+end)
+
+T.test("an error in a line callback ends the program and is raised after it is reaped", function()
+  local pidfile = dir .. "/cb.pid"
+  local err = T.raises(nil, proc.run, { "sh", "-c", "echo $$ > " .. pidfile .. "; echo boom; sleep 30" },
+    { on_stdout = function(l) if l == "boom" then error("callback failed") end end })
+  T.contains(tostring(err), "callback failed")
+  T.eq(alive(T.read_file(pidfile):match("%d+")), false)
+end)
+
+T.test("bad arguments raise EINVAL", function()
+  T.raises("EINVAL", proc.run, {})
+  T.raises("EINVAL", proc.run, "ls")
+  T.raises("EINVAL", proc.run, { "true" }, { bogus = 1 })
+  T.raises("EINVAL", proc.run, { "true" }, { timeout = "10" })
+  T.raises("EINVAL", proc.run, { "true", {} })
+  T.raises("EINVAL", proc.spawn, { "true" }, { stdout = "file" })
+end)
+
+T.test("proc.spawn: wait with a timeout returns nil, kill ends it, close is idempotent", function()
+  local p = proc.spawn({ "sleep", "30" })
+  T.ok(p:pid() > 0)
+  T.eq(p:running(), true)
+  T.eq(p:wait(0.1), nil)
+  T.eq(p:kill("TERM"), true)
+  local r = p:wait(5)
+  T.eq(r.signal, 15)
+  T.eq(p:running(), false)
+  T.eq(p:kill(), false)
+  p:close()
+  p:close()
+  T.raises("ECLOSED", p.wait, p)
+end)
+
+T.test("proc.spawn: lines() iterates stdout lines of a program running beside the script", function()
+  local p <close> = proc.spawn({ "sh", "-c", "echo ready; sleep 0.2; echo one; echo two" })
+  local got = {}
+  for line in p:lines(10) do got[#got + 1] = line end
+  T.eq(got, { "ready", "one", "two" })
+  T.eq(p:wait(5).code, 0)
+  local q <close> = proc.spawn({ "sleep", "5" })
+  T.raises("TIMEOUT", function() for _ in q:lines(0.1) do end end)
+end)
+
+T.test("closing a running process handle kills its group and reaps it", function()
+  local p = proc.spawn({ "sh", "-c", "sleep 30 & sleep 30" }, { stdout = "null" })
+  local pid = p:pid()
+  p:close()
+  T.eq(alive(pid), false)
+  do
+    local q <close> = proc.spawn({ "sleep", "30" })
+    pid = q:pid()
+  end
+  T.eq(alive(pid), false)
+end)
+
+T.test("Ctrl-C while waiting ends the program group and raises INTERRUPTED", function()
+  local script = dir .. "/int.lua"
+  local pidfile = dir .. "/int.pid"
+  T.write_file(script, string.format([[
+local proc = require "upkit.proc"
+local ok, err = pcall(proc.run, { "sh", "-c", "echo $$ > %s; sleep 30" })
+print(err.code)
+]], pidfile))
+  local out = dir .. "/int.out"
+  local upid = T.sh(T.q(T.upkit_bin()) .. " run " .. T.q(script) .. " > " .. T.q(out) .. " 2>&1 & echo $!"):match("%d+")
+  for _ = 1, 100 do
+    if (T.read_file(pidfile) or ""):match("%d+") then break end
+    upkit.sleep(0.05)
+  end
+  local child = T.read_file(pidfile):match("%d+")
+  T.sh("kill -INT " .. upid)
+  for _ = 1, 100 do
+    if not alive(upid) then break end
+    upkit.sleep(0.05)
+  end
+  T.eq(alive(upid), false, "upkit ended")
+  T.eq(alive(child), false, "the child is gone")
+  T.eq(T.read_file(out), "INTERRUPTED\n")
+end)
+
+T.test("proc.run of /bin/true many times leaves no handle or descriptor behind", function()
+  local lfs = require "lfs"
+  local function nfd() local c = 0 for _ in lfs.dir("/proc/self/fd") do c = c + 1 end return c end
+  local before = nfd()
+  for _ = 1, 200 do T.eq(proc.run({ "/bin/true" }).code, 0) end
+  T.eq(nfd(), before)
+end)
+
+T.done()
