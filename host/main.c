@@ -93,17 +93,15 @@ static void set_roots(lua_State *L) {
   }
   if (upk_user_dir(buf, sizeof buf) == 0) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); }
   lua_pushstring(L, UPKIT_SHARE); lua_rawseti(L, -2, ++n);
+  /* the source tree: the nearest ancestor of the binary's folder holding lua/upkit/cli.lua */
   if (upk_exe_path(buf, sizeof buf) == 0) {
-    char *slash = strrchr(buf, '/');
-    if (slash) {
+    for (int up = 0; up < 3; up++) {
+      char *slash = strrchr(buf, '/');
+      if (!slash || slash == buf) break;
       *slash = '\0';
-      slash = strrchr(buf, '/');
-      if (slash) {
-        *slash = '\0';
-        char probe[PATH_MAX + 32];
-        snprintf(probe, sizeof probe, "%s/lua/upkit/cli.lua", buf);
-        if (upk_isfile(probe)) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); }
-      }
+      char probe[PATH_MAX + 32];
+      snprintf(probe, sizeof probe, "%s/lua/upkit/cli.lua", buf);
+      if (up > 0 && upk_isfile(probe)) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); break; }
     }
   }
   for (int i = 1; i <= n; i++) {  /* [roots, parts...] */
