@@ -199,8 +199,10 @@ static int hash_copy(int in, int out, uint64_t size, int sparse, const EVP_MD *m
     } else {
       EVP_DigestUpdate(p.ctx, B->b[slot], got);
     }
-    if (out >= 0 && !(sparse && allzero(B->b[slot], got)))
+    if (out >= 0 && !(sparse && allzero(B->b[slot], got))) {
       err = upk_fs_pwrite_full(out, B->b[slot], got, off);
+      if (!err && (off / BUFSZ) % 8 == 7) upk_fs_start_writeback(out);
+    }
     off += got;
     if (!err && prog && prog_tick(prog, off)) err = EINTR;
   }
@@ -278,6 +280,16 @@ static int job_fail(Job *j, int err, const char *step) {
   return err;
 }
 
+typedef struct Syncer {
+  int fd, err;
+} Syncer;
+
+static void *syncer_main(void *arg) {
+  Syncer *s = arg;
+  s->err = upk_fs_fsync(s->fd);
+  return NULL;
+}
+
 /* Copy one file (or link) into a temporary name, and commit it when asked. */
 static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
   char dir[PATH_MAX], tmp[NAME_MAX + 80];
@@ -325,7 +337,12 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
     if (j->md) err = hash_copy(in, out, st.size, sparse, j->md, B, j->digest, &j->dlen, prog);
     else err = upk_fs_copy_data(in, out, st.size, sparse, prog ? prog_tick : NULL, prog);
     if (!err) { step = "metadata"; err = upk_fs_set_meta(out, st.mode, st.mtime_ns); }
-    if (!err && j->commit) { step = "fsync"; err = upk_fs_fsync(out); }
+    /* the fsync runs beside the readback: one waits on the disk, the other hashes */
+    Syncer sy = {out, 0};
+    pthread_t sth;
+    int syncing = !err && j->commit && j->readback && j->md &&
+                  pthread_create(&sth, NULL, syncer_main, &sy) == 0;
+    if (!err && j->commit && !syncing) { step = "fsync"; err = upk_fs_fsync(out); }
     if (!err && !j->commit) upk_fs_start_writeback(out);
     if (!err && j->readback && j->md) {
       int rfd;
@@ -340,6 +357,10 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
         if (!err && (alen != j->dlen || memcmp(again, j->digest, alen) != 0))
           err = CHECKSUM_MISMATCH;
       }
+    }
+    if (syncing) {
+      pthread_join(sth, NULL);
+      if (!err && sy.err) { err = sy.err; step = "fsync"; }
     }
     int cerr = upk_fs_close(out);
     if (!err && cerr) { err = cerr; step = "close"; }
