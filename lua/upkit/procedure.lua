@@ -739,9 +739,13 @@ function M.main(desc, path, args, mode)
   end
 
   local ctx = make_ctx(desc, params, state, run_dir, opts)
-  if opts.debug then
+  if opts.debug or opts.step then
     local ok, dbg = pcall(require, "upkit.debugger")
-    if not ok then cleanup() io.stderr:write("upkit: --debug: ", errmsg(dbg), "\n") return EXIT_USAGE end
+    if not ok then
+      cleanup()
+      io.stderr:write("upkit: ", opts.debug and "--debug" or "--step", ": ", errmsg(dbg), "\n")
+      return EXIT_USAGE
+    end
     opts.debugger = dbg
     dbg.attach(ctx, journal)
   end
