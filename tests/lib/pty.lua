@@ -48,10 +48,11 @@ function Term:keys(...)
   self:tmux("send-keys -t upkit " .. table.concat(names, " "))
 end
 
--- term:screen() -> the visible screen and scrollback, trailing blanks removed.
+-- term:screen() -> the scrollback and visible screen, trailing blanks
+-- removed, after a line feed: every line, the first too, follows a "\n".
 function Term:screen()
   local out = self:tmux("capture-pane -p -J -S - -t upkit")
-  return (out:gsub("%s+$", ""))
+  return "\n" .. out:gsub("%s+$", "")
 end
 
 local function wait(self, what, plain, after)
