@@ -30,7 +30,7 @@ local function repr(v)
     local ok, json = pcall(require, "upkit.json")
     if ok and not getmetatable(v) then
       local ok2, s = pcall(json.encode, v)
-      if ok2 then return s end
+      if ok2 then return #s > 1000 and (s:sub(1, 1000) .. string.format("...(%d bytes)", #s)) or s end
     end
   end
   return tostring(v)

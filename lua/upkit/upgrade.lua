@@ -79,10 +79,13 @@ function U.server(o)
 end
 
 -- server:run(command, args...) -> stdout; raises with the command's stderr.
+-- The output goes to the run's log file, except for commands that print secrets.
+local QUIET = { ["show-master-key"] = true, ["show-configuration"] = true }
+
 function Server:run(command, ...)
   local argv = { self.exe, command, "--instance=" .. self.instance, ... }
   local r = proc.run(argv, { timeout = self.timeout, redact = self.secrets, ok = { 0 },
-                             on_stdout = function(line) log.debug("%s", line) end })
+                             on_stdout = not QUIET[command] and function(line) log.debug("%s", line) end or nil })
   return r.stdout
 end
 
@@ -602,8 +605,8 @@ function U.backup_folders(folders, root)
     if fs.exists(path) then
       results[name] = fs.mirror(path, root .. "/" .. name, { delete = true, manifest = root .. "/" .. name .. ".SHA256SUMS",
                                                              progress = true })
-      log.info("folder %s: %d files, %d copied, %d bytes", name, results[name].files, results[name].copied,
-               results[name].bytes)
+      log.info("folder %s: %d files, %d copied, %d skipped (already there), %d bytes", name, results[name].files,
+               results[name].copied, results[name].skipped, results[name].bytes)
     else
       log.warn("folder %s (%s) does not exist; nothing to back up", name, path)
     end
@@ -684,9 +687,20 @@ function S.master_key()
   return {
     name = "backup-master-key",
     describe = "save the master key (show-master-key) with mode 0600",
+    -- A key saved earlier in backup_dir must be this server's: a backup made with
+    -- another key could never be restored.
+    check = function(ctx)
+      local file = ctx.params.backup_dir .. "/master-key.txt"
+      if not fs.exists(file) then return true end
+      if (fs.read(file):gsub("%s+$", "")) ~= U.cli(ctx):show_master_key() then
+        upkit.error("MASTER_KEY_MISMATCH", string.format("the master key in %s is not the master key of instance %s: " ..
+          "choose another backup_dir, or remove the file if it is stale", file, ctx.params.instance))
+      end
+      return true
+    end,
     done = function(ctx) return fs.exists(ctx.params.backup_dir .. "/master-key.txt") end,
     run = function(ctx)
-      fs.mkdirs(ctx.params.backup_dir)
+      fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })
       local key = U.cli(ctx):show_master_key()
       local file = ctx.params.backup_dir .. "/master-key.txt"
       fs.write(file, key .. "\n", { mode = "0600" })
@@ -707,13 +721,14 @@ function S.licence_and_config()
     end,
     run = function(ctx)
       local d = ctx.params.backup_dir
-      fs.mkdirs(d)
+      fs.mkdirs(d, { mode = "0700" })
       local lic = U.api(ctx):get("/api/licenses/licenses-current").LicenseText or ""
       fs.write(d .. "/license.xml", lic, { mode = "0600" })
       local cfg = U.cli(ctx):configuration()
       local cfgfile = cfg["Octopus.Server.ConfigurationFilePath"]
       if cfgfile and fs.exists(cfgfile) then
-        fs.copy(cfgfile, d .. "/" .. ctx.params.instance .. ".config", { overwrite = true, verify = "sha256" })
+        -- the config file may hold secrets (a connection string password): 0600
+        fs.write(d .. "/" .. ctx.params.instance .. ".config", fs.read(cfgfile), { mode = "0600" })
       end
       fs.write(d .. "/configuration.json", json.encode(cfg, { pretty = true }), { mode = "0600" })
       ctx.log("licence and configuration saved in %s", d)

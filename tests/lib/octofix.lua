@@ -1,0 +1,125 @@
+-- octofix: a simulated Octopus site for procedure tests: a started main instance,
+-- a download site, an empty new server for clones, and helpers to run upkit.
+--
+--   local F = require("octofix").new{ version = "3.17.14", files = 20 }
+--   F.main (octosim create's JSON), F.site_url, F.clone (new server), F.dir
+--   F:config{ extra = ... } -> path of a config file for the procedures
+--   F:upkit(args [, env]) -> stdout, stderr, exit code
+--   F:sql(query) -> rows of the main database (through upkit.sql)
+--   F:stop()     stops every service and server it started
+local T = require "upkit.test"
+local json = require "upkit.json"
+local proc = require "upkit.proc"
+local sql = require "upkit.sql"
+
+local M = {}
+local Fix = {}
+Fix.__index = Fix
+
+local SIM = "tests/sim/octosim.py"
+
+local function octosim(...)
+  local r = proc.run({ "python3", SIM, ... }, { timeout = 120, ok = { 0 } })
+  return json.decode(r.stdout)
+end
+M.octosim = octosim
+
+function M.free_port()
+  local r = proc.run({ "python3", "-c",
+    "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" }, { ok = { 0 } })
+  return tonumber(r.stdout:match("%d+"))
+end
+
+function M.new(o)
+  o = o or {}
+  local self = setmetatable({ dir = T.tmpdir(), started = {} }, Fix)
+  local args = { "create", "--home", self.dir .. "/main", "--version", o.version or "3.17.14", "--start" }
+  if o.files then args[#args + 1] = "--files"; args[#args + 1] = tostring(o.files) end
+  if o.package_mb then args[#args + 1] = "--package-mb"; args[#args + 1] = tostring(o.package_mb) end
+  if o.machines then args[#args + 1] = "--machines"; args[#args + 1] = tostring(o.machines) end
+  self.main = octosim(table.unpack(args))
+  self.started[#self.started + 1] = { exe = self.main.server_exe, instance = self.main.instance }
+  self.clone = octosim("machine", "--root", self.dir .. "/new-server")
+  self.clone_port = M.free_port()
+  self.clone_url = string.format("http://127.0.0.1:%d/", self.clone_port)
+  self.clone_db_file = self.dir .. "/new-server/OctopusClone.db"
+  self.site = proc.spawn({ "python3", SIM, "download-site", "--dir", self.main.downloads, "--port", "0" },
+                         { stderr = "null" })
+  self.site_url = self.site:lines()()
+  T.write_file(self.dir .. "/api-key", self.main.api_key .. "\n")
+  return self
+end
+
+-- A config file with the site's values; extra fields are added or override.
+function Fix:config(extra, name)
+  local cfg = {
+    server_url = self.main.url, server_exe = self.main.server_exe, instance = self.main.instance,
+    msiexec = self.main.msiexec, backup_dir = self.dir .. "/backup",
+    download_url = self.site_url .. "/octopus", versions_feed = self.site_url .. "/download/upgrade/v3",
+    clone_server_exe = self.clone.server_exe, clone_msiexec = self.clone.msiexec,
+    clone_home = self.clone.machine .. "/Octopus", clone_db = "Driver=SQLite3;Database=" .. self.clone_db_file,
+    clone_url = self.clone_url, timeout = 120,
+  }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  if cfg.clone_server_exe then self.started[#self.started + 1] = { exe = cfg.clone_server_exe, instance = "OctopusServer" } end
+  local path = self.dir .. "/" .. (name or "site") .. ".json"
+  T.write_file(path, json.encode(cfg))
+  return path
+end
+
+-- Run upkit in the fixture's folder: stdout, stderr, exit code.
+function Fix:upkit(args, env)
+  local out, err = self.dir .. "/.out", self.dir .. "/.err"
+  local cmd = string.format("cd %s && %s %s %s </dev/null >%s 2>%s; echo $?", T.q(self.dir), env or "",
+                            T.q(T.upkit_bin()), args, T.q(out), T.q(err))
+  local code = tonumber((T.sh(cmd)))
+  return T.read_file(out) or "", T.read_file(err) or "", code
+end
+
+-- The arguments every procedure run gets: config, API key file, runs folder.
+function Fix:args(config)
+  return string.format("--config %s --set api_key_file=%s --runs %s", T.q(config), T.q(self.dir .. "/api-key"),
+                       T.q(self.dir .. "/runs"))
+end
+
+-- Query a database through upkit.sql: a list of rows.
+function M.query(conn, q, ...)
+  local db <close> = sql.connect(conn)
+  local rows = db:query(q, ...)
+  rows.columns = nil
+  return rows
+end
+
+function Fix:sql(q, ...) return M.query(self.main.connection_string, q, ...) end
+
+-- Every row of every table of a SQLite database, ordered: for row-for-row comparisons.
+function M.dump(conn)
+  local db <close> = sql.connect(conn)
+  local out = {}
+  for t in db:rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") do
+    local rows = db:query("SELECT * FROM [" .. t.name .. "] ORDER BY 1")
+    rows.columns = nil
+    out[t.name] = rows
+  end
+  return out
+end
+
+-- The manifest of a folder tree, as sha256sum -c reads it.
+function M.tree_digest(dir)
+  return (T.sh(string.format("cd %s && find . -type f -print0 | sort -z | xargs -0 -r sha256sum", T.q(dir))))
+end
+
+function Fix:api(path, key)
+  local http = require "upkit.http"
+  local c <close> = http.client { base = self.main.url, headers = { ["X-Octopus-ApiKey"] = key or self.main.api_key } }
+  return c:get(path):json()
+end
+
+function Fix:stop()
+  for _, s in ipairs(self.started) do
+    pcall(proc.run, { s.exe, "service", "--stop", "--instance=" .. s.instance }, { timeout = 60 })
+  end
+  if self.site then self.site:close() self.site = nil end
+end
+
+return M
