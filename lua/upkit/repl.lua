@@ -253,7 +253,7 @@ local function make_dirs(dir)
     path = path .. "/" .. part
     if lfs.attributes(path, "mode") == nil then
       local ok, err = lfs.mkdir(path)
-      if not ok and lfs.attributes(path, "mode") ~= "directory" then return nil, err end
+      if not ok and lfs.attributes(path, "mode") ~= "directory" then return nil, path .. ": " .. err end
     end
   end
   return true
@@ -333,8 +333,13 @@ function M.loop(opts)
   end
 
   if interactive and opts.history ~= false then
-      history_file = M.history_file()
-      if history_file then editor.read_history(history_file) end
+    local why
+    history_file, why = M.history_file()
+    if history_file then
+      editor.read_history(history_file)
+    else
+      io.stderr:write("upkit: history not kept: ", tostring(why), "\n")
+    end
   end
 
   -- One prompt: read a chunk and run it. Returns "eof", "done" (with the
