@@ -26,6 +26,7 @@ SIGTERM (or until the watched process is gone). Routes:
 import argparse
 import json
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -49,6 +50,10 @@ def bump(key):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):
         pass
