@@ -1,0 +1,69 @@
+-- debugrun: run a procedure under `upkit run ... --debug | --step` in a
+-- terminal (tmux, through pty) for the debugger's tests.
+--
+--   local D = require "debugrun"
+--   local dir = D.procedure(source)              -- a temp folder holding p.lua
+--   D.session(dir, "--debug --set x=1", function(term) ... end)
+--   local out = D.enter(term, "locals")          -- type a line, wait for the
+--                                                -- next "debug>" prompt, return
+--                                                -- the text printed since
+--   D.journal(dir) -> records of the run's journal; D.events(recs, event)
+local T = require "upkit.test"
+local json = require "upkit.json"
+local lfs = require "lfs"
+local pty = require "pty"
+
+local M = {}
+
+-- A temp folder with the procedure `source` as p.lua.
+function M.procedure(source)
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/p.lua", source)
+  return dir
+end
+
+-- Run `upkit run ./p.lua ARGS` in dir, in a terminal with HOME=dir.
+function M.session(dir, args, fn, env)
+  env = env or {}
+  env.HOME = dir
+  env.XDG_DATA_HOME = ""
+  local command = string.format("cd %s && exec %s run ./p.lua %s", T.q(dir), T.q(T.upkit_bin()), args)
+  pty.run("sh -c " .. T.q(command), fn, { env = env })
+end
+
+-- Type a line and wait for the prompt (a last line matching `prompt`,
+-- default "debug>") to come back; the text shown since.
+function M.enter(term, line, prompt)
+  local before = #term:screen()
+  term:send(line, "Enter")
+  local screen = term:wait_match((prompt or "debug>") .. "$", before)
+  return screen:sub(before + 1)
+end
+
+-- The records of the only run's journal under dir/upkit-runs.
+function M.journal(dir)
+  local runs = dir .. "/upkit-runs"
+  for name in lfs.dir(runs) do
+    if name:sub(1, 1) ~= "." then
+      local recs = {}
+      for line in (T.read_file(runs .. "/" .. name .. "/journal.jsonl")):gmatch("[^\n]+") do
+        recs[#recs + 1] = json.decode(line)
+      end
+      return recs
+    end
+  end
+  T.fail("no run folder under " .. runs)
+end
+
+-- The records of `event` (with field = value for each pair of `where`).
+function M.events(recs, event, where)
+  local out = {}
+  for _, r in ipairs(recs) do
+    local fits = r.event == event
+    for k, v in pairs(where or {}) do fits = fits and r[k] == v end
+    if fits then out[#out + 1] = r end
+  end
+  return out
+end
+
+return M
