@@ -77,5 +77,43 @@ T.test("http.redact hides apikey values, URL passwords and given values", functi
   T.eq(http.redact(http.redact("a?apikey=Z: failed")), "a?apikey=***: failed")
 end)
 
+local octochild = [[
+local octopus = require "upkit.octopus"
+local url, key, ukey = ...
+local function try(f, ...)
+  local ok, e = pcall(f, ...)
+  print(ok and "ok" or ("error " .. tostring(e.code) .. ": " .. tostring(e)))
+end
+local s = octopus.connect { url = url, api_key = key, backoff = 0.01 }
+try(s.set_maintenance, s, true)
+try(s.set_maintenance, s, false)
+try(s.set_disabled, s, "machines", true)
+try(s.export_projects, s, { projects = { "Project 1" }, password = "PASSWORD-SECRET-77", timeout = 20 })
+try(s.get, s, "/api/Spaces-1/machines/Machines-9999?apikey=" .. key)
+local u = octopus.connect { url = url, api_key = ukey }
+try(u.set_maintenance, u, true)
+try(octopus.connect, { url = url, api_key = key .. "X" })
+try(octopus.connect, { url = "http://127.0.0.1:1", api_key = key, retries = 1, backoff = 0.01 })
+s:close() u:close()
+]]
+T.write_file(dir .. "/octochild.lua", octochild)
+
+T.test("no API key or password appears in the output of upkit.octopus, traces included", function()
+  local info, sim = S.octosim(T, "2023.4.8166")
+  local out, status = T.sh(string.format("UPKIT_HTTP_TRACE=1 %s run %s %s %s %s 2>&1",
+    T.q(T.upkit_bin()), T.q(dir .. "/octochild.lua"), T.q(sim.url), T.q(info.api_key), T.q(info.user_api_key)))
+  sim:stop()
+  T.eq(status, 0)
+  T.ok(not out:find(info.api_key, 1, true), "the admin API key leaked:\n" .. out)
+  T.ok(not out:find(info.api_key:sub(5, 20), 1, true), "part of the admin API key leaked")
+  T.ok(not out:find(info.user_api_key, 1, true), "the user API key leaked")
+  T.ok(not out:find("PASSWORD-SECRET-77", 1, true), "the export password leaked")
+  T.contains(out, "> X-Octopus-ApiKey: ***")
+  T.contains(out, "error FORBIDDEN")
+  T.contains(out, "error UNAUTHORIZED")
+  T.contains(out, "error NOT_FOUND")
+  T.contains(out, "error CURLE_COULDNT_CONNECT")
+end)
+
 srv:stop()
 T.done()
