@@ -1437,52 +1437,144 @@ static void exec_text(lua_State *L, Conn *c, Buf *sqlb, Buf *w, const char *fn) 
 }
 
 /*
-** db:load(insert_prefix, block, ncols, dialect [, rows_per_statement]) -> rows
+** Append one value of a data block at *pp (end e) to b as a field of a
+** PostgreSQL record inside an array element inside a standard SQL string
+** literal: text is quoted for the record ("), the quotes and backslashes
+** of that escaped again for the array, and ' doubled for the literal.
+** NULL is an empty field. Returns 1, 0 when out of memory, -1 when the
+** block is malformed.
+*/
+static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e) {
+  static const char hx[] = "0123456789abcdef";
+  const unsigned char *p = *pp;
+  if (p >= e) return -1;
+  int tag = *p++;
+  char num[64];
+  int ok = 1;
+  switch (tag) {
+    case V_NULL: break;
+    case V_INT:
+      if (e - p < 8) return -1;
+      ok = buf_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)(int64_t)get_u64(p)));
+      p += 8;
+      break;
+    case V_DOUBLE: {
+      if (e - p < 8) return -1;
+      uint64_t u = get_u64(p);
+      double d;
+      memcpy(&d, &u, 8);
+      p += 8;
+      if (isfinite(d)) ok = buf_add(b, num, (size_t)snprintf(num, sizeof num, "%.17g", d));
+      else ok = buf_addstr(b, isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
+      break;
+    }
+    case V_BOOL:
+      if (e - p < 1) return -1;
+      ok = buf_addstr(b, *p ? "t" : "f");
+      p++;
+      break;
+    case V_TEXT: case V_BINARY: {
+      if (e - p < 4) return -1;
+      uint32_t n = get_u32(p);
+      p += 4;
+      if ((size_t)(e - p) < n) return -1;
+      if (!buf_reserve(b, b->n + (tag == V_BINARY ? 2 * (size_t)n + 10 : 4 * (size_t)n + 4))) return 0;
+      char *o = b->p + b->n;
+      *o++ = '\\'; *o++ = '"';
+      if (tag == V_BINARY) {
+        memcpy(o, "\\\\\\\\x", 5);
+        o += 5;
+        for (uint32_t i = 0; i < n; i++) {
+          *o++ = hx[p[i] >> 4];
+          *o++ = hx[p[i] & 15];
+        }
+      } else {
+        for (uint32_t i = 0; i < n; i++) {
+          unsigned char c = p[i];
+          if (c == '"') { memcpy(o, "\\\"\\\"", 4); o += 4; }
+          else if (c == '\\') { memcpy(o, "\\\\\\\\", 4); o += 4; }
+          else if (c == '\'') { *o++ = '\''; *o++ = '\''; }
+          else *o++ = (char)c;
+        }
+      }
+      *o++ = '\\'; *o++ = '"';
+      b->n = (size_t)(o - b->p);
+      p += n;
+      break;
+    }
+    default: return -1;
+  }
+  *pp = p;
+  return ok;
+}
+
+/*
+** Append the rows of a data block at *pp (end e) to b, at most max of them,
+** as multi-row VALUES lists, or for PostgreSQL (rowtype given) as the
+** elements of an array of the table's row type. *rows counts the rows
+** added. Returns 1, 0 when out of memory, -1 when the block is malformed.
+*/
+static int add_rows(Buf *b, const unsigned char **pp, const unsigned char *e, lua_Integer ncols,
+                    int dialect, int pgarray, uint32_t max, uint32_t *rows) {
+  for (uint32_t r = 0; r < max; r++) {
+    if (pgarray) {
+      if (!buf_addstr(b, r ? ",\"(" : "\"(")) return 0;
+    } else if (!buf_addstr(b, r ? ",(" : "(")) {
+      return 0;
+    }
+    for (lua_Integer k = 0; k < ncols; k++) {
+      if (k && !buf_add(b, ",", 1)) return 0;
+      int ok = pgarray ? add_pg_field(b, pp, e) : add_literal(b, pp, e, dialect);
+      if (ok <= 0) return ok;
+    }
+    if (!buf_addstr(b, pgarray ? ")\"" : ")")) return 0;
+    (*rows)++;
+  }
+  return 1;
+}
+
+/*
+** db:load(insert_prefix, block, ncols, dialect [, rows_per_statement [, rowtype]]) -> rows
 ** Inserts the rows of a data block with multi-row statements
 ** "<prefix> VALUES (...),(...)"; dialect is "postgresql", "sqlite",
-** "mssql" or "generic" (how literals are spelled).
+** "mssql" or "generic" (how literals are spelled). For PostgreSQL with
+** rowtype (the quoted table name) each statement is
+** "<prefix> SELECT * FROM unnest('{...}'::<rowtype>[])": the server reads
+** the rows as record text, much faster than it parses VALUES lists.
 */
 static int conn_load(lua_State *L) {
   static const char *const dialects[] = {"generic", "postgresql", "sqlite", "mssql", NULL};
   Conn *c = checkconn(L, 1, "db:load");
-  size_t plen, blen;
+  size_t plen, blen, tlen = 0;
   const char *prefix = luaL_checklstring(L, 2, &plen);
   const unsigned char *blk = (const unsigned char *)luaL_checklstring(L, 3, &blen);
   lua_Integer ncols = luaL_checkinteger(L, 4);
   int dialect = luaL_checkoption(L, 5, "generic", dialects);
   lua_Integer per = luaL_optinteger(L, 6, 1000);
+  const char *rowtype = luaL_optlstring(L, 7, NULL, &tlen);
+  int pgarray = rowtype && dialect == D_POSTGRESQL;
   if (per < 1) per = 1;
   if (blen < 4 || ncols < 1) return upk_error(L, "BAD_FORMAT", "db:load: a data block is too short");
   uint32_t rows = get_u32(blk);
   const unsigned char *p = blk + 4, *e = blk + blen;
   Buf *b = &c->s, *w = &c->w;
   uint32_t done = 0;
-  int bad = 0, nomem = 0;
-  while (done < rows && !bad && !nomem) {
+  int ok = 1;
+  while (done < rows && ok > 0) {
+    uint32_t n = rows - done < (uint64_t)per ? rows - done : (uint32_t)per;
     b->n = 0;
-    if (!buf_add(b, prefix, plen) || !buf_addstr(b, " VALUES ")) { nomem = 1; break; }
-    lua_Integer inrow = 0;
-    while (done < rows && inrow < per) {
-      if (!buf_addstr(b, inrow ? ",(" : "(")) { nomem = 1; break; }
-      for (lua_Integer k = 0; k < ncols; k++) {
-        if (k && !buf_addstr(b, ",")) { nomem = 1; break; }
-        int r = add_literal(b, &p, e, dialect);
-        if (r < 0) { bad = 1; break; }
-        if (r == 0) { nomem = 1; break; }
-      }
-      if (bad || nomem || !buf_addstr(b, ")")) { nomem = !bad; break; }
-      inrow++;
-      done++;
-    }
-    if (bad || nomem) break;
+    ok = buf_add(b, prefix, plen) && buf_addstr(b, pgarray ? " SELECT * FROM unnest('{" : " VALUES ");
+    if (ok) ok = add_rows(b, &p, e, ncols, dialect, pgarray, n, &done);
+    if (ok > 0 && pgarray) ok = buf_addstr(b, "}'::") && buf_add(b, rowtype, tlen) && buf_addstr(b, "[])");
+    if (ok <= 0) break;
     exec_text(L, c, b, w, "db:load");
     upk_check_interrupt(L, "db:load");
   }
-  if (!bad && !nomem && p != e) bad = 1;
+  if (ok > 0 && p != e) ok = -1;
   if (b->cap > (16u << 20)) buf_free(b);
   if (w->cap > (16u << 20)) buf_free(w);
-  if (nomem) return upk_error(L, "ENOMEM", "db:load: out of memory");
-  if (bad) return upk_error(L, "BAD_FORMAT", "db:load: a data block does not match its table's %d columns", (int)ncols);
+  if (ok == 0) return upk_error(L, "ENOMEM", "db:load: out of memory");
+  if (ok < 0) return upk_error(L, "BAD_FORMAT", "db:load: a data block does not match its table's %d columns", (int)ncols);
   lua_pushinteger(L, done);
   return 1;
 }

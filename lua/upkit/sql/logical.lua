@@ -10,7 +10,7 @@ local M = {}
 M.MAGIC = "UPKIT-LOGICAL-BACKUP\n"
 M.VERSION = 1
 local BLOCK_ROWS, BLOCK_BYTES = 10000, 4 << 20
-local INSERT_ROWS = 1000
+local INSERT_ROWS = 1000  -- rows per VALUES statement; PostgreSQL takes a whole block
 
 local function lower_keys(row)
   local t = {}
@@ -350,6 +350,7 @@ function M.restore(db, opts)
     local counts = {}
     target:begin()
     local ok2, err = pcall(function()
+      if engine == "postgresql" then target:exec("SET LOCAL standard_conforming_strings = on") end
       local tables = {}
       read_all(opts.from, function(kind, v, t)
         if kind == "T" then
@@ -357,10 +358,14 @@ function M.restore(db, opts)
           target:exec(M.create_statement(v, engine))
           local cols = {}
           for i, c in ipairs(v.columns) do cols[i] = q(c.name) end
-          v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
+          if engine == "postgresql" then
+            v.prefix, v.rowtype = "INSERT INTO " .. q(v.name), q(v.name)
+          else
+            v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
+          end
           tables[#tables + 1] = v
         elseif kind == "D" then
-          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, INSERT_ROWS)
+          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, t.rowtype and BLOCK_ROWS or INSERT_ROWS, t.rowtype)
           progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
         end
       end)
