@@ -149,10 +149,12 @@ return {
     },
     {
       name = "upgrade-clone",
-      describe = function(ctx) return "upgrade the clone to " .. tostring(ctx.params.target_version) end,
+      describe = function(ctx) return "upgrade the clone to " .. tostring(ctx.params.target_version) ..
+                                      " (with the documented intermediate stops)" end,
       run = function(ctx)
         local target = U.target(ctx)
-        local hops = U.upgrade_instance(ctx, clone_cli(ctx), ctx.params.clone_msiexec, target, ctx.run_dir .. "/logs")
+        local hops = U.upgrade_instance(ctx, clone_cli(ctx), ctx.params.clone_msiexec, target, ctx.run_dir .. "/logs",
+                                        U.odbc_connection(ctx.params.clone_db))
         return { target = target, installed = hops }
       end,
     },

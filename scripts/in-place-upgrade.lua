@@ -74,7 +74,7 @@ return {
       describe = function(ctx) return "install each version on the path and upgrade the database" end,
       run = function(ctx)
         local installed = U.upgrade_instance(ctx, U.cli(ctx), ctx.params.msiexec, ctx.state.target,
-                                             ctx.run_dir .. "/logs")
+                                             ctx.run_dir .. "/logs", U.db_connection(ctx))
         return { installed = installed }
       end,
     },

@@ -772,6 +772,11 @@ function M.main(desc, path, args, mode)
 
   local function finish(result, code)
     journal:write { event = "run-finished", result = result }
+    local seen = {}
+    for _, r in ipairs(results) do seen[r.step] = true end
+    for _, st in ipairs(desc.steps) do
+      if not seen[st.name] then results[#results + 1] = { step = st.name, result = "not run" } end
+    end
     print_summary(desc, results, run_dir, result, opts.log_format)
     cleanup()
     return code

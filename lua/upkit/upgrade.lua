@@ -489,13 +489,24 @@ function U.restore_database(file, target_cs, opts)
 end
 
 --[[
-U.upgrade_instance(ctx, cli, msiexec, target, log_dir) -> list of versions installed.
+U.upgrade_instance(ctx, cli, msiexec, target, log_dir, db_cs) -> list of versions installed.
 Installs each version of the upgrade path in turn: download and check the
-installer, stop the service, install, upgrade the database, start. Each hop is
-skipped when already installed, so a resumed upgrade goes on where it stopped.
+installer, stop the service, install, upgrade the database, start. The path
+starts at the version whose database upgrade last completed (the installation
+history), not at the installed program: after a failed database upgrade the
+program is already newer than the schema. A hop whose program is installed is
+not installed again, so a resumed upgrade goes on where it stopped.
 ]]
-function U.upgrade_instance(ctx, cli, msiexec, target, log_dir)
+function U.upgrade_instance(ctx, cli, msiexec, target, log_dir, db_cs)
   local current = cli:version()
+  if db_cs then
+    local db <close> = U.connect(db_cs)
+    local last = U.previous_versions(db, 1)[1]
+    if last and version.compare(last, current) < 0 then
+      ctx.log("the database was last upgraded to %s; the program is %s", last, current)
+      current = last
+    end
+  end
   local hops = U.upgrade_path(current, target, U.released_versions(ctx))
   if #hops == 0 then ctx.log("already at %s", current) end
   if #hops > 1 then ctx.log("upgrade path: %s -> %s", current, table.concat(hops, " -> ")) end
