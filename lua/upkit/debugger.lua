@@ -66,7 +66,7 @@ local function collect(from)
   local frames = {}
   local level = from + 1
   while true do
-    local info = debug.getinfo(level, "Slnf")
+    local info = debug.getinfo(level, "Slnft")
     if not info or info.source == engine_source then break end
     if info.what ~= "C" then
       frames[#frames + 1] = { height = deepest - level, info = info }
@@ -140,7 +140,8 @@ local function frame_label(frame)
   if info.namewhat ~= "" and info.name then what = info.namewhat .. " '" .. info.name .. "'"
   elseif info.what == "main" then what = "main chunk"
   else what = "function <" .. info.short_src .. ":" .. info.linedefined .. ">" end
-  return string.format("%s:%d in %s", info.short_src, info.currentline, what)
+  return string.format("%s:%d in %s%s", info.short_src, info.currentline, what,
+                       info.istailcall and " (called by a tail call: its caller's frame is gone)" or "")
 end
 
 ---------------------------------------------------------------------------
