@@ -343,7 +343,7 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
     int syncing = !err && j->commit && j->readback && j->md &&
                   pthread_create(&sth, NULL, syncer_main, &sy) == 0;
     if (!err && j->commit && !syncing) { step = "fsync"; err = upk_fs_fsync(out); }
-    if (!err && !j->commit) upk_fs_start_writeback(out);
+    if (!err && !j->commit && st.size >= THREAD_MIN) upk_fs_start_writeback(out);
     if (!err && j->readback && j->md) {
       int rfd;
       unsigned char again[EVP_MAX_MD_SIZE];

@@ -255,8 +255,8 @@ static int copy_range(int in, int out, uint64_t off, uint64_t len, int *method,
     if (n == 0) { err = EIO; break; }  /* the source shrank under us */
     off += (uint64_t)n;
     *done += (uint64_t)n;
-    /* start writing back what is copied, so a final fsync has less to wait for */
-    sync_file_range(out, (off_t)(off - (uint64_t)n), (off_t)n, SYNC_FILE_RANGE_WRITE);
+    /* large files: start writing back what is copied, so a final fsync has less to wait for */
+    if (end > CHUNK) sync_file_range(out, (off_t)(off - (uint64_t)n), (off_t)n, SYNC_FILE_RANGE_WRITE);
     if (tick && tick(arg, *done)) { err = EINTR; break; }
   }
   free(buf);
