@@ -638,7 +638,7 @@ static void scan_dir(Scan *S, const char *root, const char *rel) {
     scan_fail(S, rel, full, err);
     return;
   }
-  qsort(ns.v, ns.n, sizeof *ns.v, cmpname);
+  if (ns.n) qsort(ns.v, ns.n, sizeof *ns.v, cmpname);
   for (size_t i = 0; i < ns.n; i++) {
     char crel[PATH_MAX], cfull[PATH_MAX];
     UpkStat st;
