@@ -199,6 +199,37 @@ T.test("Tab completes a local's name, an upvalue's and fields of ctx", function(
   end)
 end)
 
+T.test("help lists the commands", function()
+  failing_run(nil, function(term)
+    local help = D.enter(term, "help")
+    for _, command in ipairs { "retry", "skip", "abort", "where", "up / down", "locals", "Ctrl-D" } do
+      T.contains(help, "\n  " .. command .. " ")
+    end
+    term:send("abort", "Enter")
+    T.eq(term:wait_exit(), 3)
+  end)
+end)
+
+T.test("after a runaway recursion the REPL opens; where leaves out the middle of the stack", function()
+  local dir = D.procedure([[
+local function deep(n) local depth = n; return 1 + deep(n + 1) end
+return { name = "deep", steps = { { name = "recurse", run = function(ctx) local r = deep(1); return r end } } }
+]])
+  D.session(dir, "--debug", function(term)
+    T.contains(term:wait_match("debug>$"), "Step 'recurse' failed: ./p.lua:1: stack overflow [LUA_ERROR]")
+    local where = D.enter(term, "where")
+    T.match(where, "\n%-> #1 %./p%.lua:1 in upvalue 'deep'\n")
+    T.match(where, "\n   %.%.%. %(%d+ levels not shown%)\n")
+    T.match(where, "\n   #%d+ %./p%.lua:2 in function <%./p%.lua:2>\ndebug>$")
+    local depth = tonumber(D.enter(term, "depth"):match("\n(%d+)\n"))
+    T.ok(depth > 1000, "the innermost call is deep")
+    D.enter(term, "up")
+    T.eq(tonumber(D.enter(term, "depth"):match("\n(%d+)\n")), depth - 1)
+    term:send("abort", "Enter")
+    T.eq(term:wait_exit(), 3)
+  end)
+end)
+
 T.test("Ctrl-D leaves the REPL and the step fails as without --debug (exit 1)", function()
   local dir = failing_run(nil, function(term)
     term:keys("C-d")

@@ -56,23 +56,46 @@ end
 
 local engine_source
 
+-- Frames kept on a deep stack (a runaway recursion): the innermost ones,
+-- and the outermost ones above the engine's. Finding a frame by its level
+-- costs as much as the level, so a deep stack is not walked level by level.
+local INNER, OUTER, BELOW = 30, 10, 40
+
 -- The Lua frames from the caller's level `from` outwards, up to the
--- procedure engine's own frames: { height, info } each.
+-- procedure engine's own frames: { height, info } each. On a deep stack,
+-- frames.gap = { after = index, levels = count } tells which were left out.
 local function collect(from)
   if not engine_source then
     engine_source = debug.getinfo(require("upkit.procedure").main, "S").source
   end
   local deepest = bottom()
   local frames = {}
+  local function add(level, info)
+    if info.what ~= "C" then frames[#frames + 1] = { height = deepest - level, info = info } end
+  end
   local level = from + 1
-  while true do
+  while level <= deepest do
     local info = debug.getinfo(level, "Slnft")
-    if not info or info.source == engine_source then break end
-    if info.what ~= "C" then
-      frames[#frames + 1] = { height = deepest - level, info = info }
-    end
+    if info.source == engine_source then return frames end
+    if #frames == INNER then break end
+    add(level, info)
     level = level + 1
   end
+  if level > deepest then return frames end
+  -- From the bottom: past the engine's frames, the outermost of the rest.
+  local low, seen = deepest, false
+  while low > level and deepest - low < BELOW do
+    local engine = debug.getinfo(low, "S").source == engine_source
+    if seen and not engine and debug.getinfo(low, "S").what ~= "C" then break end
+    seen = seen or engine
+    low = low - 1
+  end
+  if not seen or deepest - low >= BELOW then return frames end
+  local outer = {}
+  local top = math.max(level, low - OUTER + 1)
+  for l = low, top, -1 do outer[#outer + 1] = l end
+  frames.gap = { after = #frames, levels = top - level }
+  for i = #outer, 1, -1 do add(outer[i], debug.getinfo(outer[i], "Slnft")) end
   return frames
 end
 
@@ -264,6 +287,9 @@ local function print_where(cur)
   local lines = {}
   for i, frame in ipairs(cur.frames) do
     lines[#lines + 1] = string.format("%s #%d %s", i == cur.index and "->" or "  ", i, frame_label(frame))
+    if cur.frames.gap and cur.frames.gap.after == i then
+      lines[#lines + 1] = string.format("   ... (%d levels not shown)", cur.frames.gap.levels)
+    end
   end
   if #lines == 0 then lines[1] = "(no frames)" end
   say(table.concat(lines, "\n"))
