@@ -180,26 +180,17 @@ local function frame_env(ctx, cur)
     local frame = cur.frames[cur.index]
     if frame then
       local i = find_local(frame, name)
-      if i then
-        local _, v = debug.getlocal(level_of(frame), i)
-        return true, v
-      end
+      if i then return select(2, debug.getlocal(level_of(frame), i)) end
       i = find_upvalue(frame, name)
-      if i then
-        local _, v = debug.getupvalue(frame.info.func, i)
-        return true, v
-      end
+      if i then return select(2, debug.getupvalue(frame.info.func, i)) end
     end
-    if name == "ctx" then return true, ctx end
+    if name == "ctx" then return ctx end
     local v = frame_globals(frame)[name]
     if v == nil then v = modules[name] end
-    return v ~= nil, v
+    return v
   end
   return setmetatable({}, {
-    __index = function(_, name)
-      local _, v = lookup(name)
-      return v
-    end,
+    __index = function(_, name) return lookup(name) end,
     __newindex = function(_, name, value)
       local frame = cur.frames[cur.index]
       if frame then
@@ -247,10 +238,7 @@ local function evaluator(env)
   return function(src)
     local f, lerr = load(src, "=stdin", "t", env)
     if not f then return false, lerr end
-    local res = table.pack(xpcall(f, function(e)
-      if upkit.is_error(e) or type(e) ~= "string" then return e end
-      return debug.traceback(e, 2)
-    end))
+    local res = table.pack(pcall(f))
     if not res[1] then return false, log.redact(text_of(res[2])) end
     if res.n > 1 then
       local out = {}
