@@ -119,10 +119,11 @@ return {
     },
     {
       name = "start",
-      describe = "start the service and wait until the API answers",
+      describe = "start the service, take the node out of drain, wait until the API answers",
       run = function(ctx)
         local cli = U.cli(ctx)
         if not cli:running() then cli:service("start") end
+        cli:drain(false)
         ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
       end,
     },

@@ -59,9 +59,33 @@ local function deep_eq(a, b, seen)
 end
 T.deep_eq = deep_eq
 
+-- The path to the first difference between two tables, and the two values there.
+local function first_diff(a, b, path)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    if deep_eq(a, b) then return nil end
+    return path, a, b
+  end
+  local keys = {}
+  for k in pairs(a) do keys[#keys + 1] = k end
+  for k in pairs(b) do if a[k] == nil then keys[#keys + 1] = k end end
+  table.sort(keys, function(x, y) return tostring(x) < tostring(y) end)
+  for _, k in ipairs(keys) do
+    local p, x, y = first_diff(a[k], b[k], path .. "[" .. repr(k) .. "]")
+    if p then return p, x, y end
+  end
+  return nil
+end
+
 function T.eq(got, want, what)
   if not deep_eq(got, want) then
-    fail(string.format("%sgot %s, want %s", what and (what .. ": ") or "", repr(got), repr(want)), 2)
+    local where = ""
+    if type(got) == "table" and type(want) == "table" then
+      local p, x, y = first_diff(got, want, "")
+      if p then where = string.format(" (first difference at %s: got %s, want %s)", p, repr(x), repr(y)) end
+    end
+    fail(string.format("%sgot %s, want %s%s", what and (what .. ": ") or "",
+                       type(got) == "table" and "a table" or repr(got),
+                       type(want) == "table" and "another" or repr(want), where), 2)
   end
   return got
 end
