@@ -93,6 +93,17 @@ static void set_roots(lua_State *L) {
   }
   if (upk_user_dir(buf, sizeof buf) == 0) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); }
   lua_pushstring(L, UPKIT_SHARE); lua_rawseti(L, -2, ++n);
+  /* <prefix>/share/upkit beside <prefix>/bin/upkit: an install moved elsewhere (DESTDIR) */
+  if (upk_exe_path(buf, sizeof buf) == 0) {
+    char *slash = strrchr(buf, '/');
+    if (slash) {
+      *slash = '\0';
+      char share[PATH_MAX + 64], probe[PATH_MAX + 96];
+      snprintf(share, sizeof share, "%s/../share/upkit", buf);
+      snprintf(probe, sizeof probe, "%s/lua/upkit/cli.lua", share);
+      if (upk_isfile(probe)) { lua_pushstring(L, share); lua_rawseti(L, -2, ++n); }
+    }
+  }
   /* the source tree: the nearest ancestor of the binary's folder holding lua/upkit/cli.lua */
   if (upk_exe_path(buf, sizeof buf) == 0) {
     for (int up = 0; up < 3; up++) {
