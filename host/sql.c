@@ -4,7 +4,7 @@
 **   _sql.connect(conn, { timeout =, query_timeout =, on_message = }) -> Connection
 **   db:exec(sql, ...) db:prepare(sql) db:open(sql, ...) db:info() db:begin()
 **   db:commit() db:rollback() db:cancel() db:catalog(kind, ...) db:load(...)
-**   st:execute(...) st:fetch() st:columns() st:dump(rows) st:close()
+**   st:execute(...) st:fetch() st:columns() st:dump(rows, bytes, ahead) st:close()
 **   _sql.writer(tmp) / _sql.reader(path): the checksummed logical backup file
 ** Text crosses ODBC as UTF-16 (SQLWCHAR) through the wide functions and is
 ** UTF-8 on the Lua side; BIGINT is SQL_C_SBIGINT; DECIMAL/NUMERIC are text.
@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,7 @@ typedef struct Conn {
   char *label;            /* the connection string without passwords */
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
+  struct Stmt *ahead;     /* the statement fetching ahead in a thread */
 } Conn;
 
 typedef struct Col {
@@ -181,6 +183,9 @@ typedef struct Param {
   union { SQLBIGINT i; double d; unsigned char b; } v;
 } Param;
 
+/* Ways a fetch fails, for code that cannot raise (a prefetch thread). */
+enum { FETCH_OK, FETCH_SQL, FETCH_TRUNC, FETCH_NOMEM };
+
 typedef struct Stmt {
   SQLHSTMT h;
   Conn *conn;
@@ -194,6 +199,11 @@ typedef struct Stmt {
   int prepared;
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch and dump blocks */
+  Buf pf;                 /* the block a prefetch thread fetched ahead */
+  pthread_t pf_thread;
+  int pf_running, pf_fail;
+  uint32_t pf_rows;
+  lua_Integer pf_maxrows, pf_maxbytes;
 } Stmt;
 
 /* ---------------------------------------------------------------------- */
@@ -335,7 +345,10 @@ static int sql_fail(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what,
 /* ---------------------------------------------------------------------- */
 /* Connection */
 
+static void prefetch_join(struct Stmt *st);
+
 static void conn_release(Conn *c) {
+  if (c->ahead) prefetch_join(c->ahead);
   if (c->dbc) {
     if (c->intrans) SQLEndTran(SQL_HANDLE_DBC, c->dbc, SQL_ROLLBACK);
     SQLDisconnect(c->dbc);
@@ -506,14 +519,20 @@ static void free_params(Stmt *st) {
   st->nparams = 0;
 }
 
-/* Close the open cursor, if any, and forget its columns. */
 static int live(Stmt *st) { return st->h && st->conn && st->conn->dbc; }
 
-static void close_cursor(Stmt *st) {
+/* Close the cursor; also what the prefetch thread does at the end of the rows. */
+static void end_cursor(Stmt *st) {
   if (live(st) && st->cursor) SQLFreeStmt(st->h, SQL_CLOSE);
   st->cursor = 0;
   if (live(st) && st->block) SQLFreeStmt(st->h, SQL_UNBIND);
   free_cols(st);
+}
+
+/* Close the open cursor, if any, and forget its columns. */
+static void close_cursor(Stmt *st) {
+  prefetch_join(st);
+  end_cursor(st);
 }
 
 static void stmt_release(lua_State *L, Stmt *st) {
@@ -529,6 +548,9 @@ static void stmt_release(lua_State *L, Stmt *st) {
   st->h = NULL;
   buf_free(&st->w);
   buf_free(&st->s);
+  buf_free(&st->pf);
+  st->pf_rows = 0;
+  st->pf_fail = FETCH_OK;
   upk_untrack(L, st);
 }
 
@@ -553,13 +575,21 @@ static Stmt *new_stmt(lua_State *L, int ci, Conn *c, const char *fn) {
   return st;
 }
 
-static Stmt *checkstmt(lua_State *L, int idx, const char *fn) {
+static Stmt *checkopen(lua_State *L, int idx, const char *fn) {
   Stmt *st = luaL_checkudata(L, idx, STMT_MT);
   if (!st->h) upk_error(L, "ECLOSED", "%s: the statement is closed", fn);
   lua_getiuservalue(L, idx, 1);
   Conn *c = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!c || !c->dbc) upk_error(L, "ECLOSED", "%s: the connection is closed", fn);
+  return st;
+}
+
+/* An open statement that is not fetching ahead (see st:dump). */
+static Stmt *checkstmt(lua_State *L, int idx, const char *fn) {
+  Stmt *st = checkopen(L, idx, fn);
+  if (st->pf_running || st->pf_rows || st->pf_fail)
+    upk_error(L, "EBUSY", "%s: the statement is fetching ahead for st:dump", fn);
   return st;
 }
 
@@ -849,14 +879,14 @@ static lua_Integer drain(lua_State *L, Stmt *st, int si, lua_Integer initial, co
   return total;
 }
 
-/* Read the long (or all, in row mode) columns of the current row. */
-static void get_row(lua_State *L, Stmt *st, const char *fn) {
+/* Read the long (or all, in row mode) columns of the current row: FETCH_*. */
+static int get_row(Stmt *st) {
   for (int i = 0; i < st->ncols; i++) {
     Col *col = &st->cols[i];
     if (st->block && !col->islong) continue;
     if (!col->islong) {
       SQLRETURN rc = SQLGetData(st->h, (SQLUSMALLINT)(i + 1), col->ctype, col->buf, (SQLLEN)col->cap, col->ind);
-      if (!SQL_SUCCEEDED(rc)) sql_fail(L, SQL_HANDLE_STMT, st->h, fn, st->conn->label);
+      if (!SQL_SUCCEEDED(rc)) return FETCH_SQL;
       continue;
     }
     size_t term = col->ctype == SQL_C_WCHAR ? sizeof(SQLWCHAR) : col->ctype == SQL_C_CHAR ? 1 : 0;
@@ -865,7 +895,7 @@ static void get_row(lua_State *L, Stmt *st, const char *fn) {
       if (col->cap - off < PIECE) {
         size_t cap = col->cap * 2;
         char *p = realloc(col->buf, cap);
-        if (!p) upk_error(L, "ENOMEM", "%s: out of memory", fn);
+        if (!p) return FETCH_NOMEM;
         col->buf = p;
         col->cap = cap;
       }
@@ -874,7 +904,7 @@ static void get_row(lua_State *L, Stmt *st, const char *fn) {
       if (term == sizeof(SQLWCHAR)) avail &= ~(size_t)1;
       SQLRETURN rc = SQLGetData(st->h, (SQLUSMALLINT)(i + 1), col->ctype, col->buf + off, (SQLLEN)avail, &ind);
       if (rc == SQL_NO_DATA) break;
-      if (!SQL_SUCCEEDED(rc)) sql_fail(L, SQL_HANDLE_STMT, st->h, fn, st->conn->label);
+      if (!SQL_SUCCEEDED(rc)) return FETCH_SQL;
       if (ind == SQL_NULL_DATA) { off = (size_t)-1; break; }
       if (ind == SQL_NO_TOTAL || (size_t)ind > avail - term) {
         off += avail - term;
@@ -885,40 +915,62 @@ static void get_row(lua_State *L, Stmt *st, const char *fn) {
     }
     col->ind[0] = off == (size_t)-1 ? SQL_NULL_DATA : (SQLLEN)off;
   }
+  return FETCH_OK;
 }
 
-/* Advance to the next row of the open result set; 0 at its end. */
-static int next_row(lua_State *L, Stmt *st, const char *fn) {
+/*
+** Advance to the next row of the open result set: 1, 0 at its end, or -1
+** with *fail set to the FETCH_* reason (diagnostics stay on the handle).
+*/
+static int fetch_next(Stmt *st, int *fail) {
   if (!st->cursor) return 0;
   if (st->block && st->pos + 1 < st->fetched) {
     st->pos++;
     return 1;
   }
-  st->conn->active = st->h;
   SQLRETURN rc = SQLFetch(st->h);
-  st->conn->active = NULL;
   if (rc == SQL_NO_DATA) {
-    close_cursor(st);
+    end_cursor(st);
     return 0;
   }
-  if (!SQL_SUCCEEDED(rc)) sql_fail(L, SQL_HANDLE_STMT, st->h, fn, st->conn->label);
+  if (!SQL_SUCCEEDED(rc)) { *fail = FETCH_SQL; return -1; }
   if (rc == SQL_SUCCESS_WITH_INFO && st->block) {
     SQLWCHAR state[6];
     SQLINTEGER native;
     SQLSMALLINT len;
     for (SQLSMALLINT r = 1; SQL_SUCCEEDED(SQLGetDiagRecW(SQL_HANDLE_STMT, st->h, r, state, &native, NULL, 0, &len)); r++)
-      if (state[0] == '0' && state[1] == '1' && state[2] == '0' && state[3] == '0' && state[4] == '4')
-        upk_error(L, "01004", "%s: %s: a value is longer than its column's declared size", fn, st->conn->label);
+      if (state[0] == '0' && state[1] == '1' && state[2] == '0' && state[3] == '0' && state[4] == '4') {
+        *fail = FETCH_TRUNC;
+        return -1;
+      }
   }
   st->pos = 0;
   if (!st->block) {
     st->fetched = 1;
-    get_row(L, st, fn);
+    if ((*fail = get_row(st)) != FETCH_OK) return -1;
   } else if (st->fetched == 0) {
-    close_cursor(st);
+    end_cursor(st);
     return 0;
   }
   return 1;
+}
+
+/* Raise the error of a failed fetch (FETCH_*) on statement st. */
+static int fetch_error(lua_State *L, Stmt *st, int fail, const char *fn) {
+  if (fail == FETCH_NOMEM) return upk_error(L, "ENOMEM", "%s: out of memory", fn);
+  if (fail == FETCH_TRUNC)
+    return upk_error(L, "01004", "%s: %s: a value is longer than its column's declared size", fn, st->conn->label);
+  return sql_fail(L, SQL_HANDLE_STMT, st->h, fn, st->conn->label);
+}
+
+/* Advance to the next row of the open result set; 0 at its end. */
+static int next_row(lua_State *L, Stmt *st, const char *fn) {
+  int fail = FETCH_OK;
+  st->conn->active = st->h;
+  int r = fetch_next(st, &fail);
+  st->conn->active = NULL;
+  if (r < 0) fetch_error(L, st, fail, fn);
+  return r;
 }
 
 /* The value of column col in the current row: its indicator and bytes. */
@@ -1290,38 +1342,88 @@ static int encode_row(Stmt *st, Buf *b, Buf *tmp) {
 }
 
 /*
-** st:dump(max_rows [, max_bytes]) -> block, rows; or nil at the end.
-** The block is the logical backup's data payload: u32 row count, then each
-** row's values (see docs/backup-format.md).
+** Fetch up to maxrows rows (or about maxbytes) into b as a data block of
+** the logical backup: u32 row count, then each row's values (see
+** docs/backup-format.md). Never raises: returns FETCH_OK or an FETCH_* failure;
+** *rows is 0 at the end of the result set.
 */
-static int stmt_dump(lua_State *L) {
-  Stmt *st = checkstmt(L, 1, "st:dump");
-  lua_Integer maxrows = luaL_checkinteger(L, 2);
-  lua_Integer maxbytes = luaL_optinteger(L, 3, 4 << 20);
-  Buf *b = &st->s;
+static int fetch_block(Stmt *st, Buf *b, lua_Integer maxrows, lua_Integer maxbytes, uint32_t *rows) {
   Buf tmp = {0};
+  int fail = FETCH_OK;
   b->n = 0;
-  if (!put_u32(b, 0)) return upk_error(L, "ENOMEM", "st:dump: out of memory");
-  uint32_t rows = 0;
-  while ((lua_Integer)rows < maxrows && (lua_Integer)b->n < maxbytes) {
-    int more = next_row(L, st, "st:dump");  /* may raise: tmp is empty here */
-    if (!more) break;
-    if (!encode_row(st, b, &tmp)) {
-      buf_free(&tmp);
-      return upk_error(L, "ENOMEM", "st:dump: out of memory");
-    }
-    rows++;
-    if (upk_interrupted) break;
+  *rows = 0;
+  if (!put_u32(b, 0)) return FETCH_NOMEM;
+  while ((lua_Integer)*rows < maxrows && (lua_Integer)b->n < maxbytes && !upk_interrupted) {
+    int more = fetch_next(st, &fail);
+    if (more <= 0) break;
+    if (!encode_row(st, b, &tmp)) { fail = FETCH_NOMEM; break; }
+    (*rows)++;
   }
   buf_free(&tmp);
+  unsigned char *p = (unsigned char *)b->p;
+  p[0] = (unsigned char)*rows; p[1] = (unsigned char)(*rows >> 8);
+  p[2] = (unsigned char)(*rows >> 16); p[3] = (unsigned char)(*rows >> 24);
+  return fail;
+}
+
+static void *prefetch_main(void *arg) {
+  Stmt *st = arg;
+  st->pf_fail = fetch_block(st, &st->pf, st->pf_maxrows, st->pf_maxbytes, &st->pf_rows);
+  return NULL;
+}
+
+/* Wait for the statement's prefetch thread, if one runs. */
+static void prefetch_join(Stmt *st) {
+  if (!st->pf_running) return;
+  pthread_join(st->pf_thread, NULL);
+  st->pf_running = 0;
+  if (st->conn && st->conn->ahead == st) st->conn->ahead = NULL;
+}
+
+/*
+** st:dump(max_rows [, max_bytes [, ahead]]) -> block, rows; or nil at the end.
+** The block is the logical backup's data payload: u32 row count, then each
+** row's values (see docs/backup-format.md). With ahead, a thread fetches
+** the next block while the caller handles this one (one such statement per
+** connection at a time); the statement then serves only st:dump and close.
+*/
+static int stmt_dump(lua_State *L) {
+  Stmt *st = luaL_checkudata(L, 1, STMT_MT);
+  prefetch_join(st);
+  checkopen(L, 1, "st:dump");
+  lua_Integer maxrows = luaL_checkinteger(L, 2);
+  lua_Integer maxbytes = luaL_optinteger(L, 3, 4 << 20);
+  int ahead = lua_toboolean(L, 4);
+  uint32_t rows = 0;
+  int fail;
+  if (st->pf_rows || st->pf_fail) {  /* the block fetched ahead */
+    Buf t = st->s;
+    st->s = st->pf;
+    st->pf = t;
+    rows = st->pf_rows;
+    fail = st->pf_fail;
+    st->pf_rows = 0;
+    st->pf_fail = FETCH_OK;
+  } else {
+    st->conn->active = st->h;
+    fail = fetch_block(st, &st->s, maxrows, maxbytes, &rows);
+    st->conn->active = NULL;
+  }
+  if (fail != FETCH_OK) return fetch_error(L, st, fail, "st:dump");
   upk_check_interrupt(L, "st:dump");
   if (rows == 0) return 0;
-  unsigned char *p = (unsigned char *)b->p;
-  p[0] = (unsigned char)rows; p[1] = (unsigned char)(rows >> 8);
-  p[2] = (unsigned char)(rows >> 16); p[3] = (unsigned char)(rows >> 24);
-  lua_pushlstring(L, b->p, b->n);
+  lua_pushlstring(L, st->s.p, st->s.n);
   lua_pushinteger(L, rows);
-  if (b->cap > (8u << 20)) buf_free(b);
+  if (st->s.cap > (8u << 20)) buf_free(&st->s);
+  if (st->pf.cap > (8u << 20)) buf_free(&st->pf);
+  if (ahead && st->cursor && !st->conn->ahead) {
+    st->pf_maxrows = maxrows;
+    st->pf_maxbytes = maxbytes;
+    if (pthread_create(&st->pf_thread, NULL, prefetch_main, st) == 0) {
+      st->pf_running = 1;
+      st->conn->ahead = st;
+    }
+  }
   return 2;
 }
 

@@ -185,6 +185,24 @@ T.test("PostgreSQL: a truncated, bit-flipped or empty logical backup is refused 
   end
 end)
 
+T.test("PostgreSQL: a table read in two halves through two connections comes back whole", function()
+  local db <close> = sql.connect(src_conn)
+  db:exec("CREATE TABLE halves AS SELECT g AS id, md5(CAST(g AS text)) AS h, " ..
+          "CAST(now() AS timestamp) - g * interval '1.5 second' AS at FROM generate_series(1, 150000) g")
+  T.ok(db:first("SELECT pg_relation_size('halves') / 8192 AS p").p > 1024, "large enough to split")
+  local r = sql.backup(db, { to = dir .. "/halves.bak" })
+  local target = pg.createdb("halves")
+  local rr = sql.restore(target, { from = r.file })
+  T.eq(rr.rows, r.rows)
+  local t <close> = sql.connect(target)
+  local sum = "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS d, SUM(id) AS s, " ..
+              "md5(string_agg(h || CAST(at AS text), ',' ORDER BY id)) AS m FROM halves"
+  local got, want = t:first(sum), db:first(sum)
+  T.eq(got.n, 150000)
+  T.eq(got, want)
+  db:exec("DROP TABLE halves")
+end)
+
 T.test("a backup killed with SIGKILL midway leaves no file at the final path", function()
   do
     local db <close> = sql.connect(src_conn)
