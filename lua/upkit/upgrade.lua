@@ -662,6 +662,91 @@ function U.restore_folders(root, folders)
 end
 
 ---------------------------------------------------------------------------
+-- Lists, project packages and other nodes (test-instance, ha-upgrade)
+---------------------------------------------------------------------------
+
+-- U.split_list("a, b,,c") -> { "a", "b", "c" }: a comma-separated parameter.
+function U.split_list(s)
+  local out = {}
+  for item in tostring(s or ""):gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then out[#out + 1] = item end
+  end
+  return out
+end
+
+--[[
+U.save_export(api, task_id, file [, space]) -> { file, bytes }: downloads the
+package a project export task left as an artifact (2021.1+) into file, mode
+0600 (sensitive values in it are sealed with the export password).
+]]
+function U.save_export(api, task_id, file, space)
+  local items = api:get(api:path("artifacts", space or "Spaces-1"), { query = { regarding = task_id } }).Items or {}
+  local content = items[1] and items[1].Links and items[1].Links.Content
+  if not content then
+    upkit.error("NOT_FOUND", string.format("the export task %s left no package among its artifacts", task_id))
+  end
+  local body = api:get(content)
+  if type(body) ~= "string" or body == "" then
+    upkit.error("BAD_RESPONSE", string.format("the export package of task %s is empty", task_id))
+  end
+  fs.write(file, body, { mode = "0600" })
+  return { file = file, bytes = #body }
+end
+
+--[[
+U.import_file(api, file, password, { space =, timeout = }) -> the finished task.
+Imports a saved export package into another server (ImportSource of type
+"file"; the file must be readable by that server) and waits for the task.
+]]
+function U.import_file(api, file, password, opts)
+  opts = opts or {}
+  log.secret(password)
+  local reply = api:post(api:path("projects/import-export/import", opts.space or "Spaces-1"), {
+    ImportSource = { Type = "file", Path = file },
+    Password = { HasValue = true, NewValue = password } })
+  if not reply.TaskId then upkit.error("BAD_RESPONSE", "the project import returned no TaskId") end
+  return api:wait_task(reply.TaskId, { timeout = opts.timeout })
+end
+
+-- The node name an instance runs as (show-configuration), or nil.
+function Server:node_name()
+  local n = self:configuration()["Octopus.Server.NodeName"]
+  return type(n) == "string" and n ~= "" and n or nil
+end
+
+-- server:create_api_key(user, purpose) -> a new API key for the user. Only where
+-- the command line has `create-api-key` (the simulator does; Octopus Server does
+-- not). The output is kept out of the log.
+function Server:create_api_key(user, purpose)
+  local r = proc.run({ self.exe, "create-api-key", "--instance=" .. self.instance, "--user=" .. user,
+                       "--purpose=" .. purpose, "--format=json" },
+                     { timeout = self.timeout, redact = self.secrets, ok = { 0 } })
+  local ok, doc = pcall(json.decode, r.stdout)
+  local key = ok and type(doc) == "table" and doc.ApiKey
+  if type(key) ~= "string" or key == "" then
+    upkit.error("BAD_OUTPUT", "Octopus.Server create-api-key printed no API key")
+  end
+  log.secret(key)
+  self.secrets[#self.secrets + 1] = key
+  return key
+end
+
+--[[
+U.mark_nodes_offline(db, names) -> rows changed: the nodes' rows in
+OctopusServerNode get IsOffline = 1. Only for nodes whose service was seen
+stopped: the database upgrade (2023.2.9755+) refuses while a node looks alive,
+and a node marks itself online again when it starts.
+]]
+function U.mark_nodes_offline(db, names)
+  local n = 0
+  for _, name in ipairs(names) do
+    n = n + db:exec("UPDATE OctopusServerNode SET IsOffline = 1 WHERE Name = ?", name)
+  end
+  return n
+end
+
+---------------------------------------------------------------------------
 -- Steps shared by the procedures. Each returns a step table; a procedure may
 -- rename it or wrap its functions.
 ---------------------------------------------------------------------------
