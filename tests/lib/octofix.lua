@@ -6,6 +6,7 @@
 --   F:config{ extra = ... } -> path of a config file for the procedures
 --   F:upkit(args [, env]) -> stdout, stderr, exit code
 --   F:sql(query) -> rows of the main database (through upkit.sql)
+--   F:add_node() a second node of the main instance on the new server (HA)
 --   F:stop()     stops every service and server it started
 local T = require "upkit.test"
 local json = require "upkit.json"
@@ -117,6 +118,27 @@ function Fix:api(path, key)
   local http = require "upkit.http"
   local c <close> = http.client { base = self.main.url, headers = { ["X-Octopus-ApiKey"] = key or self.main.api_key } }
   return c:get(path):json()
+end
+
+-- A second node of the main instance on the new server (high availability): the
+-- main version installed, an instance on the same database with the same master
+-- key, listening on clone_url, started. -> { server_exe, msiexec, url, name }
+function Fix:add_node()
+  local n, m = self.clone, self.main
+  local msi = m.downloads .. "/Octopus." .. m.version .. "-x64.msi"
+  proc.run({ n.msiexec, "/i", msi, "/quiet" }, { timeout = 120, ok = { 0 } })
+  local home = n.machine .. "/Octopus"
+  local function server(...)
+    local argv = { n.server_exe, ... }
+    argv[#argv + 1] = "--instance=" .. m.instance
+    proc.run(argv, { timeout = 120, ok = { 0 } })
+  end
+  server("create-instance", "--config=" .. home .. "/" .. m.instance .. ".config", "--home=" .. home)
+  server("database", "--connectionString=" .. m.connection_string, "--masterKey=" .. m.master_key)
+  server("configure", "--home=" .. home, "--webListenPrefixes=" .. self.clone_url)
+  server("service", "--install", "--start")
+  self.started[#self.started + 1] = { exe = n.server_exe, instance = m.instance }
+  return { server_exe = n.server_exe, msiexec = n.msiexec, url = self.clone_url, name = n.name }
 end
 
 function Fix:stop()

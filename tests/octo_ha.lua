@@ -1,0 +1,113 @@
+-- The ha-upgrade procedure against a simulated two-node cluster on 2023.4.8166:
+-- the database upgrade refuses while another node runs (2023.2.9755+), so the
+-- upgrade succeeds only because every node is stopped first; afterwards both
+-- nodes run the newest version. A node that cannot be reached stops the run in
+-- a check, before any change.
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "upkit.test"
+local json = require "upkit.json"
+local proc = require "upkit.proc"
+local octofix = require "octofix"
+
+local F = octofix.new { version = "2023.4.8166" }
+local node2 = F:add_node()
+
+local function node_api(url, path)
+  local http = require "upkit.http"
+  local c <close> = http.client { base = url, headers = { ["X-Octopus-ApiKey"] = F.main.api_key } }
+  return c:get(path):json()
+end
+
+local function cli_version(exe)
+  local r = proc.run({ exe, "version", "--format=json", "--instance=" .. F.main.instance }, { ok = { 0 } })
+  return json.decode(r.stdout).Version
+end
+
+local function running(exe)
+  local r = proc.run({ exe, "list-instances", "--format=json" }, { ok = { 0 } })
+  for _, i in ipairs(json.decode(r.stdout)) do
+    if i.InstanceName == F.main.instance then return i.Running == true end
+  end
+  return false
+end
+
+T.test("the fixture is a cluster: two nodes online on one database", function()
+  T.eq(node_api(node2.url, "/api").Version, "2023.4.8166")
+  local online = 0
+  for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do
+    if not n.IsOffline then online = online + 1 end
+  end
+  T.eq(online, 2)
+end)
+
+T.test("other_msiexecs of another length than other_server_exes exits 2", function()
+  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec .. "," .. node2.msiexec },
+                       "uneven")
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 2, out .. err)
+  T.contains(err, "parameter 'other_msiexecs': 2 installer programs for 1 other nodes")
+end)
+
+T.test("a node that cannot be reached fails the check before any change", function()
+  local before = octofix.dump(F.main.connection_string)
+  local cfg = F:config({ other_server_exes = F.dir .. "/no-such-node/Octopus.Server", other_msiexecs = node2.msiexec },
+                       "wrong-node")
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "check of step 'check-nodes' failed")
+  T.contains(out .. err, "no-such-node/Octopus.Server does not exist")
+  T.contains(err, "nothing was changed")
+  T.eq(octofix.dump(F.main.connection_string), before, "database row for row")
+  T.eq(F:api("/api").Version, "2023.4.8166")
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+  T.ok(running(F.main.server_exe) and running(node2.server_exe), "both nodes still run")
+end)
+
+T.test("ha-upgrade stops both nodes, upgrades the database once, then every node, and tests the cluster", function()
+  local pidfile = F.clone.machine .. "/Octopus/octosim-service.pid"
+  local pid_before = T.read_file(pidfile)
+  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec })
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "(" .. node2.server_exe .. "): drained and stopped")
+  T.ok(pid_before and T.read_file(pidfile) and T.read_file(pidfile) ~= pid_before, "node 2 was stopped and started again")
+  T.contains(out, "upgrade path 2023.4.8166 -> 2024.4.7000 -> 2025.4.10700")
+  T.contains(out, "2 nodes run Octopus 2025.4.10700")
+  T.contains(out, "instance tests passed: version 2025.4.10700")
+end)
+
+T.test("both nodes run the newest version (command line and API), online, undrained; maintenance off", function()
+  for _, exe in ipairs { F.main.server_exe, node2.server_exe } do
+    T.eq(cli_version(exe), "2025.4.10700", exe)
+    T.ok(running(exe), exe .. " runs")
+  end
+  T.eq(F:api("/api").Version, "2025.4.10700")
+  T.eq(node_api(node2.url, "/api").Version, "2025.4.10700")
+  local nodes = F:api("/api/octopusservernodes/summary").Nodes
+  T.eq(#nodes, 2)
+  for _, n in ipairs(nodes) do
+    T.eq(n.IsOffline, false, n.Name)
+    T.eq(n.IsInMaintenanceMode, false, n.Name)
+  end
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+end)
+
+T.test("the database was upgraded once per version, and backed up before", function()
+  local h = F:sql("SELECT Version FROM OctopusServerInstallationHistory ORDER BY Installed DESC")
+  T.eq(h[1].Version, "2025.4.10700")
+  T.eq(h[2].Version, "2024.4.7000")
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2025.4.10700")
+  local m = json.decode(T.read_file(F.dir .. "/backup/backup.json"))
+  T.eq(m.version, "2023.4.8166")
+  T.ok(m.database and m.folders and m.folders.TaskLogs, "database and folders backed up")
+end)
+
+T.test("the master key and API key are in no log or journal", function()
+  local logs = T.sh("cat " .. T.q(F.dir) .. "/runs/*/log.txt " .. T.q(F.dir) .. "/runs/*/journal.jsonl")
+  T.ok(#logs > 1000)
+  T.eq(logs:find(F.main.master_key, 1, true), nil)
+  T.eq(logs:find(F.main.api_key, 1, true), nil)
+end)
+
+F:stop()
+T.done()
