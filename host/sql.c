@@ -163,6 +163,11 @@ typedef struct Conn {
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
   struct Stmt *ahead;     /* the statement fetching ahead in a thread */
+  pthread_t ld_thread;    /* runs the last statement of db:load (PostgreSQL) */
+  int ld_running;
+  SQLHSTMT ld_h;          /* its handle, until its result is taken */
+  SQLRETURN ld_rc;
+  Buf ld_w;               /* its UTF-16 text */
 } Conn;
 
 typedef struct Col {
@@ -347,8 +352,45 @@ static int sql_fail(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what,
 
 static void prefetch_join(struct Stmt *st);
 
+static void *load_main(void *arg) {
+  Conn *c = arg;
+  c->ld_rc = SQLExecDirectW(c->ld_h, (SQLWCHAR *)c->ld_w.p, (SQLINTEGER)(c->ld_w.n / sizeof(SQLWCHAR)));
+  if (SQL_SUCCEEDED(c->ld_rc)) while (SQL_SUCCEEDED(SQLMoreResults(c->ld_h))) {}
+  return NULL;
+}
+
+/* Wait for the statement db:load left running (asking it to stop first when cancel). */
+static void load_join(Conn *c, int cancel) {
+  if (!c->ld_running) return;
+  if (cancel) SQLCancel(c->ld_h);
+  pthread_join(c->ld_thread, NULL);
+  c->ld_running = 0;
+}
+
+/* Take the result of the statement db:load left running: raises its error. */
+static void load_finish(lua_State *L, Conn *c, const char *fn) {
+  load_join(c, 0);
+  if (!c->ld_h) return;
+  SQLHSTMT h = c->ld_h;
+  c->ld_h = NULL;
+  if (!SQL_SUCCEEDED(c->ld_rc) && c->ld_rc != SQL_NO_DATA) {
+    push_sqlerror(L, SQL_HANDLE_STMT, h, fn, c->label);
+    SQLFreeHandle(SQL_HANDLE_STMT, h);
+    lua_error(L);
+  }
+  SQLFreeHandle(SQL_HANDLE_STMT, h);
+}
+
+/* Stop and forget the statement db:load left running (rollback, close). */
+static void load_discard(Conn *c) {
+  load_join(c, 1);
+  if (c->ld_h) SQLFreeHandle(SQL_HANDLE_STMT, c->ld_h);
+  c->ld_h = NULL;
+}
+
 static void conn_release(Conn *c) {
   if (c->ahead) prefetch_join(c->ahead);
+  if (c->dbc) load_discard(c);
   if (c->dbc) {
     if (c->intrans) SQLEndTran(SQL_HANDLE_DBC, c->dbc, SQL_ROLLBACK);
     SQLDisconnect(c->dbc);
@@ -363,11 +405,19 @@ static void conn_release(Conn *c) {
   c->label = NULL;
   buf_free(&c->w);
   buf_free(&c->s);
+  buf_free(&c->ld_w);
 }
 
-static Conn *checkconn(lua_State *L, int idx, const char *fn) {
+static Conn *checklive(lua_State *L, int idx, const char *fn) {
   Conn *c = luaL_checkudata(L, idx, CONN_MT);
   if (!c->dbc) upk_error(L, "ECLOSED", "%s: the connection is closed", fn);
+  return c;
+}
+
+/* An open connection, its last db:load statement finished (its error raised). */
+static Conn *checkconn(lua_State *L, int idx, const char *fn) {
+  Conn *c = checklive(L, idx, fn);
+  load_finish(L, c, fn);
   return c;
 }
 
@@ -582,6 +632,7 @@ static Stmt *checkopen(lua_State *L, int idx, const char *fn) {
   Conn *c = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!c || !c->dbc) upk_error(L, "ECLOSED", "%s: the connection is closed", fn);
+  load_finish(L, c, fn);
   return st;
 }
 
@@ -1132,7 +1183,8 @@ static int conn_begin(lua_State *L) {
 }
 
 static int endtran(lua_State *L, SQLSMALLINT how, const char *fn) {
-  Conn *c = checkconn(L, 1, fn);
+  Conn *c = how == SQL_ROLLBACK ? checklive(L, 1, fn) : checkconn(L, 1, fn);
+  load_discard(c);
   if (!c->intrans) return upk_error(L, "EINVAL", "%s: %s: no transaction is open", fn, c->label);
   SQLRETURN rc = SQLEndTran(SQL_HANDLE_DBC, c->dbc, how);
   if (!SQL_SUCCEEDED(rc)) {
@@ -1161,9 +1213,10 @@ static int conn_in_transaction(lua_State *L) {
 
 /* db:cancel() -> true when a running statement was asked to stop */
 static int conn_cancel(lua_State *L) {
-  Conn *c = checkconn(L, 1, "db:cancel");
+  Conn *c = checklive(L, 1, "db:cancel");
   int did = 0;
-  if (c->active) did = SQL_SUCCEEDED(SQLCancel(c->active));
+  if (c->ld_running) did = SQL_SUCCEEDED(SQLCancel(c->ld_h));
+  else if (c->active) did = SQL_SUCCEEDED(SQLCancel(c->active));
   lua_pushboolean(L, did);
   return 1;
 }
@@ -1636,17 +1689,44 @@ static int add_rows(Buf *b, const unsigned char **pp, const unsigned char *e, lu
 }
 
 /*
+** Run SQL text b (UTF-8) in a thread on a handle of its own, once the
+** statement run that way before has finished (its error is raised here):
+** the caller builds the next statement while the server runs this one.
+*/
+static void exec_behind(lua_State *L, Conn *c, Buf *b, const char *fn) {
+  int bad = 0;
+  if (!utf8_to_utf16(&c->w, b->p, b->n, &bad))
+    upk_error(L, bad ? "EINVAL" : "ENOMEM", "%s: %s", fn, bad ? "a value is not valid UTF-8" : "out of memory");
+  load_finish(L, c, fn);
+  Buf t = c->ld_w;
+  c->ld_w = c->w;
+  c->w = t;
+  SQLHSTMT h;
+  if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &h)))
+    sql_fail(L, SQL_HANDLE_DBC, c->dbc, fn, c->label);
+  c->ld_h = h;
+  if (pthread_create(&c->ld_thread, NULL, load_main, c) == 0) {
+    c->ld_running = 1;
+  } else {
+    load_main(c);
+    load_finish(L, c, fn);
+  }
+}
+
+/*
 ** db:load(insert_prefix, block, ncols, dialect [, rows_per_statement [, rowtype]]) -> rows
 ** Inserts the rows of a data block with multi-row statements
 ** "<prefix> VALUES (...),(...)"; dialect is "postgresql", "sqlite",
 ** "mssql" or "generic" (how literals are spelled). For PostgreSQL with
 ** rowtype (the quoted table name) each statement is
 ** "<prefix> SELECT * FROM unnest('{...}'::<rowtype>[])": the server reads
-** the rows as record text, much faster than it parses VALUES lists.
+** the rows as record text, much faster than it parses VALUES lists; the
+** last statement then still runs when db:load returns, and the next call
+** on the connection waits for it and raises its error.
 */
 static int conn_load(lua_State *L) {
   static const char *const dialects[] = {"generic", "postgresql", "sqlite", "mssql", NULL};
-  Conn *c = checkconn(L, 1, "db:load");
+  Conn *c = checklive(L, 1, "db:load");
   size_t plen, blen, tlen = 0;
   const char *prefix = luaL_checklstring(L, 2, &plen);
   const unsigned char *blk = (const unsigned char *)luaL_checklstring(L, 3, &blen);
@@ -1655,6 +1735,7 @@ static int conn_load(lua_State *L) {
   lua_Integer per = luaL_optinteger(L, 6, 1000);
   const char *rowtype = luaL_optlstring(L, 7, NULL, &tlen);
   int pgarray = rowtype && dialect == D_POSTGRESQL;
+  if (!pgarray) load_finish(L, c, "db:load");
   if (per < 1) per = 1;
   if (blen < 4 || ncols < 1) return upk_error(L, "BAD_FORMAT", "db:load: a data block is too short");
   uint32_t rows = get_u32(blk);
@@ -1669,7 +1750,8 @@ static int conn_load(lua_State *L) {
     if (ok) ok = add_rows(b, &p, e, ncols, dialect, pgarray, n, &done);
     if (ok > 0 && pgarray) ok = buf_addstr(b, "}'::") && buf_add(b, rowtype, tlen) && buf_addstr(b, "[])");
     if (ok <= 0) break;
-    exec_text(L, c, b, w, "db:load");
+    if (pgarray) exec_behind(L, c, b, "db:load");
+    else exec_text(L, c, b, w, "db:load");
     upk_check_interrupt(L, "db:load");
   }
   if (ok > 0 && p != e) ok = -1;

@@ -264,5 +264,41 @@ T.test("SQLite -> PostgreSQL and back through the logical format keeps the rows"
   T.eq(again[#again].note, nonbmp)
 end)
 
+T.test("a restore whose rows the server refuses raises the server's SQLSTATE and leaves no table", function()
+  local native = require "upkit._sql"
+  local logical = require "upkit.sql.logical"
+  local json = require "upkit.json"
+  -- A well-formed file whose block 'bad' holds text in an integer column.
+  local function craft(file, blocks, bad)
+    local w <close> = native.writer(file .. ".partial", logical.MAGIC)
+    w:record("H", json.encode { format = "upkit-logical-backup", version = logical.VERSION, tables = { "refused" } })
+    w:record("T", json.encode { name = "refused", columns = { { name = "n", type = "integer", nullable = true } },
+                                primary_key = json.array {}, unique = json.array {} })
+    local rows = 0
+    for k = 1, blocks do
+      local parts = { string.pack("<I4", 1000) }
+      for i = 1, 1000 do
+        parts[#parts + 1] = (k == bad and i == 500) and ("s" .. string.pack("<s4", "not a number"))
+                            or ("i" .. string.pack("<i8", i))
+      end
+      w:record("D", table.concat(parts))
+      rows = rows + 1000
+    end
+    w:record("E", json.encode { rows = rows })
+    w:finish()
+    os.rename(file .. ".partial", file)
+  end
+  for _, bad in ipairs { 2, 3 } do
+    local file = dir .. "/refused-" .. bad .. ".lbak"
+    craft(file, 3, bad)
+    T.eq(sql.verify(file).rows, 3000)
+    local target = pg.createdb("refused" .. bad)
+    T.raises("22P02", sql.restore, target, { from = file })
+    local t <close> = sql.connect(target)
+    T.eq(#logical.user_tables(t, "postgresql"), 0, "block " .. bad .. " refused: nothing left")
+    T.eq(t:exec("CREATE TABLE after_failure (a INTEGER)"), 0, "the connection still works")
+  end
+end)
+
 pg.stop()
 T.done()
