@@ -216,15 +216,14 @@ local function select_expr(engine, qc, c)
   return qc
 end
 
--- Backup of every user table of db into opts.to.
--- PostgreSQL: start db's REPEATABLE READ, READ ONLY transaction, and open a
--- second connection that reads from the same snapshot (pg_export_snapshot),
--- so that two server processes and two fetch threads share the work.
--- Returns that connection, or nil when the server does not allow it. Both
--- SETs must be the first statement of their transaction, before psqlODBC
--- wraps statements in savepoints.
+-- PostgreSQL: start db's REPEATABLE READ, READ ONLY transaction, and open up
+-- to n - 1 more connections that read from the same snapshot
+-- (pg_export_snapshot), so that several server processes and fetch threads
+-- share the work. Returns those connections (none when the server does not
+-- allow it). Both SETs must be the first statement of their transaction,
+-- before psqlODBC wraps statements in savepoints.
 local TX = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-local function pg_begin(db)
+local function pg_begin(db, n)
   db:begin()
   local ok = pcall(db.exec, db, TX .. "; SELECT set_config('upkit.snapshot', pg_export_snapshot(), true)")
   if not ok then
@@ -233,19 +232,21 @@ local function pg_begin(db)
     db:exec(TX)
   end
   db:exec("SET LOCAL DateStyle = ISO")
-  if not ok then return nil end
-  local ok2, helper = pcall(function()
-    local snap = db:first("SELECT current_setting('upkit.snapshot') AS s").s
-    local h = require("upkit.sql").connect(db:connection_string())
-    local ok3, err = pcall(function()
+  local helpers = {}
+  if not ok then return helpers end
+  local snap = db:first("SELECT current_setting('upkit.snapshot') AS s").s
+  for _ = 2, n do
+    local ok2, h = pcall(require("upkit.sql").connect, db:connection_string())
+    if not ok2 then break end
+    local ok3 = pcall(function()
       h:begin()
       h:exec(TX .. "; SET TRANSACTION SNAPSHOT '" .. snap:gsub("'", "''") .. "'")
       h:exec("SET LOCAL DateStyle = ISO")
     end)
-    if not ok3 then h:close() error(err, 0) end
-    return h
-  end)
-  return ok2 and helper or nil
+    if not ok3 then h:close() break end
+    helpers[#helpers + 1] = h
+  end
+  return helpers
 end
 
 -- The pages of a PostgreSQL table (0 when unknown).
@@ -255,7 +256,8 @@ local function pg_pages(db, name)
   return ok and r and tonumber(r.pages) or 0
 end
 
-local SPLIT_PAGES = 1024  -- tables larger than this (8 MiB) are read in two halves
+local SPLIT_PAGES = 1024  -- tables larger than this (8 MiB) are read in parts
+local PARTS = 2           -- through this many connections at once
 
 -- Backup of every user table of db into opts.to.
 function M.backup(db, opts)
@@ -265,9 +267,9 @@ function M.backup(db, opts)
   local tmp = tmp_name(opts.to)
   local w <close> = native.writer(tmp, M.MAGIC)
   local own_tx = not db:in_transaction()
-  local helper
+  local helpers = {}
   if own_tx then
-    if engine == "postgresql" then helper = pg_begin(db) else db:begin() end
+    if engine == "postgresql" then helpers = pg_begin(db, PARTS) else db:begin() end
   end
   local ok, err = pcall(function()
     local names = {}
@@ -292,12 +294,17 @@ function M.backup(db, opts)
       if #cols > 0 then
         local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
         -- Split by physical position: every row is in exactly one half.
-        local pages = helper and pg_pages(db, qualified(q, t)) or 0
+        local pages = #helpers > 0 and pg_pages(db, qualified(q, t)) or 0
         local streams = {}
         if pages > SPLIT_PAGES then
-          local mid = string.format("'(%d,0)'", pages // 2)
-          streams[1] = db:open(select .. " WHERE ctid < CAST(" .. mid .. " AS tid)")
-          streams[2] = helper:open(select .. " WHERE ctid >= CAST(" .. mid .. " AS tid)")
+          local parts = #helpers + 1
+          local function ctid(k) return string.format("CAST('(%d,0)' AS tid)", pages * k // parts) end
+          for k = 0, parts - 1 do
+            local where = {}
+            if k > 0 then where[#where + 1] = "ctid >= " .. ctid(k) end
+            if k < parts - 1 then where[#where + 1] = "ctid < " .. ctid(k + 1) end
+            streams[k + 1] = (k == 0 and db or helpers[k]):open(select .. " WHERE " .. table.concat(where, " AND "))
+          end
         else
           streams[1] = db:open(select)
         end
@@ -324,7 +331,7 @@ function M.backup(db, opts)
     end
     return total
   end)
-  if helper then helper:close() end
+  for _, h in ipairs(helpers) do h:close() end
   if own_tx then pcall(db.rollback, db) end
   if not ok then error(err, 0) end
   local bytes, sha = w:finish()
