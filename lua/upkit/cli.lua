@@ -214,7 +214,8 @@ Shows the list of commands, or the help of one command.]]
 
 function commands.help(args)
   local c = args[1]
-  if not c or is_help(c) then print(usage) return EXIT_OK end
+  if not c then print(usage) return EXIT_OK end
+  if is_help(c) then print(help.help) return EXIT_OK end
   if not help[c] then return usage_error("help: unknown command '%s'", c) end
   print(help[c])
   return EXIT_OK
