@@ -54,13 +54,13 @@ local ok, code = xpcall(function()
   local main = octosim("create", "--home", dir .. "/main", "--version", "3.17.14", "--start")
   started[#started + 1] = { exe = main.server_exe, instance = main.instance }
   local clone = octosim("machine", "--root", dir .. "/new-server")
-  local port = 0
   site = proc.spawn({ "python3", sim, "download-site", "--dir", main.downloads, "--port", "0" }, {})
   local site_url = site:lines()()
   print("download site: " .. site_url)
 
-  local clone_port = 20000 + upkit.pid() % 20000
-  local clone_url = string.format("http://127.0.0.1:%d/", clone_port)
+  local free = proc.run({ "python3", "-c",
+    "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" }, { ok = { 0 } })
+  local clone_url = string.format("http://127.0.0.1:%d/", tonumber(free.stdout:match("%d+")))
   local config = dir .. "/site.lua"
   fs.write(config, string.format([[
 return {

@@ -1,0 +1,17 @@
+-- make demo's job: clone a simulated 3.17.14 server and upgrade the clone to the newest version.
+local T = require "upkit.test"
+
+T.test("upkit run demo clones, upgrades and tests a simulated Octopus server, then cleans up", function()
+  local dir = T.tmpdir()
+  local bin = T.upkit_bin()
+  if bin:sub(1, 1) ~= "/" then bin = os.getenv("PWD") .. "/" .. bin end
+  local out, status = T.sh(string.format("cd %s && TMPDIR=%s %s run demo 2>&1", T.q(dir), T.q(dir), T.q(bin)))
+  T.eq(status, 0, out:sub(-2000))
+  T.contains(out, "upgrade path: 3.17.14 -> 2021.1.7687 -> 2024.4.7000 -> 2025.4.10700")
+  T.contains(out, "instance tests passed: version 2025.4.10700")
+  T.contains(out, "Result: success")
+  T.eq(T.sh("ls " .. T.q(dir) .. " | grep -c upkit-demo"), "0\n", "the demo's temporary folder is removed")
+  T.eq(T.sh("pgrep -f " .. T.q("[o]ctosim.*" .. dir) .. " | wc -l"), "0\n", "no simulated server is left running")
+end)
+
+T.done()
