@@ -167,7 +167,10 @@ typedef struct Conn {
   int ld_running;
   SQLHSTMT ld_h;          /* its handle, until its result is taken */
   SQLRETURN ld_rc;
-  Buf ld_w;               /* its UTF-16 text */
+  Buf ld_w;               /* its parameter, UTF-16 */
+  Buf ld_sw;              /* its text, UTF-16 */
+  Buf ld_sql;             /* its text, UTF-8 */
+  SQLLEN ld_ind;
 } Conn;
 
 typedef struct Col {
@@ -354,7 +357,7 @@ static void prefetch_join(struct Stmt *st);
 
 static void *load_main(void *arg) {
   Conn *c = arg;
-  c->ld_rc = SQLExecDirectW(c->ld_h, (SQLWCHAR *)c->ld_w.p, (SQLINTEGER)(c->ld_w.n / sizeof(SQLWCHAR)));
+  c->ld_rc = SQLExecDirectW(c->ld_h, (SQLWCHAR *)c->ld_sw.p, (SQLINTEGER)(c->ld_sw.n / sizeof(SQLWCHAR)));
   if (SQL_SUCCEEDED(c->ld_rc)) while (SQL_SUCCEEDED(SQLMoreResults(c->ld_h))) {}
   return NULL;
 }
@@ -406,6 +409,8 @@ static void conn_release(Conn *c) {
   buf_free(&c->w);
   buf_free(&c->s);
   buf_free(&c->ld_w);
+  buf_free(&c->ld_sw);
+  buf_free(&c->ld_sql);
 }
 
 static Conn *checklive(lua_State *L, int idx, const char *fn) {
@@ -1593,10 +1598,9 @@ static void exec_text(lua_State *L, Conn *c, Buf *sqlb, Buf *w, const char *fn) 
 
 /*
 ** Append one value of a data block at *pp (end e) to b as a field of a
-** PostgreSQL record inside an array element inside a standard SQL string
-** literal: text is quoted for the record ("), the quotes and backslashes
-** of that escaped again for the array, and ' doubled for the literal.
-** NULL is an empty field. Returns 1, 0 when out of memory, -1 when the
+** PostgreSQL record inside an array element (the text of an array of
+** records): text is quoted for the record ("), the quotes and backslashes
+** of that escaped again for the array. NULL is an empty field. Returns 1, 0 when out of memory, -1 when the
 ** block is malformed.
 */
 static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e) {
@@ -1648,7 +1652,6 @@ static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e
           unsigned char c = p[i];
           if (c == '"') { memcpy(o, "\\\"\\\"", 4); o += 4; }
           else if (c == '\\') { memcpy(o, "\\\\\\\\", 4); o += 4; }
-          else if (c == '\'') { *o++ = '\''; *o++ = '\''; }
           else *o++ = (char)c;
         }
       }
@@ -1689,22 +1692,32 @@ static int add_rows(Buf *b, const unsigned char **pp, const unsigned char *e, lu
 }
 
 /*
-** Run SQL text b (UTF-8) in a thread on a handle of its own, once the
-** statement run that way before has finished (its error is raised here):
-** the caller builds the next statement while the server runs this one.
+** Run SQL text sqlb (UTF-8) with one text parameter, param (UTF-8), in a
+** thread on a handle of its own, once the statement run that way before
+** has finished (its error is raised here): the caller builds the next
+** statement while the server runs this one.
 */
-static void exec_behind(lua_State *L, Conn *c, Buf *b, const char *fn) {
+static void exec_behind(lua_State *L, Conn *c, Buf *sqlb, Buf *param, const char *fn) {
   int bad = 0;
-  if (!utf8_to_utf16(&c->w, b->p, b->n, &bad))
+  if (!utf8_to_utf16(&c->w, param->p, param->n, &bad))
     upk_error(L, bad ? "EINVAL" : "ENOMEM", "%s: %s", fn, bad ? "a value is not valid UTF-8" : "out of memory");
   load_finish(L, c, fn);
+  if (!utf8_to_utf16(&c->ld_sw, sqlb->p, sqlb->n, &bad))
+    upk_error(L, bad ? "EINVAL" : "ENOMEM", "%s: %s", fn, bad ? "the SQL text is not valid UTF-8" : "out of memory");
   Buf t = c->ld_w;
   c->ld_w = c->w;
   c->w = t;
+  c->ld_ind = (SQLLEN)c->ld_w.n;
   SQLHSTMT h;
   if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &h)))
     sql_fail(L, SQL_HANDLE_DBC, c->dbc, fn, c->label);
   c->ld_h = h;
+  SQLULEN units = c->ld_w.n / sizeof(SQLWCHAR);
+  if (!SQL_SUCCEEDED(SQLBindParameter(h, 1, SQL_PARAM_INPUT, SQL_C_WCHAR, SQL_WLONGVARCHAR, units ? units : 1, 0,
+                                      c->ld_w.p, (SQLLEN)c->ld_w.n + (SQLLEN)sizeof(SQLWCHAR), &c->ld_ind))) {
+    c->ld_rc = SQL_ERROR;
+    load_finish(L, c, fn);
+  }
   if (pthread_create(&c->ld_thread, NULL, load_main, c) == 0) {
     c->ld_running = 1;
   } else {
@@ -1719,8 +1732,10 @@ static void exec_behind(lua_State *L, Conn *c, Buf *b, const char *fn) {
 ** "<prefix> VALUES (...),(...)"; dialect is "postgresql", "sqlite",
 ** "mssql" or "generic" (how literals are spelled). For PostgreSQL with
 ** rowtype (the quoted table name) each statement is
-** "<prefix> SELECT * FROM unnest('{...}'::<rowtype>[])": the server reads
-** the rows as record text, much faster than it parses VALUES lists; the
+** "<prefix> SELECT * FROM unnest(CAST(? AS <rowtype>[]))" with the rows as
+** the text of an array of records, bound as a parameter: the server reads
+** that much faster than it parses VALUES lists, and the driver does not
+** scan it as SQL text; the
 ** last statement then still runs when db:load returns, and the next call
 ** on the connection waits for it and raises its error.
 */
@@ -1746,12 +1761,20 @@ static int conn_load(lua_State *L) {
   while (done < rows && ok > 0) {
     uint32_t n = rows - done < (uint64_t)per ? rows - done : (uint32_t)per;
     b->n = 0;
-    ok = buf_add(b, prefix, plen) && buf_addstr(b, pgarray ? " SELECT * FROM unnest('{" : " VALUES ");
-    if (ok) ok = add_rows(b, &p, e, ncols, dialect, pgarray, n, &done);
-    if (ok > 0 && pgarray) ok = buf_addstr(b, "}'::") && buf_add(b, rowtype, tlen) && buf_addstr(b, "[])");
+    if (pgarray) {
+      Buf *sqlb = &c->ld_sql;
+      sqlb->n = 0;
+      ok = buf_add(b, "{", 1) && add_rows(b, &p, e, ncols, dialect, pgarray, n, &done);
+      if (ok > 0) ok = buf_add(b, "}", 1) && buf_add(sqlb, prefix, plen) &&
+                       buf_addstr(sqlb, " SELECT * FROM unnest(CAST(? AS ") && buf_add(sqlb, rowtype, tlen) &&
+                       buf_addstr(sqlb, "[]))");
+      if (ok > 0) exec_behind(L, c, sqlb, b, "db:load");
+    } else {
+      ok = buf_add(b, prefix, plen) && buf_addstr(b, " VALUES ");
+      if (ok) ok = add_rows(b, &p, e, ncols, dialect, pgarray, n, &done);
+      if (ok > 0) exec_text(L, c, b, w, "db:load");
+    }
     if (ok <= 0) break;
-    if (pgarray) exec_behind(L, c, b, "db:load");
-    else exec_text(L, c, b, w, "db:load");
     upk_check_interrupt(L, "db:load");
   }
   if (ok > 0 && p != e) ok = -1;

@@ -433,7 +433,6 @@ function M.restore(db, opts)
     local counts = {}
     target:begin()
     local ok2, err = pcall(function()
-      if engine == "postgresql" then target:exec("SET LOCAL standard_conforming_strings = on") end
       local tables = {}
       read_all(opts.from, function(kind, v, t)
         if kind == "T" then
