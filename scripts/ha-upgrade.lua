@@ -122,19 +122,7 @@ return {
         return { node_names = names }
       end,
     },
-    {
-      name = "download-installers",
-      describe = "download and check the installers of every version on the upgrade path",
-      run = function(ctx)
-        local target = U.target(ctx)
-        local hops = U.upgrade_path(ctx.state.source_version, target, U.released_versions(ctx))
-        for _, v in ipairs(hops) do
-          U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers", { download_url = ctx.params.download_url })
-        end
-        ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
-        return { target = target, path = hops }
-      end,
-    },
+    S.download_installers(),
     S.master_key(),
     S.licence_and_config(),
     S.maintenance_on(),

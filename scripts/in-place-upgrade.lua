@@ -40,19 +40,7 @@ return {
   params = params,
   steps = {
     S.connect(),
-    {
-      name = "download-installers",
-      describe = "download and check the installers of every version on the upgrade path",
-      run = function(ctx)
-        local target = U.target(ctx)
-        local hops = U.upgrade_path(ctx.state.source_version, target, U.released_versions(ctx))
-        for _, v in ipairs(hops) do
-          U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers", { download_url = ctx.params.download_url })
-        end
-        ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
-        return { target = target, path = hops }
-      end,
-    },
+    S.download_installers(),
     S.master_key(),
     S.licence_and_config(),
     S.maintenance_on(),
@@ -78,16 +66,7 @@ return {
         return { installed = installed }
       end,
     },
-    {
-      name = "start-and-undrain",
-      describe = "start the service and take the node out of drain",
-      run = function(ctx)
-        local cli = U.cli(ctx)
-        if not cli:running() then cli:service("start") end
-        cli:drain(false)
-        ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
-      end,
-    },
+    S.start_and_undrain(),
     {
       name = "test",
       describe = "test the upgraded server: version, health, row counts, old task logs and artifacts readable",

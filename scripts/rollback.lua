@@ -11,6 +11,7 @@ local upkit = require "upkit"
 local fs = require "upkit.fs"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
+local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "msiexec", "db", "backup_dir",
   "download_url", "timeout", "verify_tls")
@@ -117,16 +118,7 @@ return {
         ctx.log("config file %s restored", target)
       end,
     },
-    {
-      name = "start",
-      describe = "start the service, take the node out of drain, wait until the API answers",
-      run = function(ctx)
-        local cli = U.cli(ctx)
-        if not cli:running() then cli:service("start") end
-        cli:drain(false)
-        ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
-      end,
-    },
+    S.start_and_undrain("start"),
     {
       name = "sanity-checks",
       describe = "version is the backup's, health is normal, row counts match the backup",

@@ -88,18 +88,7 @@ end
 
 -- Redaction ---------------------------------------------------------------
 
-local function plain_replace(text, find, repl)
-  local out, i = {}, 1
-  while true do
-    local a, b = text:find(find, i, true)
-    if not a then break end
-    out[#out + 1] = text:sub(i, a - 1)
-    out[#out + 1] = repl
-    i = b + 1
-  end
-  out[#out + 1] = text:sub(i)
-  return table.concat(out)
-end
+local plain_replace = log.replace_plain
 
 -- The text with apikey= query values, URL passwords and the given secret values replaced.
 local function redact(text, secrets)

@@ -27,6 +27,7 @@ function M.secret(value)
   return value
 end
 
+-- log.replace_plain(text, find, repl): every occurrence of the plain string find replaced.
 local function plain_gsub(text, find, repl)
   local out, i = {}, 1
   while true do
@@ -39,6 +40,8 @@ local function plain_gsub(text, find, repl)
   out[#out + 1] = text:sub(i)
   return table.concat(out)
 end
+
+M.replace_plain = plain_gsub
 
 function M.redact(text)
   text = tostring(text)

@@ -914,6 +914,37 @@ function S.backup_folders(name)
   }
 end
 
+-- Download and check the installers of the whole upgrade path, before any change.
+function S.download_installers()
+  return {
+    name = "download-installers",
+    describe = "download and check the installers of every version on the upgrade path",
+    run = function(ctx)
+      local target = U.target(ctx)
+      local hops = U.upgrade_path(ctx.state.source_version, target, U.released_versions(ctx))
+      for _, v in ipairs(hops) do
+        U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers", { download_url = ctx.params.download_url })
+      end
+      ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
+      return { target = target, path = hops }
+    end,
+  }
+end
+
+-- Start the service (if stopped), take the node out of drain, wait for the API.
+function S.start_and_undrain(name)
+  return {
+    name = name or "start-and-undrain",
+    describe = "start the service, take the node out of drain, wait until the API answers",
+    run = function(ctx)
+      local cli = U.cli(ctx)
+      if not cli:running() then cli:service("start") end
+      cli:drain(false)
+      ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
+    end,
+  }
+end
+
 -- backup.json: what was saved where, with digests; the rollback reads it.
 function S.write_manifest()
   return {
