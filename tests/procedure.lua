@@ -320,6 +320,49 @@ T.test("--help shows the procedure's parameters and steps", function()
   T.contains(out, "--resume [RUN]")
 end)
 
+T.write_file(dir .. "/undoable.lua", [[
+local function mark(ctx, name)
+  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
+end
+return {
+  name = "undoable", summary = "steps with undo",
+  params = { { name = "trace", type = "path", default = "trace" }, { name = "fail_undo", type = "boolean", default = false } },
+  steps = {
+    { name = "a", run = function(ctx) mark(ctx, "a") return { made = "A" } end,
+      undo = function(ctx) mark(ctx, "undo-a-" .. ctx.state.made) end },
+    { name = "b", run = function(ctx) mark(ctx, "b") end },
+    { name = "c", run = function(ctx) mark(ctx, "c") end,
+      undo = function(ctx) if ctx.params.fail_undo then error({ code = "STUCK", message = "cannot undo c" }) end
+                           mark(ctx, "undo-c") end },
+  },
+}
+]])
+
+T.test("--undo runs the undo of each finished step, newest first, and is journalled", function()
+  reset()
+  local _, _, code = upkit("run undoable.lua")
+  T.eq(code, 0)
+  local _, err
+  _, err, code = upkit("run undoable.lua --undo")
+  T.eq(code, 2, "without a terminal, --undo needs --yes")
+  T.contains(err, "--yes")
+  T.eq(trace(), "a\nb\nc\n")
+  local out
+  out, _, code = upkit("run undoable.lua --undo --yes --set fail_undo=true")
+  T.eq(code, 1)
+  T.eq(trace(), "a\nb\nc\n", "a failed undo stops there")
+  out, _, code = upkit("run undoable.lua --undo --yes")
+  T.eq(code, 0)
+  T.eq(trace(), "a\nb\nc\nundo-c\nundo-a-A\n", "newest first, with the stored state")
+  T.contains(out, "kept")
+  local recs = journal(run_dir_of(out))
+  T.contains(events(recs), "step-undone:c")
+  T.contains(events(recs), "undo-failed:c")
+  out, _, code = upkit("run undoable.lua --undo --yes")
+  T.eq(code, 0)
+  T.contains(out, "no finished step to undo")
+end)
+
 T.test("upkit new writes a starter procedure that plans and runs", function()
   local out, _, code = upkit("new mine")
   T.eq(code, 0)

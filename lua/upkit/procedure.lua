@@ -296,6 +296,7 @@ function M.journal_summary(recs)
       for k, v in pairs(r.state or {}) do s.state[k] = v end
     elseif r.event == "step-skipped" and r.reason ~= "--skip" and r.reason ~= "--only" and r.reason ~= "--from" then
       s.finished[r.step] = "skipped"
+    elseif r.event == "step-undone" then s.finished[r.step] = nil
     elseif r.event == "step-failed" then s.failed = r
     elseif r.event == "run-finished" then s.status = r.result
     end
@@ -347,6 +348,7 @@ options:
   --config FILE       parameter values (a Lua file returning a table, or JSON)
   --set NAME=VALUE    set one parameter (repeatable); secrets: --set NAME_file=PATH
   --resume [RUN]      continue a failed or killed run (default: the latest run)
+  --undo [RUN]        run the undo of each finished step of a run, newest first
   --runs DIR          where run folders go (default: upkit-runs)
   --only STEP         run only these steps (repeatable, or comma-separated)
   --from STEP         start at this step
@@ -393,9 +395,10 @@ function M.parse_args(args)
       local k, val = a:match("^%-%-set=([%w_%-%.]+)=(.*)$")
       if not k then return nil, string.format("--set wants NAME=VALUE, got '%s'", a) end
       o.sets[k] = val
-    elseif a == "--resume" then
-      o.resume = true
-      if args[i + 1] and not args[i + 1]:match("^%-%-") then o.resume = args[i + 1]; i = i + 1 end
+    elseif a == "--resume" or a == "--undo" then
+      local key = a:sub(3)
+      o[key] = true
+      if args[i + 1] and not args[i + 1]:match("^%-%-") then o[key] = args[i + 1]; i = i + 1 end
     elseif a == "--runs" then v, problem = value(a); o.runs = v
     elseif a == "--only" then v, problem = value(a); if v then split_list(v, o.only) end
     elseif a == "--skip" then v, problem = value(a); if v then split_list(v, o.skip) end
@@ -623,20 +626,27 @@ function M.main(desc, path, args, mode)
     return EXIT_USAGE
   end
 
-  -- Resume: find the run and what it had done.
+  -- Resume (or undo): find the run and what it had done.
   local runs = opts.runs or "upkit-runs"
   local resume_dir, summary
-  if opts.resume then
-    resume_dir = opts.resume == true and M.latest_run(runs, desc.name) or opts.resume
+  if opts.resume and opts.undo then
+    io.stderr:write("upkit: --resume and --undo do not go together\n")
+    return EXIT_USAGE
+  end
+  local which = opts.resume or opts.undo
+  if which then
+    local flag = opts.resume and "--resume" or "--undo"
+    resume_dir = which == true and M.latest_run(runs, desc.name) or which
     if not resume_dir then
-      io.stderr:write("upkit: --resume: no earlier run of ", desc.name, " under ", runs, "\n")
+      io.stderr:write("upkit: ", flag, ": no earlier run of ", desc.name, " under ", runs, "\n")
       return EXIT_USAGE
     end
     local recs, err = M.read_journal(resume_dir .. "/journal.jsonl")
-    if not recs then io.stderr:write("upkit: --resume: ", err, "\n") return EXIT_USAGE end
+    if not recs then io.stderr:write("upkit: ", flag, ": ", err, "\n") return EXIT_USAGE end
     summary = M.journal_summary(recs)
+    summary.records = recs
     if not summary.start or summary.start.procedure ~= desc.name then
-      io.stderr:write("upkit: --resume: '", resume_dir, "' is not a run of ", desc.name, "\n")
+      io.stderr:write("upkit: ", flag, ": '", resume_dir, "' is not a run of ", desc.name, "\n")
       return EXIT_USAGE
     end
     -- finished steps must stay where they were
@@ -652,7 +662,7 @@ function M.main(desc, path, args, mode)
         end
       end
     end
-    if summary.status == "success" then
+    if summary.status == "success" and opts.resume then
       io.stdout:write("Run ", resume_dir, " already finished successfully; nothing to resume.\n")
       return EXIT_OK
     end
@@ -677,6 +687,7 @@ function M.main(desc, path, args, mode)
   for _, w in ipairs(warnings) do io.stderr:write("upkit: warning: ", w, "\n") end
 
   local state = summary and summary.state or {}
+  if opts.undo then return M.undo_run(desc, path, opts, resume_dir, summary, params, interactive) end
 
   -- Plan: show, change nothing.
   if opts.plan then
@@ -905,6 +916,80 @@ function M.main(desc, path, args, mode)
     log.context.step = nil
   end
   return finish("success", EXIT_OK)
+end
+
+--[[
+Undo a run: the undo function of each finished step, newest first. Steps
+without one are left as they are (and said so). Each undo is journalled
+(step-undone), so an interrupted undo can be run again.
+]]
+function M.undo_run(desc, path, opts, run_dir, summary, params, interactive)
+  local order = {}
+  for _, r in ipairs(summary.records) do
+    if r.event == "step-done" and summary.finished[r.step] then order[#order + 1] = r.step end
+  end
+  local by_name = {}
+  for _, s in ipairs(desc.steps) do by_name[s.name] = s end
+  local undoable = 0
+  for _, name in ipairs(order) do if by_name[name] and by_name[name].undo then undoable = undoable + 1 end end
+  if undoable == 0 then
+    io.stdout:write("Run ", run_dir, " has no finished step to undo",
+                    #order > 0 and (" (without an undo: " .. table.concat(order, ", ") .. ")") or "", ".\n")
+    return EXIT_OK
+  end
+  if not opts.yes then
+    if not interactive then
+      io.stderr:write("upkit: --undo changes what the run did: run again with --yes to confirm (nothing was changed)\n")
+      return EXIT_USAGE
+    end
+    local answer = ask(string.format("Undo %d step(s) of %s (%s)? Type 'undo' to continue: ", #order, run_dir,
+                                     table.concat(order, ", ")))
+    if answer ~= "undo" then io.stderr:write("upkit: not confirmed; nothing was changed\n") return EXIT_ABORT end
+  end
+  local journal = M.open_journal(run_dir .. "/journal.jsonl")
+  local fsink, logf = file_sink(run_dir .. "/log.txt")
+  local csink = console_sink(opts.log_format)
+  log.add_sink(fsink)
+  log.add_sink(csink)
+  local ctx = make_ctx(desc, params, summary.state, run_dir, opts)
+  journal:write { event = "undo-start", procedure = desc.name }
+  if opts.log_format == "text" then
+    io.stdout:write(string.format("Undoing %s\nrun folder: %s\n", desc.name, run_dir))
+  end
+  local results, code, result = {}, EXIT_OK, "undone"
+  for i = #order, 1, -1 do
+    local name = order[i]
+    local s = by_name[name]
+    ctx.step, log.context.step = name, name
+    if not (s and s.undo) then
+      log.info("step '%s' has no undo; left as it is", name)
+      results[#results + 1] = { step = name, result = "kept", note = "no undo" }
+    else
+      if opts.log_format == "text" then io.stdout:write("undo ", name, ": ", describe_step(s, ctx), "\n") end
+      local t0 = upkit.now()
+      local ok, err = call_step(s.undo, ctx, s, opts)
+      local secs = upkit.now() - t0
+      if ok then
+        journal:write { event = "step-undone", step = name, seconds = secs }
+        results[#results + 1] = { step = name, result = "undone", seconds = secs }
+      else
+        journal:write { event = "undo-failed", step = name, error = { code = err.code, message = err.message } }
+        results[#results + 1] = { step = name, result = "FAILED", seconds = secs, note = log.redact(errmsg(err)) }
+        io.stderr:write(string.format("upkit: undo of step '%s' failed: %s\nRun the undo again when the cause is " ..
+          "fixed: upkit run %s --undo %s\n", name, log.redact(errmsg(err)), shell_quote(path), shell_quote(run_dir)))
+        code, result = EXIT_FAIL, "undo failed"
+        break
+      end
+    end
+  end
+  log.context.step = nil
+  journal:write { event = "undo-finished", result = result }
+  print_summary(desc, results, run_dir, result, opts.log_format)
+  log.remove_sink(fsink)
+  log.remove_sink(csink)
+  logf:close()
+  journal:close()
+  return code
 end
 
 ---------------------------------------------------------------------------
