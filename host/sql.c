@@ -179,6 +179,7 @@ typedef struct Col {
   SQLULEN size;
   int kind;
   int islong;             /* fetched with SQLGetData in pieces */
+  int isotext;            /* text of a timestamp: 'T' between date and time */
   SQLLEN width;           /* bytes per element when bound */
   char *buf;
   size_t cap;
@@ -1386,8 +1387,10 @@ static int encode_row(Stmt *st, Buf *b, Buf *tmp) {
       case K_TEXT:
         tmp->n = 0;
         tag = V_TEXT;
-        ok = utf16_append_utf8(tmp, (const SQLWCHAR *)p, (size_t)ind / sizeof(SQLWCHAR)) &&
-             buf_add(b, &tag, 1) && put_u32(b, (uint32_t)tmp->n) && buf_add(b, tmp->p, tmp->n);
+        ok = utf16_append_utf8(tmp, (const SQLWCHAR *)p, (size_t)ind / sizeof(SQLWCHAR));
+        if (ok && col->isotext && tmp->n >= 13 && tmp->p[4] == '-' && tmp->p[7] == '-' && tmp->p[10] == ' ')
+          tmp->p[10] = 'T';  /* YYYY-MM-DD HH... */
+        ok = ok && buf_add(b, &tag, 1) && put_u32(b, (uint32_t)tmp->n) && buf_add(b, tmp->p, tmp->n);
         break;
       default:
         tag = col->kind == K_BINARY ? V_BINARY : V_TEXT;
@@ -1439,9 +1442,12 @@ static void prefetch_join(Stmt *st) {
 }
 
 /*
-** st:dump(max_rows [, max_bytes [, ahead]]) -> block, rows; or nil at the end.
+** st:dump(max_rows [, max_bytes [, ahead [, timestamps]]]) -> block, rows; or nil at the end.
 ** The block is the logical backup's data payload: u32 row count, then each
-** row's values (see docs/backup-format.md). With ahead, a thread fetches
+** row's values (see docs/backup-format.md). timestamps has a character per
+** column, 'T' where the column is the text of a timestamp ("YYYY-MM-DD
+** HH:MM:SS", as PostgreSQL writes it): its space becomes the 'T' of ISO
+** 8601 (other values of such a column stay as they are). With ahead, a thread fetches
 ** the next block while the caller handles this one (one such statement per
 ** connection at a time); the statement then serves only st:dump and close.
 */
@@ -1452,6 +1458,9 @@ static int stmt_dump(lua_State *L) {
   lua_Integer maxrows = luaL_checkinteger(L, 2);
   lua_Integer maxbytes = luaL_optinteger(L, 3, 4 << 20);
   int ahead = lua_toboolean(L, 4);
+  size_t tslen = 0;
+  const char *ts = luaL_optlstring(L, 5, "", &tslen);
+  for (int i = 0; i < st->ncols; i++) st->cols[i].isotext = (size_t)i < tslen && ts[i] == 'T';
   uint32_t rows = 0;
   int fail;
   if (st->pf_rows || st->pf_fail) {  /* the block fetched ahead */

@@ -139,6 +139,10 @@ T.test("PostgreSQL: logical backup then restore into a new database gives identi
   T.eq(r.method, "logical")
   T.eq(r.rows, 303)
   T.eq(r.sha256, require("upkit.hash").file("sha256", r.file))
+  local bytes = T.read_file(r.file)
+  for _, text in ipairs { "2020-02-29", "2020-02-29T12:34:56.5", "1999-12-31T23:59:59.999999" } do
+    T.ok(bytes:find("s" .. string.pack("<s4", text), 1, true), text .. " in the file")
+  end
   local v = sql.verify(r.file)
   T.eq(v.rows, 303)
   T.eq(v.sha256, r.sha256)
@@ -262,6 +266,10 @@ T.test("SQLite -> PostgreSQL and back through the logical format keeps the rows"
   T.eq(#again, #want)
   T.eq(again[1].data, want[1].data)
   T.eq(again[#again].note, nonbmp)
+  for i = 1, #want do
+    T.eq(again[i].seen, want[i].seen, "timestamp of row " .. i)
+    T.eq(again[i].born, want[i].born, "date of row " .. i)
+  end
 end)
 
 T.test("a restore whose rows the server refuses raises the server's SQLSTATE and leaves no table", function()
