@@ -157,6 +157,18 @@ T.test("PostgreSQL: logical backup then restore into a new database gives identi
   T.eq(copy:first("SELECT is_nullable FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'name'").is_nullable, "NO")
 end)
 
+T.test("PostgreSQL: a backup inside the caller's transaction sees its rows and leaves it open", function()
+  local db <close> = sql.connect(src_conn)
+  db:begin()
+  db:exec("INSERT INTO items (id, name, seen) VALUES (424242, 'uncommitted', '2021-06-01T08:00:00')")
+  local r = sql.backup(db, { to = dir .. "/intx.bak" })
+  T.ok(db:in_transaction(), "still open")
+  db:rollback()
+  T.eq(r.rows, 304)
+  T.ok(T.read_file(r.file):find("s" .. string.pack("<s4", "2021-06-01T08:00:00"), 1, true), "timestamp with T")
+  T.eq(db:first("SELECT COUNT(*) AS n FROM items WHERE id = 424242").n, 0)
+end)
+
 T.test("PostgreSQL: restore into a database with tables raises NOT_EMPTY unless replace", function()
   local db <close> = sql.connect(src_conn)
   T.raises("NOT_EMPTY", sql.restore, db, { from = dir .. "/pg.bak", database = "pgcopy" })

@@ -204,10 +204,11 @@ end
 
 -- The expression that reads column c (quoted name qc) for the backup.
 -- psqlODBC parses dates and timestamps with sscanf into structs that upkit
--- formats again; PostgreSQL's own ISO text (DateStyle ISO) is the same
--- value at a fraction of the cost (st:dump puts the 'T' in timestamps).
-local function select_expr(engine, qc, c)
-  if engine == "postgresql" and (c.source_type == "date" or c.source_type == "timestamp") then
+-- formats again; PostgreSQL's own ISO text is the same value at a fraction
+-- of the cost (st:dump puts the 'T' in timestamps). pg_iso: the backup's
+-- own PostgreSQL transaction, which set DateStyle ISO.
+local function select_expr(pg_iso, qc, c)
+  if pg_iso and (c.source_type == "date" or c.source_type == "timestamp") then
     return "CAST(CAST(" .. qc .. " AS text) AS varchar(32)) AS " .. qc
   end
   return qc
@@ -286,15 +287,16 @@ function M.backup(db, opts)
         primary_key = json.array(s.primary_key), unique = json.array(s.unique),
       })
       local cols, stamps = {}, {}
+      local pg_iso = own_tx and engine == "postgresql"
       for i, c in ipairs(s.columns) do
-        cols[i] = select_expr(engine, q(c.name), c)
-        stamps[i] = (engine == "postgresql" and c.source_type == "timestamp") and "T" or "."
+        cols[i] = select_expr(pg_iso, q(c.name), c)
+        stamps[i] = (pg_iso and c.source_type == "timestamp") and "T" or "."
       end
       stamps = table.concat(stamps)
       local rows = 0
       if #cols > 0 then
         local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
-        -- Split by physical position: every row is in exactly one half.
+        -- Split by physical position: every row is in exactly one part.
         local pages = #helpers > 0 and pg_pages(db, qualified(q, t)) or 0
         local streams = {}
         if pages > SPLIT_PAGES then
@@ -439,11 +441,12 @@ function M.restore(db, opts)
         if kind == "T" then
           if present[v.name] then target:exec("DROP TABLE " .. q(v.name)) end
           target:exec(M.create_statement(v, engine))
-          local cols = {}
-          for i, c in ipairs(v.columns) do cols[i] = q(c.name) end
           if engine == "postgresql" then
+            -- rows of the table's own type, columns in the order just created
             v.prefix, v.rowtype = "INSERT INTO " .. q(v.name), q(v.name)
           else
+            local cols = {}
+            for i, c in ipairs(v.columns) do cols[i] = q(c.name) end
             v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
           end
           tables[#tables + 1] = v
