@@ -130,14 +130,17 @@ static int utf16_append_utf8(Buf *b, const SQLWCHAR *w, size_t units) {
   unsigned char *o = (unsigned char *)b->p + b->n;
   for (size_t i = 0; i < units; i++) {
     unsigned cp = w[i];
+    if (cp < 0x80) {
+      *o++ = (unsigned char)cp;
+      continue;
+    }
     if (cp >= 0xD800 && cp <= 0xDBFF && i + 1 < units && w[i + 1] >= 0xDC00 && w[i + 1] <= 0xDFFF) {
       cp = 0x10000 + ((cp - 0xD800) << 10) + (w[i + 1] - 0xDC00);
       i++;
     } else if (cp >= 0xD800 && cp <= 0xDFFF) {
       cp = 0xFFFD;
     }
-    if (cp < 0x80) *o++ = (unsigned char)cp;
-    else if (cp < 0x800) { *o++ = 0xC0 | (cp >> 6); *o++ = 0x80 | (cp & 0x3F); }
+    if (cp < 0x800) { *o++ = 0xC0 | (cp >> 6); *o++ = 0x80 | (cp & 0x3F); }
     else if (cp < 0x10000) {
       *o++ = 0xE0 | (cp >> 12); *o++ = 0x80 | ((cp >> 6) & 0x3F); *o++ = 0x80 | (cp & 0x3F);
     } else {
@@ -1365,7 +1368,7 @@ static uint64_t get_u64(const unsigned char *p) {
 }
 
 /* Append the current row to b in the backup's value encoding. */
-static int encode_row(Stmt *st, Buf *b, Buf *tmp) {
+static int encode_row(Stmt *st, Buf *b) {
   for (int i = 0; i < st->ncols; i++) {
     Col *col = &st->cols[i];
     const char *p;
@@ -1384,14 +1387,20 @@ static int encode_row(Stmt *st, Buf *b, Buf *tmp) {
         ok = buf_add(b, &tag, 1) && put_u32(b, (uint32_t)n) && buf_add(b, out, n);
         break;
       }
-      case K_TEXT:
-        tmp->n = 0;
+      case K_TEXT: {
+        /* converted in place after the tag and a length filled in after */
+        size_t at = b->n + 5;
         tag = V_TEXT;
-        ok = utf16_append_utf8(tmp, (const SQLWCHAR *)p, (size_t)ind / sizeof(SQLWCHAR));
-        if (ok && col->isotext && tmp->n >= 13 && tmp->p[4] == '-' && tmp->p[7] == '-' && tmp->p[10] == ' ')
-          tmp->p[10] = 'T';  /* YYYY-MM-DD HH... */
-        ok = ok && buf_add(b, &tag, 1) && put_u32(b, (uint32_t)tmp->n) && buf_add(b, tmp->p, tmp->n);
+        ok = buf_add(b, &tag, 1) && put_u32(b, 0) &&
+             utf16_append_utf8(b, (const SQLWCHAR *)p, (size_t)ind / sizeof(SQLWCHAR));
+        if (!ok) break;
+        size_t n = b->n - at;
+        char *t = b->p + at;
+        if (col->isotext && n >= 13 && t[4] == '-' && t[7] == '-' && t[10] == ' ') t[10] = 'T';  /* YYYY-MM-DD HH */
+        unsigned char *u = (unsigned char *)t - 4;
+        u[0] = (unsigned char)n; u[1] = (unsigned char)(n >> 8); u[2] = (unsigned char)(n >> 16); u[3] = (unsigned char)(n >> 24);
         break;
+      }
       default:
         tag = col->kind == K_BINARY ? V_BINARY : V_TEXT;
         ok = buf_add(b, &tag, 1) && put_u32(b, (uint32_t)ind) && buf_add(b, p, (size_t)ind);
@@ -1409,7 +1418,6 @@ static int encode_row(Stmt *st, Buf *b, Buf *tmp) {
 ** *rows is 0 at the end of the result set.
 */
 static int fetch_block(Stmt *st, Buf *b, lua_Integer maxrows, lua_Integer maxbytes, uint32_t *rows) {
-  Buf tmp = {0};
   int fail = FETCH_OK;
   b->n = 0;
   *rows = 0;
@@ -1417,10 +1425,9 @@ static int fetch_block(Stmt *st, Buf *b, lua_Integer maxrows, lua_Integer maxbyt
   while ((lua_Integer)*rows < maxrows && (lua_Integer)b->n < maxbytes && !upk_interrupted) {
     int more = fetch_next(st, &fail);
     if (more <= 0) break;
-    if (!encode_row(st, b, &tmp)) { fail = FETCH_NOMEM; break; }
+    if (!encode_row(st, b)) { fail = FETCH_NOMEM; break; }
     (*rows)++;
   }
-  buf_free(&tmp);
   unsigned char *p = (unsigned char *)b->p;
   p[0] = (unsigned char)*rows; p[1] = (unsigned char)(*rows >> 8);
   p[2] = (unsigned char)(*rows >> 16); p[3] = (unsigned char)(*rows >> 24);
