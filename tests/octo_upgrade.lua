@@ -31,6 +31,20 @@ T.test("preflight fails, listing every problem, for a version that does not exis
   T.contains(err, "tasks: 1 tasks are executing or queued")
 end)
 
+T.test("preflight finds a backup folder without room for the backup", function()
+  local tiny = F.dir .. "/tiny"
+  os.execute("mkdir -p " .. T.q(tiny))
+  local _, st = T.sh("mount -t tmpfs -o size=64k tmpfs " .. T.q(tiny) .. " 2>&1")
+  T.eq(st, 0, "mount a 64 KiB tmpfs")
+  local ok, err = pcall(function()
+    local out, e, code = F:upkit("run preflight " .. F:args(cfg) .. " --set backup_dir=" .. T.q(tiny .. "/b"))
+    T.eq(code, 1, out .. e)
+    T.match(e, "free%-disk: .*tiny/b has 0 MB free; the backup needs about %d+ MB")
+  end)
+  os.execute("umount " .. T.q(tiny))
+  if not ok then error(err, 0) end
+end)
+
 T.test("in-place-upgrade goes through every stop to the newest version and tests it", function()
   os.execute("sleep 0")  -- the queued task above finishes while maintenance mode waits for it
   local out, err, code = F:upkit("run in-place-upgrade --yes " .. F:args(cfg) .. " --set timeout=90")
