@@ -596,35 +596,54 @@ static const char *typename_of(int type) {
   }
 }
 
-typedef struct Scan {
-  lua_State *L;
-  int out, fails;     /* stack indices of the entry and failure arrays */
-  lua_Integer nout, nfail;
-  int clean;
-  const char *fn;
-} Scan;
+/* One entry or failure found by a walk; kept in C so a walk can run in a thread. */
+typedef struct WalkItem {
+  char *rel, *target, *message;  /* message: failures only */
+  int type, err;                 /* err != 0: a failure */
+  uint64_t size;
+  int64_t mtime_ns;
+  unsigned mode;
+} WalkItem;
 
-static void scan_fail(Scan *S, const char *rel, const char *full, int err) {
-  lua_State *L = S->L;
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, rel);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, upk_errno_name(err));
-  lua_setfield(L, -2, "code");
-  lua_pushfstring(L, "%s: '%s': %s", S->fn, full, strerror(err));
-  lua_setfield(L, -2, "message");
-  lua_rawseti(L, S->fails, ++S->nfail);
+typedef struct Walk {
+  const char *root, *fn;
+  int clean;
+  WalkItem *v;
+  size_t n, cap;
+  int oom;
+} Walk;
+
+static WalkItem *walk_add(Walk *W) {
+  if (W->n == W->cap) {
+    size_t cap = W->cap ? W->cap * 2 : 256;
+    WalkItem *v = realloc(W->v, cap * sizeof *v);
+    if (!v) { W->oom = 1; return NULL; }
+    W->v = v;
+    W->cap = cap;
+  }
+  WalkItem *it = &W->v[W->n++];
+  memset(it, 0, sizeof *it);
+  return it;
 }
 
-/* Scan root/rel (rel "" for the root) depth first, children sorted by name. */
-static void scan_dir(Scan *S, const char *root, const char *rel) {
-  lua_State *L = S->L;
+static void walk_fail(Walk *W, const char *rel, const char *full, int err) {
+  WalkItem *it = walk_add(W);
+  if (!it) return;
+  it->err = err;
+  it->rel = strdup(rel);
+  size_t len = strlen(W->fn) + strlen(full) + strlen(strerror(err)) + 8;
+  if ((it->message = malloc(len)) != NULL) snprintf(it->message, len, "%s: '%s': %s", W->fn, full, strerror(err));
+  if (!it->rel || !it->message) W->oom = 1;
+}
+
+/* Walk root/rel (rel "" for the root) depth first, children sorted by name. */
+static void walk_dir(Walk *W, const char *rel) {
   char full[PATH_MAX];
-  if (snprintf(full, sizeof full, "%s%s%s", root, *rel ? "/" : "", rel) >= (int)sizeof full) {
-    scan_fail(S, rel, full, ENAMETOOLONG);
+  if (snprintf(full, sizeof full, "%s%s%s", W->root, *rel ? "/" : "", rel) >= (int)sizeof full) {
+    walk_fail(W, rel, full, ENAMETOOLONG);
     return;
   }
-  if (S->clean) {
+  if (W->clean) {
     int dfd, removed;
     if (upk_fs_open_dir(full, &dfd) == 0) {
       upk_fs_clean_temps(dfd, &removed);
@@ -635,44 +654,99 @@ static void scan_dir(Scan *S, const char *root, const char *rel) {
   int err = upk_fs_list(full, names_add, &ns);
   if (err) {
     names_free(&ns);
-    scan_fail(S, rel, full, err);
+    walk_fail(W, rel, full, err);
     return;
   }
   if (ns.n) qsort(ns.v, ns.n, sizeof *ns.v, cmpname);
-  for (size_t i = 0; i < ns.n; i++) {
+  for (size_t i = 0; i < ns.n && !W->oom; i++) {
     char crel[PATH_MAX], cfull[PATH_MAX];
     UpkStat st;
     if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", ns.v[i]) >= (int)sizeof crel ||
         snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]) >= (int)sizeof cfull) {
-      scan_fail(S, ns.v[i], full, ENAMETOOLONG);
+      walk_fail(W, ns.v[i], full, ENAMETOOLONG);
       continue;
     }
     if ((err = upk_fs_lstat(cfull, &st)) != 0) {
-      if (err != ENOENT) scan_fail(S, crel, cfull, err);
+      if (err != ENOENT) walk_fail(W, crel, cfull, err);
+      continue;
+    }
+    WalkItem *it = walk_add(W);
+    if (!it) break;
+    if (!(it->rel = strdup(crel))) { W->oom = 1; break; }
+    it->type = st.type;
+    it->size = st.size;
+    it->mtime_ns = st.mtime_ns;
+    it->mode = st.mode;
+    if (st.type == UPK_FT_LINK) {
+      char target[PATH_MAX];
+      if (upk_fs_readlink(cfull, target, sizeof target) == 0 && !(it->target = strdup(target))) W->oom = 1;
+    }
+    if (st.type == UPK_FT_DIR) walk_dir(W, crel);
+  }
+  names_free(&ns);
+}
+
+static void walk_free(Walk *W) {
+  for (size_t i = 0; i < W->n; i++) {
+    free(W->v[i].rel);
+    free(W->v[i].target);
+    free(W->v[i].message);
+  }
+  free(W->v);
+  W->v = NULL;
+  W->n = W->cap = 0;
+}
+
+/* Push the walk's entries and failures as two arrays; frees the walk. */
+static void walk_push(lua_State *L, Walk *W) {
+  lua_Integer nout = 0, nfail = 0;
+  lua_createtable(L, (int)W->n, 0);
+  lua_newtable(L);  /* [entries, failures] */
+  for (size_t i = 0; i < W->n; i++) {
+    WalkItem *it = &W->v[i];
+    if (it->err) {
+      lua_createtable(L, 0, 3);
+      lua_pushstring(L, it->rel ? it->rel : "");
+      lua_setfield(L, -2, "path");
+      lua_pushstring(L, upk_errno_name(it->err));
+      lua_setfield(L, -2, "code");
+      lua_pushstring(L, it->message ? it->message : strerror(it->err));
+      lua_setfield(L, -2, "message");
+      lua_rawseti(L, -2, ++nfail);
       continue;
     }
     lua_createtable(L, 0, 6);
-    lua_pushstring(L, crel);
+    lua_pushstring(L, it->rel);
     lua_setfield(L, -2, "path");
-    lua_pushstring(L, typename_of(st.type));
+    lua_pushstring(L, typename_of(it->type));
     lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)st.size);
+    lua_pushinteger(L, (lua_Integer)it->size);
     lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)st.mtime_ns);
+    lua_pushinteger(L, (lua_Integer)it->mtime_ns);
     lua_setfield(L, -2, "mtime");
-    lua_pushinteger(L, (lua_Integer)st.mode);
+    lua_pushinteger(L, (lua_Integer)it->mode);
     lua_setfield(L, -2, "mode");
-    if (st.type == UPK_FT_LINK) {
-      char target[PATH_MAX];
-      if ((err = upk_fs_readlink(cfull, target, sizeof target)) == 0) {
-        lua_pushstring(L, target);
-        lua_setfield(L, -2, "target");
-      }
+    if (it->target) {
+      lua_pushstring(L, it->target);
+      lua_setfield(L, -2, "target");
     }
-    lua_rawseti(L, S->out, ++S->nout);
-    if (st.type == UPK_FT_DIR) scan_dir(S, root, crel);
+    lua_rawseti(L, -3, ++nout);
   }
-  names_free(&ns);
+  walk_free(W);
+}
+
+static void *walk_thread(void *arg) {
+  Walk *W = arg;
+  walk_dir(W, "");
+  return NULL;
+}
+
+/* Raise unless root is an existing folder. */
+static void check_root(lua_State *L, const char *root, const char *fn) {
+  UpkStat st;
+  int err = upk_fs_stat(root, &st);
+  if (err) upk_errno_error(L, err, "%s: '%s'", fn, root);
+  if (st.type != UPK_FT_DIR) upk_errno_error(L, ENOTDIR, "%s: '%s'", fn, root);
 }
 
 /*
@@ -685,17 +759,44 @@ static void scan_dir(Scan *S, const char *root, const char *rel) {
 */
 static int fs_scan(lua_State *L) {
   const char *root = luaL_checkstring(L, 1);
-  Scan S = {L, 0, 0, 0, 0, lua_toboolean(L, 2), luaL_optstring(L, 3, "fs.scan")};
-  UpkStat st;
-  int err = upk_fs_stat(root, &st);
-  if (err) return upk_errno_error(L, err, "%s: '%s'", S.fn, root);
-  if (st.type != UPK_FT_DIR) return upk_errno_error(L, ENOTDIR, "%s: '%s'", S.fn, root);
-  lua_newtable(L);
-  S.out = lua_gettop(L);
-  lua_newtable(L);
-  S.fails = lua_gettop(L);
-  scan_dir(&S, root, "");
+  Walk W = {root, luaL_optstring(L, 3, "fs.scan"), lua_toboolean(L, 2), NULL, 0, 0, 0};
+  check_root(L, root, W.fn);
+  walk_dir(&W, "");
+  if (W.oom) { walk_free(&W); return upk_error(L, "ENOMEM", "%s: '%s': out of memory", W.fn, root); }
+  walk_push(L, &W);
   return 2;
+}
+
+/* fs.check_dir(path [, fn]): raise unless path is an existing folder */
+static int fs_check_dir(lua_State *L) {
+  check_root(L, luaL_checkstring(L, 1), luaL_optstring(L, 2, "fs.check_dir"));
+  return 0;
+}
+
+/*
+** fs.scan_pair(src, dst [, fn]) -> src entries, src failures, dst entries, dst failures
+** Both trees walked at once (dst in a second thread, its stale temporary
+** files removed): a mirror's two scans cost one.
+*/
+static int fs_scan_pair(lua_State *L) {
+  const char *src = luaL_checkstring(L, 1), *dst = luaL_checkstring(L, 2);
+  const char *fn = luaL_optstring(L, 3, "fs.scan");
+  check_root(L, src, fn);
+  check_root(L, dst, fn);
+  Walk A = {src, fn, 0, NULL, 0, 0, 0}, B = {dst, fn, 1, NULL, 0, 0, 0};
+  pthread_t t;
+  int threaded = pthread_create(&t, NULL, walk_thread, &B) == 0;
+  walk_dir(&A, "");
+  if (threaded) pthread_join(t, NULL);
+  else walk_dir(&B, "");
+  if (A.oom || B.oom) {
+    walk_free(&A);
+    walk_free(&B);
+    return upk_error(L, "ENOMEM", "%s: '%s' -> '%s': out of memory", fn, src, dst);
+  }
+  walk_push(L, &A);
+  walk_push(L, &B);
+  return 4;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -952,6 +1053,8 @@ static const luaL_Reg fs_funcs[] = {
   {"copy", fs_copy},
   {"copy_batch", fs_copy_batch},
   {"scan", fs_scan},
+  {"scan_pair", fs_scan_pair},
+  {"check_dir", fs_check_dir},
   {"write", fs_write},
   {"read", fs_read},
   {"stat", fs_stat},

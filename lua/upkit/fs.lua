@@ -227,9 +227,9 @@ function M.mirror(src, dst, opts)
   local batch_bytes = opts.batch_bytes or (256 << 20)
   local t0 = upkit.now()
 
-  local sents, sfails = native.scan(src, false, "fs.mirror")
+  native.check_dir(src, "fs.mirror")  -- a missing source raises before the destination is made
   native.mkdirs(dst)
-  local dents, dfails = native.scan(dst, true, "fs.mirror")
+  local sents, sfails, dents, dfails = native.scan_pair(src, dst, "fs.mirror")
   local failures = {}
   local function failed(path, err)
     if not keep_going then error(err, 0) end
