@@ -237,6 +237,25 @@ function T.upkit_bin()
   return os.getenv("UPKIT_BIN") or "build/upkit"
 end
 
+-- T.unprivileged_upkit() -> a copy of the binary under test, with the Lua
+-- library beside it, that an unprivileged user (nobody) can run wherever the
+-- checkout lives (a private home folder included).
+local unprivileged
+function T.unprivileged_upkit()
+  if unprivileged then return unprivileged end
+  local lib
+  for _, root in ipairs(core.roots()) do
+    if io.open(root .. "/lua/upkit/cli.lua") then lib = root .. "/lua" break end
+  end
+  assert(lib, "no lua/ library root found")
+  local dir = T.tmpdir()
+  local _, st = T.sh(string.format("mkdir -p %s/build && cp %s %s/build/upkit && cp -R %s %s/lua && chmod -R a+rX %s",
+                                   T.q(dir), T.q(T.upkit_bin()), T.q(dir), T.q(lib), T.q(dir), T.q(dir)))
+  assert(st == 0, "copying upkit for an unprivileged user failed")
+  unprivileged = dir .. "/build/upkit"
+  return unprivileged
+end
+
 -- T.q(s): quote for /bin/sh
 function T.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
