@@ -35,8 +35,9 @@
 
 #define ROWBUF_BYTES (4 << 20)   /* bound row-array buffers per statement */
 #define MAX_ARRAY 1000           /* rows per block fetch */
-#define LONG_TEXT 4000           /* longer declared text is fetched in pieces */
+#define LONG_TEXT 4000           /* longer declared text may not fit a bound buffer */
 #define LONG_BINARY 8000
+#define LONG_BIND 4096           /* bytes bound per value of such a column */
 #define PIECE 65536              /* SQLGetData piece size */
 
 /* How a column's value crosses into Lua. */
@@ -162,6 +163,7 @@ typedef struct Conn {
   SQLULEN query_timeout;
   int intrans;
   int sizes;              /* SIZES_*: how far declared text sizes hold */
+  int gd_block;           /* SQLGetData works on any row of a fetched block */
   char *label;            /* the connection string without passwords */
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
@@ -181,12 +183,14 @@ typedef struct Col {
   SQLSMALLINT sqltype, digits, nullable, ctype;
   SQLULEN size;
   int kind;
-  int islong;             /* fetched with SQLGetData in pieces */
+  int islong;             /* a value may not fit: the rest comes from SQLGetData */
   int isotext;            /* text of a timestamp: 'T' between date and time */
   SQLLEN width;           /* bytes per element when bound */
   char *buf;
   size_t cap;
   SQLLEN *ind;
+  Buf big;                /* islong: the current row's value when it did not fit */
+  SQLLEN bigind;
 } Col;
 
 typedef struct Param {
@@ -203,7 +207,7 @@ typedef struct Stmt {
   Conn *conn;
   int ncols;
   Col *cols;
-  int block;              /* columns bound to row arrays */
+  int haslong;            /* some column islong */
   int cursor;             /* a result set is open */
   SQLULEN arraysize, fetched, pos;
   int nparams;
@@ -446,7 +450,8 @@ static SQLWCHAR *wide_arg(lua_State *L, Buf *b, int idx, const char *fn, SQLINTE
 /*
 ** How far a driver's declared text and binary sizes bound the values:
 ** SQLite does not enforce them; psqlODBC reports unbounded varchar as its
-** MaxVarcharSize (255). Such columns are fetched in pieces.
+** MaxVarcharSize (255). Such columns are bound with LONG_BIND bytes a value,
+** and a value that does not fit is read again with SQLGetData.
 */
 enum { SIZES_EXACT, SIZES_PG, SIZES_NONE };
 
@@ -517,6 +522,9 @@ static int sql_connect(lua_State *L) {
     return lua_error(L);
   }
   c->sizes = size_policy(c);
+  SQLUINTEGER gd = 0;
+  c->gd_block = SQL_SUCCEEDED(SQLGetInfo(c->dbc, SQL_GETDATA_EXTENSIONS, &gd, sizeof gd, NULL)) &&
+                (gd & SQL_GD_BLOCK) && (gd & SQL_GD_BOUND);
   return 1;
 }
 
@@ -562,11 +570,12 @@ static void free_cols(Stmt *st) {
     free(st->cols[i].name);
     free(st->cols[i].buf);
     free(st->cols[i].ind);
+    buf_free(&st->cols[i].big);
   }
   free(st->cols);
   st->cols = NULL;
   st->ncols = 0;
-  st->block = 0;
+  st->haslong = 0;
   st->fetched = st->pos = 0;
 }
 
@@ -584,7 +593,7 @@ static int live(Stmt *st) { return st->h && st->conn && st->conn->dbc; }
 static void end_cursor(Stmt *st) {
   if (live(st) && st->cursor) SQLFreeStmt(st->h, SQL_CLOSE);
   st->cursor = 0;
-  if (live(st) && st->block) SQLFreeStmt(st->h, SQL_UNBIND);
+  if (live(st) && st->ncols) SQLFreeStmt(st->h, SQL_UNBIND);
   free_cols(st);
 }
 
@@ -758,7 +767,6 @@ static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
   st->cols = calloc((size_t)n, sizeof *st->cols);
   if (!st->cols) upk_error(L, "ENOMEM", "%s: out of memory", fn);
   st->ncols = n;
-  int anylong = 0;
   SQLLEN rowwidth = 0;
   for (int i = 0; i < n; i++) {
     Col *col = &st->cols[i];
@@ -808,26 +816,21 @@ static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
         col->width = (SQLLEN)((col->size * 2 + 1) * sizeof(SQLWCHAR));
         break;
     }
-    if (col->islong) anylong = 1;
-    else rowwidth += col->width + (SQLLEN)sizeof(SQLLEN);
+    if (col->islong) {
+      col->width = LONG_BIND;
+      st->haslong = 1;
+    }
+    rowwidth += col->width + (SQLLEN)sizeof(SQLLEN);
   }
-  st->block = !anylong;
-  st->arraysize = 1;
-  if (st->block) {
-    SQLULEN rows = (SQLULEN)(ROWBUF_BYTES / (rowwidth ? rowwidth : 1));
-    st->arraysize = rows < 1 ? 1 : rows > MAX_ARRAY ? MAX_ARRAY : rows;
-  }
+  SQLULEN rows = (SQLULEN)(ROWBUF_BYTES / (rowwidth ? rowwidth : 1));
+  /* A driver that cannot read a value of any row of a block (SQLite's) fetches such tables a row at a time. */
+  st->arraysize = rows < 1 || (st->haslong && !st->conn->gd_block) ? 1 : rows > MAX_ARRAY ? MAX_ARRAY : rows;
   for (int i = 0; i < n; i++) {
     Col *col = &st->cols[i];
-    size_t elems = st->block ? st->arraysize : 1;
-    col->cap = col->islong ? PIECE : (size_t)col->width * elems;
+    col->cap = (size_t)col->width * st->arraysize;
     col->buf = malloc(col->cap ? col->cap : 1);
-    col->ind = malloc(elems * sizeof(SQLLEN));
+    col->ind = malloc(st->arraysize * sizeof(SQLLEN));
     if (!col->buf || !col->ind) upk_error(L, "ENOMEM", "%s: out of memory", fn);
-  }
-  if (!st->block) {
-    SQLSetStmtAttr(st->h, SQL_ATTR_ROW_ARRAY_SIZE, (SQLPOINTER)1, 0);
-    return;
   }
   SQLSetStmtAttr(st->h, SQL_ATTR_ROW_BIND_TYPE, (SQLPOINTER)SQL_BIND_BY_COLUMN, 0);
   SQLSetStmtAttr(st->h, SQL_ATTR_ROW_ARRAY_SIZE, (SQLPOINTER)st->arraysize, 0);
@@ -939,43 +942,71 @@ static lua_Integer drain(lua_State *L, Stmt *st, int si, lua_Integer initial, co
   return total;
 }
 
-/* Read the long (or all, in row mode) columns of the current row: FETCH_*. */
-static int get_row(Stmt *st) {
-  for (int i = 0; i < st->ncols; i++) {
-    Col *col = &st->cols[i];
-    if (st->block && !col->islong) continue;
-    if (!col->islong) {
-      SQLRETURN rc = SQLGetData(st->h, (SQLUSMALLINT)(i + 1), col->ctype, col->buf, (SQLLEN)col->cap, col->ind);
-      if (!SQL_SUCCEEDED(rc)) return FETCH_SQL;
+/* Bytes of the terminator the driver writes after a value of col. */
+static SQLLEN term(const Col *col) {
+  return col->ctype == SQL_C_WCHAR ? (SQLLEN)sizeof(SQLWCHAR) : col->ctype == SQL_C_CHAR ? 1 : 0;
+}
+
+/* Whether a value with indicator ind did not fit col's bound buffer. */
+static int overflowed(const Col *col, SQLLEN ind) {
+  return ind == SQL_NO_TOTAL || (ind != SQL_NULL_DATA && ind > col->width - term(col));
+}
+
+/* Read col's value of the current row whole, in pieces, into col->big: FETCH_*. */
+static int get_long(Stmt *st, int i) {
+  Col *col = &st->cols[i];
+  size_t t = (size_t)term(col);
+  Buf *b = &col->big;
+  size_t off = 0;
+  for (;;) {
+    if (!buf_reserve(b, off + PIECE)) return FETCH_NOMEM;
+    SQLLEN ind = 0;
+    size_t avail = b->cap - off;
+    if (t == sizeof(SQLWCHAR)) avail &= ~(size_t)1;
+    SQLRETURN rc = SQLGetData(st->h, (SQLUSMALLINT)(i + 1), col->ctype, b->p + off, (SQLLEN)avail, &ind);
+    if (rc == SQL_NO_DATA) break;
+    if (!SQL_SUCCEEDED(rc)) return FETCH_SQL;
+    if (ind == SQL_NULL_DATA) { col->bigind = SQL_NULL_DATA; return FETCH_OK; }
+    if (ind == SQL_NO_TOTAL || (size_t)ind > avail - t) {
+      off += avail - t;
       continue;
     }
-    size_t term = col->ctype == SQL_C_WCHAR ? sizeof(SQLWCHAR) : col->ctype == SQL_C_CHAR ? 1 : 0;
-    size_t off = 0;
-    for (;;) {
-      if (col->cap - off < PIECE) {
-        size_t cap = col->cap * 2;
-        char *p = realloc(col->buf, cap);
-        if (!p) return FETCH_NOMEM;
-        col->buf = p;
-        col->cap = cap;
-      }
-      SQLLEN ind = 0;
-      size_t avail = col->cap - off;
-      if (term == sizeof(SQLWCHAR)) avail &= ~(size_t)1;
-      SQLRETURN rc = SQLGetData(st->h, (SQLUSMALLINT)(i + 1), col->ctype, col->buf + off, (SQLLEN)avail, &ind);
-      if (rc == SQL_NO_DATA) break;
-      if (!SQL_SUCCEEDED(rc)) return FETCH_SQL;
-      if (ind == SQL_NULL_DATA) { off = (size_t)-1; break; }
-      if (ind == SQL_NO_TOTAL || (size_t)ind > avail - term) {
-        off += avail - term;
-        continue;
-      }
-      off += (size_t)ind;
-      break;
+    off += (size_t)ind;
+    break;
+  }
+  col->bigind = (SQLLEN)off;
+  return FETCH_OK;
+}
+
+/*
+** Read again, whole, the values of the current row that did not fit their
+** bound buffers (positioning the block's cursor on the row first): FETCH_*.
+*/
+static int get_overflow(Stmt *st) {
+  int positioned = st->arraysize == 1;
+  for (int i = 0; i < st->ncols; i++) {
+    Col *col = &st->cols[i];
+    if (!col->islong || !overflowed(col, col->ind[st->pos])) continue;
+    if (!positioned) {
+      if (!SQL_SUCCEEDED(SQLSetPos(st->h, (SQLSETPOSIROW)(st->pos + 1), SQL_POSITION, SQL_LOCK_NO_CHANGE)))
+        return FETCH_SQL;
+      positioned = 1;
     }
-    col->ind[0] = off == (size_t)-1 ? SQL_NULL_DATA : (SQLLEN)off;
+    int fail = get_long(st, i);
+    if (fail != FETCH_OK) return fail;
   }
   return FETCH_OK;
+}
+
+/* Whether a value of a column with a bounded size was cut short in the block. */
+static int truncated(Stmt *st) {
+  for (int i = 0; i < st->ncols; i++) {
+    Col *col = &st->cols[i];
+    if (col->islong || (col->ctype != SQL_C_WCHAR && col->ctype != SQL_C_CHAR && col->ctype != SQL_C_BINARY)) continue;
+    for (SQLULEN r = 0; r < st->fetched; r++)
+      if (overflowed(col, col->ind[r])) return 1;
+  }
+  return 0;
 }
 
 /*
@@ -984,34 +1015,23 @@ static int get_row(Stmt *st) {
 */
 static int fetch_next(Stmt *st, int *fail) {
   if (!st->cursor) return 0;
-  if (st->block && st->pos + 1 < st->fetched) {
+  if (st->pos + 1 < st->fetched) {
     st->pos++;
-    return 1;
+  } else {
+    SQLRETURN rc = SQLFetch(st->h);
+    if (rc == SQL_NO_DATA) {
+      end_cursor(st);
+      return 0;
+    }
+    if (!SQL_SUCCEEDED(rc)) { *fail = FETCH_SQL; return -1; }
+    if (st->fetched == 0) {
+      end_cursor(st);
+      return 0;
+    }
+    st->pos = 0;
+    if (truncated(st)) { *fail = FETCH_TRUNC; return -1; }
   }
-  SQLRETURN rc = SQLFetch(st->h);
-  if (rc == SQL_NO_DATA) {
-    end_cursor(st);
-    return 0;
-  }
-  if (!SQL_SUCCEEDED(rc)) { *fail = FETCH_SQL; return -1; }
-  if (rc == SQL_SUCCESS_WITH_INFO && st->block) {
-    SQLWCHAR state[6];
-    SQLINTEGER native;
-    SQLSMALLINT len;
-    for (SQLSMALLINT r = 1; SQL_SUCCEEDED(SQLGetDiagRecW(SQL_HANDLE_STMT, st->h, r, state, &native, NULL, 0, &len)); r++)
-      if (state[0] == '0' && state[1] == '1' && state[2] == '0' && state[3] == '0' && state[4] == '4') {
-        *fail = FETCH_TRUNC;
-        return -1;
-      }
-  }
-  st->pos = 0;
-  if (!st->block) {
-    st->fetched = 1;
-    if ((*fail = get_row(st)) != FETCH_OK) return -1;
-  } else if (st->fetched == 0) {
-    end_cursor(st);
-    return 0;
-  }
+  if (st->haslong && (*fail = get_overflow(st)) != FETCH_OK) return -1;
   return 1;
 }
 
@@ -1035,13 +1055,11 @@ static int next_row(lua_State *L, Stmt *st, const char *fn) {
 
 /* The value of column col in the current row: its indicator and bytes. */
 static SQLLEN cell(Stmt *st, Col *col, const char **data) {
-  size_t r = st->block ? st->pos : 0;
-  SQLLEN ind = col->ind[r];
-  *data = col->buf + (st->block ? r * (size_t)col->width : 0);
-  if (ind == SQL_NULL_DATA) return ind;
-  if (!col->islong && (col->ctype == SQL_C_WCHAR || col->ctype == SQL_C_CHAR || col->ctype == SQL_C_BINARY)) {
-    SQLLEN max = col->width - (col->ctype == SQL_C_WCHAR ? 2 : col->ctype == SQL_C_CHAR ? 1 : 0);
-    if (ind == SQL_NO_TOTAL || ind > max) ind = max;
+  SQLLEN ind = col->ind[st->pos];
+  *data = col->buf + st->pos * (size_t)col->width;
+  if (col->islong && overflowed(col, ind)) {
+    *data = col->big.p;
+    return col->bigind;
   }
   return ind;
 }

@@ -320,5 +320,36 @@ T.test("a restore whose rows the server refuses raises the server's SQLSTATE and
   end
 end)
 
+T.test("text of every length (10 B to 200 KB, non-ASCII, NULL) backs up and restores identically", function()
+  local values = { string.rep("a", 10), string.rep("b", 300), string.rep("c", 5000), string.rep("d", 200000),
+                   string.rep("é😀x", 2000), string.rep("ü", 150), sql.null, "" }
+  local function check(src, dst, file)
+    src:exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, tail TEXT)")
+    src:transaction(function()
+      local st <close> = src:prepare("INSERT INTO notes VALUES (?,?,?)")
+      for round = 0, 2 do
+        for i, v in ipairs(values) do
+          st:execute(round * 100 + i, v, values[#values + 1 - i])
+        end
+      end
+    end)
+    local want = dump(src, "notes")
+    T.eq(#want, 3 * #values)
+    for i, v in ipairs(values) do
+      T.eq(want[i].body, v, "read back value " .. i)
+      T.eq(want[i].tail, values[#values + 1 - i], "read back tail " .. i)
+    end
+    local r = sql.backup(src, { to = file, method = "logical" })
+    T.eq(r.rows, 3 * #values)
+    sql.restore(dst, { from = r.file })
+    local d <close> = sql.connect(dst)
+    T.eq(dump(d, "notes"), want)
+  end
+  local p <close> = sql.connect(pg.createdb("longsrc"))
+  check(p, pg.createdb("longdst"), dir .. "/long_pg.lbak")
+  local l <close> = sql.connect(sqlite_conn("long.db"))
+  check(l, sqlite_conn("long_copy.db"), dir .. "/long_lite.lbak")
+end)
+
 pg.stop()
 T.done()
