@@ -97,7 +97,7 @@ T.test("an unreadable file raises EACCES", function()
     local probe = dir .. "/probe.lua"
     T.write_file(probe, 'local ok, e = pcall(require("upkit.hash").file, "sha256", arg[1]) print(e.code)')
     local out = T.sh(string.format("cd / && runuser -u nobody -- %s run %s %s 2>&1",
-      T.q(T.unprivileged_upkit()), T.q(probe), T.q(p)))
+      T.unprivileged_upkit(), T.q(probe), T.q(p)))
     T.eq(out, "EACCES\n")
   else
     T.raises("EACCES", hash.file, "sha256", p)

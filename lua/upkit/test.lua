@@ -237,9 +237,10 @@ function T.upkit_bin()
   return os.getenv("UPKIT_BIN") or "build/upkit"
 end
 
--- T.unprivileged_upkit() -> a copy of the binary under test, with the Lua
--- library beside it, that an unprivileged user (nobody) can run wherever the
--- checkout lives (a private home folder included).
+-- T.unprivileged_upkit() -> a shell command (already quoted) that runs a copy
+-- of the binary under test, with the Lua library beside it, which an
+-- unprivileged user (nobody) can run wherever the checkout lives (a private
+-- home folder included): runuser -u nobody -- <it> run script.lua
 local unprivileged
 function T.unprivileged_upkit()
   if unprivileged then return unprivileged end
@@ -252,7 +253,20 @@ function T.unprivileged_upkit()
   local _, st = T.sh(string.format("mkdir -p %s/build && cp %s %s/build/upkit && cp -R %s %s/lua && chmod -R a+rX %s",
                                    T.q(dir), T.q(T.upkit_bin()), T.q(dir), T.q(lib), T.q(dir), T.q(dir)))
   assert(st == 0, "copying upkit for an unprivileged user failed")
-  unprivileged = dir .. "/build/upkit"
+  -- a sanitizer build reads its suppressions file: give it a copy nobody can read
+  local env = {}
+  for _, var in ipairs { "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS" } do
+    local v = os.getenv(var)
+    if v then
+      v = v:gsub("suppressions=([^:]+)", function(path)
+        local copy = dir .. "/" .. var:lower() .. ".supp"
+        T.sh(string.format("cp %s %s && chmod a+r %s", T.q(path), T.q(copy), T.q(copy)))
+        return "suppressions=" .. copy
+      end)
+      env[#env + 1] = var .. "=" .. T.q(v)
+    end
+  end
+  unprivileged = (#env > 0 and ("env " .. table.concat(env, " ") .. " ") or "") .. T.q(dir .. "/build/upkit")
   return unprivileged
 end
 
