@@ -258,7 +258,7 @@ function T.unprivileged_upkit()
   for _, var in ipairs { "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS" } do
     local v = os.getenv(var)
     if v then
-      v = v:gsub("suppressions=([^:]+)", function(path)
+      v = v:gsub("%f[%w_]suppressions=([^:]+)", function(path)
         local copy = dir .. "/" .. var:lower() .. ".supp"
         T.sh(string.format("cp %s %s && chmod a+r %s", T.q(path), T.q(copy), T.q(copy)))
         return "suppressions=" .. copy
