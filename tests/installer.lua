@@ -9,8 +9,8 @@ T.write_file(msi, "pretend MSI package")
 local digest = hash.file("sha256", msi)
 
 -- A stand-in for msiexec: checks its arguments, writes the log, exits with $EXIT_WITH.
-local stub = dir .. "/msiexec"
-T.write_file(stub, [[#!/bin/sh
+local fake_msiexec = dir .. "/msiexec"
+T.write_file(fake_msiexec, [[#!/bin/sh
 [ "$1" = /i ] && [ "$3" = /quiet ] && [ "$4" = /norestart ] && [ "$5" = '/l*v' ] || { echo "bad args: $*" >&2; exit 1620; }
 printf 'installing %s\n' "$2" > "$6"
 shift 6
@@ -18,13 +18,13 @@ printf '%s\n' "$@" >> "$(dirname "$0")/extra-args"
 [ -n "$SLEEP" ] && sleep "$SLEEP"
 exit "$(cat "$(dirname "$0")/exit-code" 2>/dev/null || echo 0)"
 ]])
-T.sh("chmod +x " .. T.q(stub))
+T.sh("chmod +x " .. T.q(fake_msiexec))
 local function exit_with(code) T.write_file(dir .. "/exit-code", tostring(code)) end
 
 T.test("installer.run runs msiexec /i FILE /quiet /norestart /l*v LOG and returns the code", function()
   exit_with(0)
   local log = dir .. "/install.log"
-  local r = installer.run { file = msi, sha256 = digest, log = log, program = { stub },
+  local r = installer.run { file = msi, sha256 = digest, log = log, program = { fake_msiexec },
                             args = { "INSTALLLOCATION=/opt/octopus" } }
   T.eq(r.code, 0)
   T.eq(r.restart_needed, false)
@@ -35,7 +35,7 @@ end)
 
 T.test("exit code 3010 succeeds and says a restart is needed", function()
   exit_with(3010 & 0xFF)  -- what a POSIX parent sees of msiexec's 3010
-  local r = installer.run { file = msi, sha256 = digest, log = dir .. "/l2", program = { stub } }
+  local r = installer.run { file = msi, sha256 = digest, log = dir .. "/l2", program = { fake_msiexec } }
   T.eq(r.code, 3010)
   T.eq(r.exit_status, 194)
   T.eq(r.restart_needed, true)
@@ -45,14 +45,14 @@ T.test("a digest that differs raises CHECKSUM_MISMATCH and runs nothing", functi
   exit_with(0)
   local log = dir .. "/never.log"
   local err = T.raises("CHECKSUM_MISMATCH", installer.run,
-    { file = msi, sha256 = string.rep("0", 64), log = log, program = { stub } })
+    { file = msi, sha256 = string.rep("0", 64), log = log, program = { fake_msiexec } })
   T.contains(err.message, msi)
   T.eq(T.read_file(log), nil)
 end)
 
 T.test("another exit code raises EXIT_CODE with the code", function()
   exit_with(3)
-  local err = T.raises("EXIT_CODE", installer.run, { file = msi, sha256 = digest, log = dir .. "/l3", program = { stub } })
+  local err = T.raises("EXIT_CODE", installer.run, { file = msi, sha256 = digest, log = dir .. "/l3", program = { fake_msiexec } })
   T.eq(err.exit_code, 3)
 end)
 
