@@ -15,7 +15,7 @@
 #include <openssl/evp.h>
 
 #include "platform_fs.h"
-#include "upkit.h"
+#include "digest.h"
 
 #define BUFSZ ((size_t)4 << 20)  /* bytes per pipeline buffer */
 #define NBUF 4                   /* pipeline depth */
@@ -23,25 +23,9 @@
 #define TICK_EVERY 0.2           /* seconds between progress calls */
 #define CHECKSUM_MISMATCH (-1)   /* pseudo errno of a failed readback */
 
-static const char *const algnames[] = {"md5", "sha1", "sha256", "sha512", NULL};
-
-static const EVP_MD *getmd(lua_State *L, const char *name, const char *fn) {
-  for (int i = 0; algnames[i]; i++)
-    if (strcmp(name, algnames[i]) == 0) {
-      const EVP_MD *md = EVP_get_digestbyname(name);
-      if (md) return md;
-    }
-  upk_error(L, "EINVAL", "%s: unknown algorithm '%s' (md5, sha1, sha256, sha512)", fn, name);
-  return NULL;
-}
-
 static void pushhex(lua_State *L, const unsigned char *d, unsigned n) {
-  static const char hx[] = "0123456789abcdef";
   char buf[EVP_MAX_MD_SIZE * 2];
-  for (unsigned i = 0; i < n; i++) {
-    buf[2 * i] = hx[d[i] >> 4];
-    buf[2 * i + 1] = hx[d[i] & 15];
-  }
+  upk_hex(d, n, buf);
   lua_pushlstring(L, buf, 2 * (size_t)n);
 }
 
@@ -417,7 +401,7 @@ static int fs_copy(lua_State *L) {
   upk_checkopts(L, 3, "fs.copy", keys);
   j.overwrite = upk_optboolean(L, 3, "fs.copy", "overwrite", 0);
   const char *alg = upk_optstring(L, 3, "fs.copy", "verify", NULL);
-  if (alg) j.md = getmd(L, alg, "fs.copy");
+  if (alg) j.md = upk_digest_by_name(L, alg, "fs.copy");
   j.readback = j.md != NULL;
   j.commit = 1;
   j.clean = 1;
@@ -466,7 +450,7 @@ static int fs_copy_batch(lua_State *L) {
   upk_checkopts(L, 2, "fs.copy_batch", keys);
   const char *alg = upk_optstring(L, 2, "fs.copy_batch", "verify", NULL);
   const char *what = upk_optstring(L, 2, "fs.copy_batch", "what", "fs.copy_batch");
-  const EVP_MD *md = alg ? getmd(L, alg, what) : NULL;
+  const EVP_MD *md = alg ? upk_digest_by_name(L, alg, what) : NULL;
   int fn = 0;
   if (lua_istable(L, 2) && lua_getfield(L, 2, "progress") != LUA_TNIL) {
     luaL_argexpected(L, lua_isfunction(L, -1), 2, "progress function");

@@ -140,5 +140,7 @@ static const luaL_Reg core_funcs[] = {
 
 int luaopen_upkit_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
+  lua_pushliteral(L, UPKIT_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }

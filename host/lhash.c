@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "upkit.h"
+#include "digest.h"
 
 #define HASHER_MT "upkit.hash.Hasher"
 #define FILE_BUF (1 << 20)
@@ -22,9 +22,7 @@ typedef struct Hasher {
   const char *alg;
 } Hasher;
 
-/* The EVP digest for one of the supported names, or raise EINVAL. */
-static const EVP_MD *checkmd(lua_State *L, int idx, const char *fn) {
-  const char *name = luaL_checkstring(L, idx);
+const EVP_MD *upk_digest_by_name(lua_State *L, const char *name, const char *fn) {
   for (int i = 0; algnames[i]; i++) {
     if (strcmp(name, algnames[i]) == 0) {
       const EVP_MD *md = EVP_get_digestbyname(name);
@@ -35,13 +33,24 @@ static const EVP_MD *checkmd(lua_State *L, int idx, const char *fn) {
   return NULL;
 }
 
-static void pushhex(lua_State *L, const unsigned char *d, unsigned int n) {
-  static const char hx[] = "0123456789abcdef";
-  char buf[EVP_MAX_MD_SIZE * 2];
-  for (unsigned int i = 0; i < n; i++) {
-    buf[2 * i] = hx[d[i] >> 4];
-    buf[2 * i + 1] = hx[d[i] & 15];
+int upk_digest_peek(const EVP_MD_CTX *c, unsigned char *out, unsigned *len) {
+  EVP_MD_CTX *x = EVP_MD_CTX_new();
+  if (!x || !EVP_MD_CTX_copy_ex(x, c)) {
+    EVP_MD_CTX_free(x);
+    return -1;
   }
+  EVP_DigestFinal_ex(x, out, len);
+  EVP_MD_CTX_free(x);
+  return 0;
+}
+
+static const EVP_MD *checkmd(lua_State *L, int idx, const char *fn) {
+  return upk_digest_by_name(L, luaL_checkstring(L, idx), fn);
+}
+
+static void pushhex(lua_State *L, const unsigned char *d, unsigned int n) {
+  char buf[EVP_MAX_MD_SIZE * 2];
+  upk_hex(d, n, buf);
   lua_pushlstring(L, buf, 2 * (size_t)n);
 }
 
@@ -119,13 +128,8 @@ static int hasher_update(lua_State *L) {
 /* Finish a copy of the context, so the hasher can go on after a look. */
 static unsigned int finish(lua_State *L, Hasher *h, unsigned char *out) {
   unsigned int outlen = 0;
-  EVP_MD_CTX *c = EVP_MD_CTX_new();
-  if (!c || !EVP_MD_CTX_copy_ex(c, h->ctx)) {
-    EVP_MD_CTX_free(c);
+  if (upk_digest_peek(h->ctx, out, &outlen) != 0)
     upk_error(L, "ENOMEM", "hasher: cannot copy the digest context");
-  }
-  EVP_DigestFinal_ex(c, out, &outlen);
-  EVP_MD_CTX_free(c);
   return outlen;
 }
 

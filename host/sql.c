@@ -25,7 +25,7 @@
 
 #include <openssl/evp.h>
 
-#include "upkit.h"
+#include "digest.h"
 
 #define CONN_MT "upkit.sql.Connection"
 #define STMT_MT "upkit.sql.Statement"
@@ -1539,12 +1539,8 @@ static int stmt_close(lua_State *L) {
 enum { D_GENERIC, D_POSTGRESQL, D_SQLITE, D_MSSQL };
 
 static int add_hex(Buf *b, const unsigned char *p, size_t n) {
-  static const char hx[] = "0123456789abcdef";
   if (!buf_reserve(b, b->n + 2 * n)) return 0;
-  for (size_t i = 0; i < n; i++) {
-    b->p[b->n++] = hx[p[i] >> 4];
-    b->p[b->n++] = hx[p[i] & 15];
-  }
+  b->n = (size_t)(upk_hex(p, n, b->p + b->n) - b->p);
   return 1;
 }
 
@@ -1638,7 +1634,6 @@ static void exec_text(lua_State *L, Conn *c, Buf *sqlb, Buf *w, const char *fn) 
 ** block is malformed.
 */
 static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e) {
-  static const char hx[] = "0123456789abcdef";
   const unsigned char *p = *pp;
   if (p >= e) return -1;
   int tag = *p++;
@@ -1677,10 +1672,7 @@ static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e
       if (tag == V_BINARY) {
         memcpy(o, "\\\\\\\\x", 5);
         o += 5;
-        for (uint32_t i = 0; i < n; i++) {
-          *o++ = hx[p[i] >> 4];
-          *o++ = hx[p[i] & 15];
-        }
+        o = upk_hex(p, n, o);
       } else {
         for (uint32_t i = 0; i < n; i++) {
           unsigned char c = p[i];
@@ -1847,12 +1839,7 @@ static void writer_release(lua_State *L, Writer *w) {
 }
 
 static void hexdigest(const unsigned char *d, unsigned n, char *out) {
-  static const char hx[] = "0123456789abcdef";
-  for (unsigned i = 0; i < n; i++) {
-    out[2 * i] = hx[d[i] >> 4];
-    out[2 * i + 1] = hx[d[i] & 15];
-  }
-  out[2 * n] = 0;
+  *upk_hex(d, n, out) = 0;
 }
 
 /*
@@ -1930,13 +1917,7 @@ static int writer_finish(lua_State *L) {
   Writer *w = checkwriter(L);
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned dl = 0;
-  EVP_MD_CTX *x = EVP_MD_CTX_new();
-  if (!x || !EVP_MD_CTX_copy_ex(x, w->all)) {
-    EVP_MD_CTX_free(x);
-    return upk_error(L, "ENOMEM", "sql.backup: out of memory");
-  }
-  EVP_DigestFinal_ex(x, d, &dl);
-  EVP_MD_CTX_free(x);
+  if (upk_digest_peek(w->all, d, &dl) != 0) return upk_error(L, "ENOMEM", "sql.backup: out of memory");
   write_record(L, w, 'Z', (const char *)d, dl);
   EVP_DigestFinal_ex(w->all, d, &dl);
   if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) return upk_errno_error(L, errno, "sql.backup: '%s'", w->path);
@@ -2061,13 +2042,7 @@ static int reader_next(lua_State *L) {
   if (head[0] == 'Z') {
     unsigned char all[EVP_MAX_MD_SIZE];
     unsigned al = 0;
-    EVP_MD_CTX *y = EVP_MD_CTX_new();
-    if (!y || !EVP_MD_CTX_copy_ex(y, r->all)) {
-      EVP_MD_CTX_free(y);
-      return upk_error(L, "ENOMEM", "sql.restore: out of memory");
-    }
-    EVP_DigestFinal_ex(y, all, &al);
-    EVP_MD_CTX_free(y);
+    if (upk_digest_peek(r->all, all, &al) != 0) return upk_error(L, "ENOMEM", "sql.restore: out of memory");
     if (memcmp(all, r->b.p, 32) != 0)
       return upk_error(L, "CHECKSUM_MISMATCH", "sql.restore: '%s': the file fails its SHA-256 trailer", r->path);
     if (fgetc(r->f) != EOF)

@@ -65,6 +65,9 @@ extern volatile sig_atomic_t upk_interrupted;
 /* Raise INTERRUPTED (clearing the flag) when it is set. */
 void upk_check_interrupt(lua_State *L, const char *what);
 
+/* Lower-case hex of n bytes into out (exactly 2n chars, no NUL); returns out + 2n. */
+char *upk_hex(const unsigned char *d, size_t n, char *out);
+
 /* Seconds from a monotonic clock. */
 double upk_now(void);
 

@@ -197,6 +197,15 @@ void upk_check_interrupt(lua_State *L, const char *what) {
   }
 }
 
+char *upk_hex(const unsigned char *d, size_t n, char *out) {
+  static const char hx[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    *out++ = hx[d[i] >> 4];
+    *out++ = hx[d[i] & 15];
+  }
+  return out;
+}
+
 double upk_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

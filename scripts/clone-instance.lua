@@ -70,17 +70,7 @@ return {
         return { clone_restored = true }
       end,
     },
-    {
-      name = "install-same-version",
-      describe = "download the main instance's version and install it on the new server",
-      run = function(ctx)
-        local v = ctx.state.source_version
-        local inst = U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers",
-                                       { download_url = ctx.params.download_url })
-        local r = U.install(ctx.params.clone_msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
-        ctx.log("installed Octopus %s on the new server (exit code %d)", v, r.code)
-      end,
-    },
+    S.install_same_version("clone_msiexec", "new server"),
     {
       name = "configure-clone",
       describe = "create the clone's instance pointed at the restored database, with the master key",

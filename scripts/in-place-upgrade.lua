@@ -7,8 +7,6 @@
 -- version of the path and upgrade the database; start; undrain; test;
 -- maintenance mode off. If a step fails, `upkit run rollback` with the same
 -- backup_dir puts the previous version back.
-local fs = require "upkit.fs"
-local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
 

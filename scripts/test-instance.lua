@@ -115,17 +115,7 @@ return {
     S.connect(),
     S.master_key(),
     S.licence_and_config(),
-    {
-      name = "install-same-version",
-      describe = "download the main instance's version and install it on the test server",
-      run = function(ctx)
-        local v = ctx.state.source_version
-        local inst = U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers",
-                                       { download_url = ctx.params.download_url })
-        local r = U.install(ctx.params.test_msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
-        ctx.log("installed Octopus %s on the test server (exit code %d)", v, r.code)
-      end,
-    },
+    S.install_same_version("test_msiexec", "test server"),
     {
       name = "create-test-instance",
       describe = "create the test instance with a new empty database, save its master key, load the licence",

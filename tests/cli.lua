@@ -4,12 +4,7 @@ local T = require "upkit.test"
 local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
-local function upkit(args, stdin)
-  local out, err = dir .. "/.out", dir .. "/.err"
-  local code = tonumber((T.sh(string.format("cd %s && %s %s <%s >%s 2>%s; echo $?", T.q(dir), T.q(bin), args,
-                                            stdin or "/dev/null", T.q(out), T.q(err)))))
-  return T.read_file(out), T.read_file(err), code
-end
+local function upkit(args) return T.run_upkit(dir, args) end
 
 T.test("upkit version names upkit, Lua 5.4, libcurl, OpenSSL, unixODBC and cJSON", function()
   local out, _, code = upkit("version")

@@ -6,13 +6,7 @@ local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
 -- Run upkit in dir; returns stdout, stderr, exit code.
-local function upkit(args, env)
-  local out, err = dir .. "/.out", dir .. "/.err"
-  local cmd = string.format("cd %s && %s %s %s </dev/null >%s 2>%s; echo $?", T.q(dir), env or "",
-                            T.q(bin), args, T.q(out), T.q(err))
-  local code = tonumber((T.sh(cmd)))
-  return T.read_file(out), T.read_file(err), code
-end
+local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
 
 local function journal(run)
   local recs = {}

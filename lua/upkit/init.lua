@@ -22,5 +22,5 @@ function M.breakpoint()
   if hook then return hook(3) end
 end
 
-M.version = core.versions().upkit
+M.version = core.VERSION  -- the libraries' versions are asked only by upkit.versions()
 return M

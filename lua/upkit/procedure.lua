@@ -336,6 +336,22 @@ local function file_sink(path)
   return sink, f
 end
 
+-- A run folder's journal, with the log file and the console as log sinks.
+-- Returns the journal and the function that closes all three.
+local function open_run_output(run_dir, format)
+  local journal = M.open_journal(run_dir .. "/journal.jsonl")
+  local fsink, logf = file_sink(run_dir .. "/log.txt")
+  local csink = console_sink(format)
+  log.add_sink(fsink)
+  log.add_sink(csink)
+  return journal, function()
+    log.remove_sink(fsink)
+    log.remove_sink(csink)
+    logf:close()
+    journal:close()
+  end
+end
+
 ---------------------------------------------------------------------------
 -- Command-line options of a procedure run
 ---------------------------------------------------------------------------
@@ -737,17 +753,7 @@ function M.main(desc, path, args, mode)
 
   -- The run folder, journal and log.
   local run_dir = resume_dir or new_run_dir(runs, desc.name)
-  local journal = M.open_journal(run_dir .. "/journal.jsonl")
-  local fsink, logf = file_sink(run_dir .. "/log.txt")
-  local csink = console_sink(opts.log_format)
-  log.add_sink(fsink)
-  log.add_sink(csink)
-  local function cleanup()
-    log.remove_sink(fsink)
-    log.remove_sink(csink)
-    logf:close()
-    journal:close()
-  end
+  local journal, cleanup = open_run_output(run_dir, opts.log_format)
 
   local ctx = make_ctx(desc, params, state, run_dir, opts)
   if opts.debug or opts.step then
@@ -946,11 +952,7 @@ function M.undo_run(desc, path, opts, run_dir, summary, params, interactive)
                                      table.concat(order, ", ")))
     if answer ~= "undo" then io.stderr:write("upkit: not confirmed; nothing was changed\n") return EXIT_ABORT end
   end
-  local journal = M.open_journal(run_dir .. "/journal.jsonl")
-  local fsink, logf = file_sink(run_dir .. "/log.txt")
-  local csink = console_sink(opts.log_format)
-  log.add_sink(fsink)
-  log.add_sink(csink)
+  local journal, cleanup = open_run_output(run_dir, opts.log_format)
   local ctx = make_ctx(desc, params, summary.state, run_dir, opts)
   journal:write { event = "undo-start", procedure = desc.name }
   if opts.log_format == "text" then
@@ -985,10 +987,7 @@ function M.undo_run(desc, path, opts, run_dir, summary, params, interactive)
   log.context.step = nil
   journal:write { event = "undo-finished", result = result }
   print_summary(desc, results, run_dir, result, opts.log_format)
-  log.remove_sink(fsink)
-  log.remove_sink(csink)
-  logf:close()
-  journal:close()
+  cleanup()
   return code
 end
 

@@ -237,6 +237,17 @@ function T.upkit_bin()
   return os.getenv("UPKIT_BIN") or "build/upkit"
 end
 
+-- T.run_upkit(dir, args [, { env = "VAR=value ...", stdin = path }]) -> stdout, stderr, exit code:
+-- the binary under test run in dir with args (shell words, already quoted),
+-- standard input from stdin (default /dev/null).
+function T.run_upkit(dir, args, o)
+  o = o or {}
+  local out, err = dir .. "/.out", dir .. "/.err"
+  local code = tonumber((T.sh(string.format("cd %s && %s %s %s <%s >%s 2>%s; echo $?", T.q(dir), o.env or "",
+    T.q(T.upkit_bin()), args, o.stdin or "/dev/null", T.q(out), T.q(err)))))
+  return T.read_file(out) or "", T.read_file(err) or "", code
+end
+
 -- T.unprivileged_upkit() -> a shell command (already quoted) that runs a copy
 -- of the binary under test, with the Lua library beside it, which an
 -- unprivileged user (nobody) can run wherever the checkout lives (a private

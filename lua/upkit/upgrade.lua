@@ -82,7 +82,12 @@ end
 -- The output goes to the run's log file, except for commands that print secrets.
 local QUIET = { ["show-master-key"] = true, ["show-configuration"] = true }
 
+-- Commands that only read; any other may change what show-configuration says.
+local READS = { ["show-master-key"] = true, ["show-configuration"] = true, ["version"] = true,
+                ["list-instances"] = true }
+
 function Server:run(command, ...)
+  if not READS[command] then self.config_cache = nil end
   local argv = { self.exe, command, "--instance=" .. self.instance, ... }
   local r = proc.run(argv, { timeout = self.timeout, redact = self.secrets, ok = { 0 },
                              on_stdout = not QUIET[command] and function(line) log.debug("%s", line) end or nil })
@@ -100,8 +105,10 @@ function Server:show_master_key()
   return key
 end
 
+-- show-configuration, read once until a command that may change it runs.
 function Server:configuration()
-  return json.decode(self:run("show-configuration", "--format=json"))
+  self.config_cache = self.config_cache or json.decode(self:run("show-configuration", "--format=json"))
+  return self.config_cache
 end
 
 function Server:version()
@@ -927,6 +934,22 @@ function S.download_installers()
       end
       ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
       return { target = target, path = hops }
+    end,
+  }
+end
+
+-- The main instance's version, downloaded and installed on another server whose
+-- installer program is the parameter msiexec_param (clone_msiexec, test_msiexec).
+function S.install_same_version(msiexec_param, where)
+  return {
+    name = "install-same-version",
+    describe = "download the main instance's version and install it on the " .. where,
+    run = function(ctx)
+      local v = ctx.state.source_version
+      local inst = U.fetch_installer(U.downloads(ctx), v, ctx.run_dir .. "/installers",
+                                     { download_url = ctx.params.download_url })
+      local r = U.install(ctx.params[msiexec_param], inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+      ctx.log("installed Octopus %s on the %s (exit code %d)", v, where, r.code)
     end,
   }
 end

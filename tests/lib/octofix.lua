@@ -69,13 +69,7 @@ function Fix:config(extra, name)
 end
 
 -- Run upkit in the fixture's folder: stdout, stderr, exit code.
-function Fix:upkit(args, env)
-  local out, err = self.dir .. "/.out", self.dir .. "/.err"
-  local cmd = string.format("cd %s && %s %s %s </dev/null >%s 2>%s; echo $?", T.q(self.dir), env or "",
-                            T.q(T.upkit_bin()), args, T.q(out), T.q(err))
-  local code = tonumber((T.sh(cmd)))
-  return T.read_file(out) or "", T.read_file(err) or "", code
-end
+function Fix:upkit(args, env) return T.run_upkit(self.dir, args, { env = env }) end
 
 -- The arguments every procedure run gets: config, API key file, runs folder.
 function Fix:args(config)

@@ -1,0 +1,21 @@
+/*
+** digest.h: message digests shared by upkit.hash, upkit.fs and upkit.sql
+** (implemented in lhash.c, over OpenSSL's EVP interface).
+*/
+#ifndef UPKIT_DIGEST_H
+#define UPKIT_DIGEST_H
+
+#include <openssl/evp.h>
+
+#include "upkit.h"
+
+/* The EVP digest named md5, sha1, sha256 or sha512; EINVAL naming fn otherwise. */
+const EVP_MD *upk_digest_by_name(lua_State *L, const char *name, const char *fn);
+
+/*
+** The digest of what c has seen so far, without finishing c (a copy is
+** finished). Returns 0, or -1 when memory ran out.
+*/
+int upk_digest_peek(const EVP_MD_CTX *c, unsigned char *out, unsigned *len);
+
+#endif
