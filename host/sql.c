@@ -218,6 +218,7 @@ typedef struct Stmt {
   Buf pf;                 /* the block a prefetch thread fetched ahead */
   pthread_t pf_thread;
   int pf_running, pf_fail;
+  int pf_text;            /* a st:start_block result waits in pf */
   uint32_t pf_rows;
   lua_Integer pf_maxrows, pf_maxbytes;
 } Stmt;
@@ -619,6 +620,7 @@ static void stmt_release(lua_State *L, Stmt *st) {
   buf_free(&st->pf);
   st->pf_rows = 0;
   st->pf_fail = FETCH_OK;
+  st->pf_text = 0;
   upk_untrack(L, st);
 }
 
@@ -657,8 +659,8 @@ static Stmt *checkopen(lua_State *L, int idx, const char *fn) {
 /* An open statement that is not fetching ahead (see st:dump). */
 static Stmt *checkstmt(lua_State *L, int idx, const char *fn) {
   Stmt *st = checkopen(L, idx, fn);
-  if (st->pf_running || st->pf_rows || st->pf_fail)
-    upk_error(L, "EBUSY", "%s: the statement is fetching ahead for st:dump", fn);
+  if (st->pf_running || st->pf_rows || st->pf_fail || st->pf_text)
+    upk_error(L, "EBUSY", "%s: the statement is fetching ahead for st:dump or st:start_block", fn);
   return st;
 }
 
@@ -1480,6 +1482,7 @@ static int stmt_dump(lua_State *L) {
   Stmt *st = luaL_checkudata(L, 1, STMT_MT);
   prefetch_join(st);
   checkopen(L, 1, "st:dump");
+  if (st->pf_text) return upk_error(L, "EBUSY", "st:dump: the statement has a block started by st:start_block");
   lua_Integer maxrows = luaL_checkinteger(L, 2);
   lua_Integer maxbytes = luaL_optinteger(L, 3, 4 << 20);
   int ahead = lua_toboolean(L, 4);
@@ -1517,6 +1520,127 @@ static int stmt_dump(lua_State *L) {
     }
   }
   return 2;
+}
+
+/*
+** Text blocks (PostgreSQL's logical backup, format version 2): a query that
+** returns one row of two columns, a row count and the text of those rows,
+** runs in a thread while the caller writes the block before it; the text
+** crosses ODBC as SQL_C_BINARY, the server's UTF-8 bytes untouched, one
+** value for thousands of rows.
+*/
+static void *textblock_main(void *arg) {
+  Stmt *st = arg;
+  Buf *b = &st->pf;
+  SQLHSTMT h = st->h;
+  b->n = 0;
+  st->pf_rows = 0;
+  st->pf_fail = FETCH_SQL;
+  SQLRETURN rc = SQLExecDirectW(h, (SQLWCHAR *)st->w.p, (SQLINTEGER)(st->w.n / sizeof(SQLWCHAR)));
+  if (!SQL_SUCCEEDED(rc)) return NULL;
+  rc = SQLFetch(h);
+  if (rc == SQL_NO_DATA) { st->pf_fail = FETCH_OK; return NULL; }
+  if (!SQL_SUCCEEDED(rc)) return NULL;
+  SQLBIGINT count = 0;
+  SQLLEN ind = 0;
+  if (!SQL_SUCCEEDED(SQLGetData(h, 1, SQL_C_SBIGINT, &count, 0, &ind))) return NULL;
+  if (ind == SQL_NULL_DATA || count <= 0) { st->pf_fail = FETCH_OK; return NULL; }
+  if (count > (SQLBIGINT)UINT32_MAX) { st->pf_fail = FETCH_TRUNC; return NULL; }
+  if (!put_u32(b, (uint32_t)count)) { st->pf_fail = FETCH_NOMEM; return NULL; }
+  /*
+  ** The length first, then the whole value in one piece: psqlODBC ends
+  ** each piece of a text value read as binary with a NUL of its own.
+  */
+  char probe[1];
+  rc = SQLGetData(h, 2, SQL_C_BINARY, probe, 0, &ind);
+  if (!SQL_SUCCEEDED(rc) || ind == SQL_NULL_DATA || ind == SQL_NO_TOTAL || ind < 0) return NULL;
+  size_t len = (size_t)ind;
+  if (!buf_reserve(b, b->n + len + 1)) { st->pf_fail = FETCH_NOMEM; return NULL; }
+  if (len > 0) {
+    rc = SQLGetData(h, 2, SQL_C_BINARY, b->p + b->n, (SQLLEN)(len + 1), &ind);
+    if (!SQL_SUCCEEDED(rc) || ind != (SQLLEN)len) return NULL;
+    b->n += len;
+  }
+  st->pf_rows = (uint32_t)count;
+  st->pf_fail = FETCH_OK;
+  return NULL;
+}
+
+/* db:statement() -> a statement with no SQL yet, for st:start_block */
+static int conn_statement(lua_State *L) {
+  Conn *c = checkconn(L, 1, "db:statement");
+  new_stmt(L, 1, c, "db:statement");
+  return 1;
+}
+
+/*
+** st:start_block(sql): run sql, which returns one row (count, text), in a
+** thread; st:finish_block() waits for it. One such statement per
+** connection runs at a time, and the connection serves nothing else until
+** then.
+*/
+static int stmt_start_block(lua_State *L) {
+  Stmt *st = checkstmt(L, 1, "st:start_block");
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (st->conn->ahead) return upk_error(L, "EBUSY", "st:start_block: the connection is busy with another statement");
+  close_cursor(st);
+  int bad = 0;
+  if (!utf8_to_utf16(&st->w, s, n, &bad))
+    return upk_error(L, bad ? "EINVAL" : "ENOMEM", "st:start_block: %s", bad ? "the SQL text is not valid UTF-8" : "out of memory");
+  st->pf_text = 1;
+  st->conn->active = st->h;
+  if (pthread_create(&st->pf_thread, NULL, textblock_main, st) == 0) {
+    st->pf_running = 1;
+    st->conn->ahead = st;
+  } else {
+    textblock_main(st);
+  }
+  return 0;
+}
+
+typedef struct Writer Writer;
+static void write_record(lua_State *L, Writer *w, int type, const char *payload, size_t n);
+static Writer *checkwriter_at(lua_State *L, int idx);
+
+/*
+** st:finish_block() -> block, rows: the u32 row count then the text; nil when no rows.
+** st:finish_block(w) -> rows: the block goes to the backup writer w as an
+** "R" record (when it has rows) without becoming a Lua string.
+*/
+static int stmt_finish_block(lua_State *L) {
+  Stmt *st = luaL_checkudata(L, 1, STMT_MT);
+  Writer *w = lua_isnoneornil(L, 2) ? NULL : checkwriter_at(L, 2);
+  prefetch_join(st);
+  if (!st->pf_text) return upk_error(L, "EINVAL", "st:finish_block: no block was started");
+  st->pf_text = 0;
+  if (st->conn && st->conn->active == st->h) st->conn->active = NULL;
+  int fail = st->pf_fail;
+  uint32_t rows = st->pf_rows;
+  st->pf_fail = FETCH_OK;
+  st->pf_rows = 0;
+  checkopen(L, 1, "st:finish_block");
+  if (fail == FETCH_TRUNC) return upk_error(L, "EINVAL", "st:finish_block: more than 2^32 rows in one block");
+  if (fail == FETCH_NOMEM) {
+    SQLFreeStmt(st->h, SQL_CLOSE);
+    return upk_error(L, "ENOMEM", "st:finish_block: out of memory");
+  }
+  if (fail != FETCH_OK) {
+    push_sqlerror(L, SQL_HANDLE_STMT, st->h, "st:finish_block", st->conn->label);
+    SQLFreeStmt(st->h, SQL_CLOSE);
+    return lua_error(L);
+  }
+  SQLFreeStmt(st->h, SQL_CLOSE);
+  upk_check_interrupt(L, "st:finish_block");
+  if (w) {
+    if (rows) write_record(L, w, 'R', st->pf.p, st->pf.n);
+    lua_pushinteger(L, rows);
+  } else if (rows) {
+    lua_pushlstring(L, st->pf.p, st->pf.n);
+    lua_pushinteger(L, rows);
+  }
+  if (st->pf.cap > (16u << 20)) buf_free(&st->pf);
+  return w ? 1 : rows ? 2 : 0;
 }
 
 /* st:close_cursor(): close the open result set, keep the statement */
@@ -1718,6 +1842,170 @@ static int add_rows(Buf *b, const unsigned char **pp, const unsigned char *e, lu
 }
 
 /*
+** Text blocks (format version 2) hold rows as PostgreSQL writes a record
+** (record_out): "(f1,f2,...)", a field empty for NULL, quoted with "" when
+** it holds a quote, backslash, parenthesis, comma, space or is empty, the
+** quotes and backslashes inside doubled; rows end with a newline, which
+** therefore never appears outside quotes.
+*/
+
+/*
+** Append the rows of text block p..e to b as the elements of an array of
+** records (each row quoted for the array, its quotes and backslashes
+** escaped once more). Returns the row count, -1 when the text is not rows
+** of record text, -2 when out of memory.
+*/
+static long long add_pg_rowtext(Buf *b, const unsigned char *p, const unsigned char *e) {
+  size_t n = (size_t)(e - p);
+  if (n == 0) return 0;
+  if (!buf_reserve(b, b->n + 3 * n + 4)) return -2;
+  char *o = b->p + b->n;
+  long long rows = 1;
+  int inq = 0, esc = 0, start = 1;
+  *o++ = '"';
+  for (; p < e; p++) {
+    unsigned char c = *p;
+    if (start && c != '(') return -1;
+    start = 0;
+    if (esc) esc = 0;
+    else if (c == '\\') esc = 1;
+    else if (c == '"') inq = !inq;
+    else if (c == '\n' && !inq) {
+      if (p[-1] != ')') return -1;
+      memcpy(o, "\",\"", 3);
+      o += 3;
+      rows++;
+      start = 1;
+      continue;
+    }
+    if (c == '"' || c == '\\') *o++ = '\\';
+    *o++ = (char)c;
+  }
+  if (inq || esc || start || e[-1] != ')') return -1;
+  *o++ = '"';
+  b->n = (size_t)(o - b->p);
+  return rows;
+}
+
+/*
+** Read one field of record text at *pp (end e) into out, unescaped; *pp
+** stops at the ',' or ')' after it. Returns 1, 0 for NULL (an empty field
+** without quotes), -1 when malformed, -2 when out of memory.
+*/
+static int record_field(Buf *out, const unsigned char **pp, const unsigned char *e) {
+  const unsigned char *p = *pp;
+  out->n = 0;
+  if (p < e && (*p == ',' || *p == ')')) return 0;
+  int quoted = 0;
+  while (p < e) {
+    unsigned char c = *p;
+    if (c == '\\') {
+      if (++p >= e) return -1;
+      c = *p;
+    } else if (c == '"') {
+      if (quoted && p + 1 < e && p[1] == '"') p++;
+      else { quoted = !quoted; p++; continue; }
+    } else if (!quoted && (c == ',' || c == ')')) {
+      break;
+    }
+    if (!buf_add(out, &c, 1)) return -2;
+    p++;
+  }
+  if (quoted || p >= e) return -1;
+  *pp = p;
+  return 1;
+}
+
+static int hexval(unsigned char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Append field f (type t, see _sql.record_values) to b as a tagged value; 0 when out of memory. */
+static int put_field(Buf *b, Buf *f, char t) {
+  unsigned char tag = V_TEXT;
+  if (!buf_reserve(f, f->n + 1)) return 0;
+  f->p[f->n] = '\0';
+  const char *s = f->p;
+  char *end = NULL;
+  if (t == 'i' && f->n > 0) {
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno == 0 && end == s + f->n) {
+      tag = V_INT;
+      return buf_add(b, &tag, 1) && put_u64(b, (uint64_t)v);
+    }
+  } else if (t == 'f' && f->n > 0) {
+    double d = strtod(s, &end);
+    if (end == s + f->n) {
+      uint64_t u;
+      memcpy(&u, &d, 8);
+      tag = V_DOUBLE;
+      return buf_add(b, &tag, 1) && put_u64(b, u);
+    }
+  } else if (t == 'b' && f->n == 1 && strchr("tf10", s[0])) {
+    unsigned char v[2] = {V_BOOL, s[0] == 't' || s[0] == '1'};
+    return buf_add(b, v, 2);
+  } else if (t == 'x' && f->n >= 2 && s[0] == '\\' && s[1] == 'x' && f->n % 2 == 0) {
+    size_t n = (f->n - 2) / 2;
+    size_t at = b->n + 5;
+    tag = V_BINARY;
+    if (!buf_add(b, &tag, 1) || !put_u32(b, (uint32_t)n) || !buf_reserve(b, at + n)) return 0;
+    unsigned char *o = (unsigned char *)b->p + at;
+    for (size_t i = 0; i < n; i++) {
+      int hi = hexval((unsigned char)s[2 + 2 * i]), lo = hexval((unsigned char)s[3 + 2 * i]);
+      if (hi < 0 || lo < 0) { b->n = at - 5; goto text; }
+      o[i] = (unsigned char)(hi << 4 | lo);
+    }
+    b->n = at + n;
+    return 1;
+  } else if (t == 'T' && f->n >= 13 && s[4] == '-' && s[7] == '-' && s[10] == ' ') {
+    f->p[10] = 'T';
+  }
+text:
+  tag = t == 'x' ? V_BINARY : V_TEXT;
+  return buf_add(b, &tag, 1) && put_u32(b, (uint32_t)f->n) && buf_add(b, f->p, f->n);
+}
+
+/*
+** _sql.record_values(block, types) -> block: a text block made a data
+** block of tagged values (the version 1 encoding), for engines other than
+** PostgreSQL. types has a character per column: 'i' integer, 'f' float,
+** 'b' boolean, 'x' binary (bytea's hex text), 'T' timestamp (its space
+** becomes ISO 8601's 'T'), 's' text. A field that does not read as its
+** column's type stays text.
+*/
+static int sql_record_values(lua_State *L) {
+  size_t blen, ncols;
+  const unsigned char *blk = (const unsigned char *)luaL_checklstring(L, 1, &blen);
+  const char *types = luaL_checklstring(L, 2, &ncols);
+  if (blen < 4 || ncols == 0) return upk_error(L, "BAD_FORMAT", "sql.restore: a text block is too short");
+  uint32_t want = get_u32(blk), rows = 0;
+  const unsigned char *p = blk + 4, *e = blk + blen;
+  Buf out = {0}, f = {0};
+  int ok = put_u32(&out, want) ? 1 : -2;
+  while (ok > 0 && p < e) {
+    if (rows && *p++ != '\n') { ok = -1; break; }
+    if (p >= e || *p++ != '(') { ok = -1; break; }
+    for (size_t k = 0; ok > 0 && k < ncols; k++) {
+      if (k && (p >= e || *p++ != ',')) { ok = -1; break; }
+      int r = record_field(&f, &p, e);
+      if (r < 0) ok = r;
+      else if (r == 0) { unsigned char z = V_NULL; if (!buf_add(&out, &z, 1)) ok = -2; }
+      else if (!put_field(&out, &f, types[k])) ok = -2;
+    }
+    if (ok > 0 && (p >= e || *p++ != ')')) ok = -1;
+    rows++;
+  }
+  if (ok > 0 && rows != want) ok = -1;
+  buf_free(&f);
+  if (ok > 0) lua_pushlstring(L, out.p, out.n);
+  buf_free(&out);
+  if (ok == -2) return upk_error(L, "ENOMEM", "sql.restore: out of memory");
+  if (ok < 0) return upk_error(L, "BAD_FORMAT", "sql.restore: a text block does not hold %d rows of %d columns", (int)want, (int)ncols);
+  return 1;
+}
+
+/*
 ** Run SQL text sqlb (UTF-8) with one text parameter, param (UTF-8), in a
 ** thread on a handle of its own, once the statement run that way before
 ** has finished (its error is raised here): the caller builds the next
@@ -1776,6 +2064,8 @@ static int conn_load(lua_State *L) {
   lua_Integer per = luaL_optinteger(L, 6, 1000);
   const char *rowtype = luaL_optlstring(L, 7, NULL, &tlen);
   int pgarray = rowtype && dialect == D_POSTGRESQL;
+  int text = lua_toboolean(L, 8);
+  if (text && !pgarray) return upk_error(L, "EINVAL", "db:load: a text block loads only into PostgreSQL with its row type");
   if (!pgarray) load_finish(L, c, "db:load");
   if (per < 1) per = 1;
   if (blen < 4 || ncols < 1) return upk_error(L, "BAD_FORMAT", "db:load: a data block is too short");
@@ -1784,7 +2074,23 @@ static int conn_load(lua_State *L) {
   Buf *b = &c->s, *w = &c->w;
   uint32_t done = 0;
   int ok = 1;
-  while (done < rows && ok > 0) {
+  if (text && rows > 0) {
+    Buf *sqlb = &c->ld_sql;
+    sqlb->n = 0;
+    b->n = 0;
+    long long got = buf_add(b, "{", 1) ? add_pg_rowtext(b, p, e) : -2;
+    if (got >= 0 && (uint64_t)got != rows) got = -1;
+    ok = got == -2 ? 0 : got < 0 ? -1 : 1;
+    if (ok > 0) ok = buf_add(b, "}", 1) && buf_add(sqlb, prefix, plen) &&
+                     buf_addstr(sqlb, " SELECT * FROM unnest(CAST(? AS ") && buf_add(sqlb, rowtype, tlen) &&
+                     buf_addstr(sqlb, "[]))");
+    if (ok > 0) {
+      exec_behind(L, c, sqlb, b, "db:load");
+      done = rows;
+      p = e;
+    }
+  }
+  while (!text && done < rows && ok > 0) {
     uint32_t n = rows - done < (uint64_t)per ? rows - done : (uint32_t)per;
     b->n = 0;
     if (pgarray) {
@@ -1807,6 +2113,7 @@ static int conn_load(lua_State *L) {
   if (b->cap > (16u << 20)) buf_free(b);
   if (w->cap > (16u << 20)) buf_free(w);
   if (ok == 0) return upk_error(L, "ENOMEM", "db:load: out of memory");
+  if (ok < 0 && text) return upk_error(L, "BAD_FORMAT", "db:load: a text block does not hold %d rows of record text", (int)rows);
   if (ok < 0) return upk_error(L, "BAD_FORMAT", "db:load: a data block does not match its table's %d columns", (int)ncols);
   lua_pushinteger(L, done);
   return 1;
@@ -1817,13 +2124,13 @@ static int conn_load(lua_State *L) {
 
 #define RECORD_MAX (1u << 30)
 
-typedef struct Writer {
+struct Writer {
   FILE *f;
   EVP_MD_CTX *all;
   char *path;
   uint64_t bytes;
   int done;
-} Writer;
+};
 
 static void writer_release(lua_State *L, Writer *w) {
   if (w->f) {
@@ -1872,11 +2179,13 @@ static int sql_writer(lua_State *L) {
   return 1;
 }
 
-static Writer *checkwriter(lua_State *L) {
-  Writer *w = luaL_checkudata(L, 1, WRITER_MT);
+static Writer *checkwriter_at(lua_State *L, int idx) {
+  Writer *w = luaL_checkudata(L, idx, WRITER_MT);
   if (!w->f || w->done) upk_error(L, "ECLOSED", "backup writer: closed");
   return w;
 }
+
+static Writer *checkwriter(lua_State *L) { return checkwriter_at(L, 1); }
 
 static void write_record(lua_State *L, Writer *w, int type, const char *payload, size_t n) {
   unsigned char head[5] = {(unsigned char)type, (unsigned char)n, (unsigned char)(n >> 8),
@@ -2021,7 +2330,7 @@ static int reader_next(lua_State *L) {
   uint64_t at = r->bytes;
   readn(L, r, head, 5);
   uint32_t n = get_u32(head + 1);
-  if (!strchr("HTDEZ", head[0]) || head[0] == 0)
+  if (!strchr("HTDERZ", head[0]) || head[0] == 0)
     return upk_error(L, "BAD_FORMAT", "sql.restore: '%s': unknown record type at byte %d", r->path, (int)at);
   if (n >= RECORD_MAX || (head[0] == 'Z' && n != 32))
     return upk_error(L, "BAD_FORMAT", "sql.restore: '%s': bad record length at byte %d", r->path, (int)at);
@@ -2121,6 +2430,7 @@ static const luaL_Reg conn_meth[] = {
   {"exec", conn_exec},
   {"open", conn_open},
   {"prepare", conn_prepare},
+  {"statement", conn_statement},
   {"info", conn_info},
   {"begin", conn_begin},
   {"commit", conn_commit},
@@ -2147,6 +2457,8 @@ static const luaL_Reg stmt_meth[] = {
   {"fetch", stmt_fetch},
   {"columns", stmt_columns},
   {"dump", stmt_dump},
+  {"start_block", stmt_start_block},
+  {"finish_block", stmt_finish_block},
   {"close_cursor", stmt_close_cursor},
   {"close", stmt_close},
   {NULL, NULL}
@@ -2205,6 +2517,7 @@ static const luaL_Reg sql_funcs[] = {
   {"reader", sql_reader},
   {"fsync", sql_fsync},
   {"rename", sql_rename},
+  {"record_values", sql_record_values},
   {NULL, NULL}
 };
 

@@ -140,8 +140,11 @@ T.test("PostgreSQL: logical backup then restore into a new database gives identi
   T.eq(r.rows, 303)
   T.eq(r.sha256, require("upkit.hash").file("sha256", r.file))
   local bytes = T.read_file(r.file)
-  for _, text in ipairs { "2020-02-29", "2020-02-29T12:34:56.5", "1999-12-31T23:59:59.999999" } do
-    T.ok(bytes:find("s" .. string.pack("<s4", text), 1, true), text .. " in the file")
+  -- version 2: the rows of a PostgreSQL table as record text, ISO dates, bytea in hex
+  T.ok(bytes:find('"version":2', 1, true), "version 2")
+  for _, text in ipairs { ',2020-02-29,"2020-02-29 12:34:56.5",', ',1999-12-31,"1999-12-31 23:59:59.999999",',
+                          '"\\\\x5c220027"', "(" .. math.maxinteger .. ",max," } do
+    T.ok(bytes:find(text, 1, true), text .. " in the file")
   end
   local v = sql.verify(r.file)
   T.eq(v.rows, 303)

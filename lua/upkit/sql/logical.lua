@@ -8,8 +8,9 @@ local upkit = require "upkit"
 local M = {}
 
 M.MAGIC = "UPKIT-LOGICAL-BACKUP\n"
-M.VERSION = 1
+M.VERSION = 2          -- this upkit writes version 2 and reads 1 and 2
 local BLOCK_ROWS, BLOCK_BYTES = 10000, 4 << 20
+local TEXT_BLOCK_BYTES = 2 << 20  -- table bytes (heap and TOAST) per text block
 local INSERT_ROWS = 1000  -- rows per VALUES statement; PostgreSQL takes a whole block
 
 local function lower_keys(row)
@@ -221,6 +222,9 @@ end
 -- allow it). Both SETs must be the first statement of their transaction,
 -- before psqlODBC wraps statements in savepoints.
 local TX = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+-- How values are spelled in text blocks: ISO dates, bytea in hex, floats
+-- exact (any value above 0 means shortest-exact from PostgreSQL 12 on).
+local TEXT_FORMS = "SET LOCAL DateStyle = ISO; SET LOCAL bytea_output = hex; SET LOCAL extra_float_digits = 3"
 local function pg_begin(db, n)
   db:begin()
   local ok = pcall(db.exec, db, TX .. "; SELECT set_config('upkit.snapshot', pg_export_snapshot(), true)")
@@ -229,7 +233,7 @@ local function pg_begin(db, n)
     db:begin()
     db:exec(TX)
   end
-  db:exec("SET LOCAL DateStyle = ISO")
+  db:exec(TEXT_FORMS)
   local helpers = {}
   if not ok then return helpers end
   local snap = db:first("SELECT current_setting('upkit.snapshot') AS s").s
@@ -239,7 +243,7 @@ local function pg_begin(db, n)
     local ok3 = pcall(function()
       h:begin()
       h:exec(TX .. "; SET TRANSACTION SNAPSHOT '" .. snap:gsub("'", "''") .. "'")
-      h:exec("SET LOCAL DateStyle = ISO")
+      h:exec(TEXT_FORMS)
     end)
     if not ok3 then h:close() break end
     helpers[#helpers + 1] = h
@@ -257,6 +261,83 @@ end
 local SPLIT_PAGES = 1024  -- tables larger than this (8 MiB) are read in parts
 local PARTS = 2           -- through this many connections at once
 
+-- Whether the server reads a range of ctid without scanning the whole table
+-- (TID range scans, PostgreSQL 14) and sends text as UTF-8: then tables go
+-- into text blocks.
+local function pg_text_blocks(db)
+  local ok, r = pcall(db.first, db, "SELECT CAST(current_setting('server_version_num') AS integer) AS v, " ..
+    "current_setting('client_encoding') AS e")
+  return ok and r and r.v >= 140000 and r.e == "UTF8"
+end
+
+-- The page ranges of a table, about TEXT_BLOCK_BYTES of it each: { {lo, hi}, ... },
+-- the last one open (hi nil), so that rows on pages added since are read too.
+local function pg_ranges(db, name)
+  local r = db:first("SELECT pg_relation_size(CAST(? AS regclass)) / CAST(current_setting('block_size') AS bigint) AS pages, " ..
+    "pg_table_size(CAST(? AS regclass)) AS bytes", name, name)
+  local pages, bytes = tonumber(r.pages) or 0, tonumber(r.bytes) or 0
+  local step = math.max(1, pages * TEXT_BLOCK_BYTES // math.max(bytes, 1))
+  local out = {}
+  for lo = 0, math.max(pages - 1, 0), step do out[#out + 1] = { lo, lo + step } end
+  out[#out][2] = nil
+  return out
+end
+
+-- The value of column c inside a text block's ROW(...): money, whose text
+-- carries a currency sign and separators, as numeric.
+local function row_expr(qc, c)
+  if c.source_type == "money" then return "CAST(" .. qc .. " AS numeric)" end
+  return qc
+end
+
+-- Read table t (schema s) into text blocks ("R" records) through the
+-- connections conns at once, each on its own page ranges. Returns the rows.
+local function text_blocks(w, conns, q, s, t, opts)
+  local name = qualified(q, t)
+  local fields = {}
+  for i, c in ipairs(s.columns) do fields[i] = row_expr(q(c.name), c) end
+  local head = "SELECT count(*) AS n, string_agg(CAST(ROW(" .. table.concat(fields, ", ") ..
+    ") AS text), chr(10)) AS t FROM " .. name .. " WHERE ctid >= CAST('(%d,0)' AS tid)"
+  local ranges = pg_ranges(conns[1], name)
+  local function sql_for(r)
+    local text = string.format(head, r[1])
+    if r[2] then text = text .. string.format(" AND ctid < CAST('(%d,0)' AS tid)", r[2]) end
+    return text
+  end
+  local sts, rows, nxt = {}, 0, 1
+  local ok, err = pcall(function()
+    for k = 1, math.min(#conns, #ranges) do
+      sts[k] = conns[k]:statement()
+      sts[k]:start_block(sql_for(ranges[nxt]))
+      nxt = nxt + 1
+    end
+    local running = #sts
+    while running > 0 do
+      for k = 1, #sts do
+        local st = sts[k]
+        if st then
+          local n = st:finish_block(w)
+          if nxt <= #ranges then
+            st:start_block(sql_for(ranges[nxt]))
+            nxt = nxt + 1
+          else
+            st:close()
+            sts[k] = false
+            running = running - 1
+          end
+          if n > 0 then
+            rows = rows + n
+            progress(opts, { phase = "backup", table = t.name, rows = rows })
+          end
+        end
+      end
+    end
+  end)
+  for _, st in pairs(sts) do if st then st:close() end end
+  if not ok then error(err, 0) end
+  return rows
+end
+
 -- Backup of every user table of db into opts.to.
 function M.backup(db, opts)
   local engine = dialect_of(db)
@@ -265,9 +346,10 @@ function M.backup(db, opts)
   local tmp = tmp_name(opts.to)
   local w <close> = native.writer(tmp, M.MAGIC)
   local own_tx = not db:in_transaction()
-  local helpers = {}
+  local helpers, text = {}, false
   if own_tx then
     if engine == "postgresql" then helpers = pg_begin(db, PARTS) else db:begin() end
+    text = engine == "postgresql" and pg_text_blocks(db)
   end
   local ok, err = pcall(function()
     local names = {}
@@ -294,7 +376,11 @@ function M.backup(db, opts)
       end
       stamps = table.concat(stamps)
       local rows = 0
-      if #cols > 0 then
+      if text and #cols > 0 then
+        local conns = { db }
+        for k, h in ipairs(helpers) do conns[k + 1] = h end
+        rows = text_blocks(w, conns, q, s, t, opts)
+      elseif #cols > 0 then
         local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
         -- Split by physical position: every row is in exactly one part.
         local pages = #helpers > 0 and pg_pages(db, qualified(q, t)) or 0
@@ -350,7 +436,7 @@ local function read_all(file, fn)
   if magic ~= M.MAGIC then
     upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': not an upkit logical backup")
   end
-  local state, tbl = "start", nil
+  local state, tbl, version = "start", nil, 1
   local function bad(why) upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': " .. why) end
   local function decode(p)
     local ok, v = pcall(json.decode, p)
@@ -364,7 +450,10 @@ local function read_all(file, fn)
       if state ~= "start" then bad("a second header") end
       local h = decode(payload)
       if h.format ~= "upkit-logical-backup" then bad("unknown format") end
-      if h.version ~= M.VERSION then bad("version " .. tostring(h.version) .. " (this upkit reads " .. M.VERSION .. ")") end
+      if h.version ~= 1 and h.version ~= 2 then
+        bad("version " .. tostring(h.version) .. " (this upkit reads versions 1 and 2)")
+      end
+      version = h.version
       state = "tables"
       fn("H", h)
     elseif kind == "T" then
@@ -374,11 +463,12 @@ local function read_all(file, fn)
       tbl.rows_seen = 0
       state = "data"
       fn("T", tbl)
-    elseif kind == "D" then
+    elseif kind == "D" or kind == "R" then
       if state ~= "data" then bad("data outside a table") end
+      if kind == "R" and version < 2 then bad("a text block in a version 1 file") end
       if #payload < 4 then bad("a data block is too short") end
       tbl.rows_seen = tbl.rows_seen + string.unpack("<I4", payload)
-      fn("D", payload, tbl)
+      fn(kind, payload, tbl)
     elseif kind == "E" then
       if state ~= "data" then bad("a table end out of place") end
       local e = decode(payload)
@@ -405,6 +495,18 @@ function M.verify(file)
     end
   end)
   return { file = file, bytes = bytes, sha256 = sha, tables = tables, rows = rows, source = header.source }
+end
+
+-- How the fields of a table's text blocks read as values (_sql.record_values).
+local VALUE_TYPES = { smallint = "i", integer = "i", bigint = "i", real = "f", double = "f",
+  boolean = "b", binary = "x", timestamp = "T" }
+local function value_types(t)
+  if not t.value_types then
+    local out = {}
+    for i, c in ipairs(t.columns) do out[i] = VALUE_TYPES[c.type] or "s" end
+    t.value_types = table.concat(out)
+  end
+  return t.value_types
 end
 
 local function pg_database(db, opts)
@@ -450,7 +552,11 @@ function M.restore(db, opts)
             v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
           end
           tables[#tables + 1] = v
-        elseif kind == "D" then
+        elseif kind == "R" and engine == "postgresql" then
+          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, BLOCK_ROWS, t.rowtype, true)
+          progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
+        elseif kind == "D" or kind == "R" then
+          if kind == "R" then v = native.record_values(v, value_types(t)) end
           t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, t.rowtype and BLOCK_ROWS or INSERT_ROWS, t.rowtype)
           progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
         end
