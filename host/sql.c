@@ -5,7 +5,9 @@
 **   db:exec(sql, ...) db:prepare(sql) db:open(sql, ...) db:info() db:begin()
 **   db:commit() db:rollback() db:cancel() db:catalog(kind, ...) db:load(...)
 **   st:execute(...) st:fetch() st:columns() st:dump(rows, bytes, ahead) st:close()
+**   db:statement() st:start_block(sql) st:finish_block([writer]): text blocks
 **   _sql.writer(tmp) / _sql.reader(path): the checksummed logical backup file
+**   _sql.record_values(block, types): a text block as a block of values
 ** Text crosses ODBC as UTF-16 (SQLWCHAR) through the wide functions and is
 ** UTF-8 on the Lua side; BIGINT is SQL_C_SBIGINT; DECIMAL/NUMERIC are text.
 */
@@ -2041,7 +2043,7 @@ static void exec_behind(lua_State *L, Conn *c, Buf *sqlb, Buf *param, const char
 }
 
 /*
-** db:load(insert_prefix, block, ncols, dialect [, rows_per_statement [, rowtype]]) -> rows
+** db:load(insert_prefix, block, ncols, dialect [, rows_per_statement [, rowtype [, text]]]) -> rows
 ** Inserts the rows of a data block with multi-row statements
 ** "<prefix> VALUES (...),(...)"; dialect is "postgresql", "sqlite",
 ** "mssql" or "generic" (how literals are spelled). For PostgreSQL with
@@ -2051,7 +2053,9 @@ static void exec_behind(lua_State *L, Conn *c, Buf *sqlb, Buf *param, const char
 ** that much faster than it parses VALUES lists, and the driver does not
 ** scan it as SQL text; the
 ** last statement then still runs when db:load returns, and the next call
-** on the connection waits for it and raises its error.
+** on the connection waits for it and raises its error. With text (PostgreSQL
+** and rowtype only) block is a text block of record text, bound whole as
+** the array's text in one statement.
 */
 static int conn_load(lua_State *L) {
   static const char *const dialects[] = {"generic", "postgresql", "sqlite", "mssql", NULL};
