@@ -181,7 +181,8 @@ typedef struct Conn {
 } Conn;
 
 typedef struct Col {
-  char *name;
+  char *name;             /* the row's key: the column's name, made unique */
+  char *label;            /* the name the driver gave, when name had to differ */
   SQLSMALLINT sqltype, digits, nullable, ctype;
   SQLULEN size;
   int kind;
@@ -571,6 +572,7 @@ static int notify(lua_State *L, int ci, SQLSMALLINT ht, SQLHANDLE h) {
 static void free_cols(Stmt *st) {
   for (int i = 0; i < st->ncols; i++) {
     free(st->cols[i].name);
+    free(st->cols[i].label);
     free(st->cols[i].buf);
     free(st->cols[i].ind);
     buf_free(&st->cols[i].big);
@@ -760,6 +762,36 @@ static void bind_params(lua_State *L, Stmt *st, int first, int last, const char 
   }
 }
 
+/* Whether another column than skip is called name already. */
+static int name_taken(Stmt *st, int skip, const char *name) {
+  for (int i = 0; i < st->ncols; i++)
+    if (i != skip && st->cols[i].name && strcmp(st->cols[i].name, name) == 0) return 1;
+  return 0;
+}
+
+/*
+** Give a column whose name an earlier column has already the key
+** "<name>_2" (or _3, ...: the first free one), keeping the driver's name
+** as its label: SELECT * over a join keeps both ids.
+*/
+static void unique_names(lua_State *L, Stmt *st, const char *fn) {
+  for (int i = 1; i < st->ncols; i++) {
+    Col *col = &st->cols[i];
+    int dup = 0;
+    for (int j = 0; j < i && !dup; j++) dup = strcmp(st->cols[j].name, col->name) == 0;
+    if (!dup) continue;
+    size_t n = strlen(col->name) + 24;
+    char *key = malloc(n);
+    if (!key) upk_error(L, "ENOMEM", "%s: out of memory", fn);
+    for (int k = 2;; k++) {
+      snprintf(key, n, "%s_%d", col->name, k);
+      if (!name_taken(st, i, key)) break;
+    }
+    col->label = col->name;
+    col->name = key;
+  }
+}
+
 /* Set up the columns of the result set just opened. */
 static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
   SQLSMALLINT n = 0;
@@ -826,6 +858,7 @@ static void describe(lua_State *L, Stmt *st, int sizes, const char *fn) {
     }
     rowwidth += col->width + (SQLLEN)sizeof(SQLLEN);
   }
+  unique_names(L, st, fn);
   SQLULEN rows = (SQLULEN)(ROWBUF_BYTES / (rowwidth ? rowwidth : 1));
   /* A driver that cannot read a value of any row of a block (SQLite's) fetches such tables a row at a time. */
   st->arraysize = rows < 1 || (st->haslong && !st->conn->gd_block) ? 1 : rows > MAX_ARRAY ? MAX_ARRAY : rows;
@@ -1347,8 +1380,9 @@ static int stmt_columns(lua_State *L) {
   lua_createtable(L, st->ncols, 0);
   for (int i = 0; i < st->ncols; i++) {
     Col *col = &st->cols[i];
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     lua_pushstring(L, col->name); lua_setfield(L, -2, "name");
+    lua_pushstring(L, col->label ? col->label : col->name); lua_setfield(L, -2, "label");
     lua_pushstring(L, kind_names[col->kind]); lua_setfield(L, -2, "type");
     lua_pushinteger(L, col->sqltype); lua_setfield(L, -2, "sql_type");
     lua_pushinteger(L, (lua_Integer)col->size); lua_setfield(L, -2, "size");

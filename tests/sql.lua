@@ -87,6 +87,16 @@ for _, e in ipairs(engines) do
     db:exec("DROP TABLE empty_t")
   end)
 
+  T.test(e.name .. ": columns of the same name keep every value (name_2, name_3, ...)", function()
+    local db <close> = connect()
+    local rows = db:query("SELECT 1 AS id, 2 AS id, 3 AS id_2, 4 AS id, 'x' AS name")
+    T.eq(rows[1], { id = 1, id_3 = 2, id_2 = 3, id_4 = 4, name = "x" })
+    local names, labels = {}, {}
+    for i, c in ipairs(rows.columns) do names[i], labels[i] = c.name, c.label end
+    T.eq(names, { "id", "id_3", "id_2", "id_4", "name" })
+    T.eq(labels, { "id", "id", "id_2", "id", "name" })
+  end)
+
   T.test(e.name .. ": a table with 200 columns", function()
     local db <close> = connect()
     local cols, marks, vals = {}, {}, {}

@@ -76,19 +76,25 @@ T.test("every kind of PostgreSQL value goes through text blocks into PostgreSQL 
   local target = pg.createdb("kinds_copy")
   T.eq(sql.restore(target, { from = r.file }).rows, 4)
   local t <close> = sql.connect(target)
-  -- every column's text, except money (numeric now) and timestamptz (timestamp now)
+  -- every column's text; money is numeric now
   local cols = "i2, i8, r, d, n, b, dt, ts, tm, u, by, t, c, v"
   local function texts(conn, extra)
     local parts = {}
     for c in cols:gmatch("%w+") do parts[#parts + 1] = "CAST(" .. c .. " AS text) AS " .. c end
     return conn:query("SELECT id, " .. table.concat(parts, ", ") .. extra .. " FROM kinds ORDER BY id")
   end
-  local want = texts(db, ", CAST(CAST(CAST(m AS numeric) AS double precision) AS text) AS m, CAST(CAST(tz AS timestamp) AS text) AS tz, " ..
+  local want = texts(db, ", CAST(CAST(CAST(m AS numeric) AS double precision) AS text) AS m, CAST(tz AS text) AS tz, " ..
     "CAST(iv AS text) AS iv, CAST(j AS text) AS j, CAST(a AS text) AS a")
   local got = texts(t, ", CAST(CAST(m AS double precision) AS text) AS m, CAST(tz AS text) AS tz, iv, j, a")
   want.columns, got.columns = nil, nil
   T.eq(got, want)
-  T.eq(t:first("SELECT data_type FROM information_schema.columns WHERE table_name = 'kinds' AND column_name = 'u'").data_type, "uuid")
+  local function type_of(col)
+    return t:first("SELECT data_type FROM information_schema.columns WHERE table_name = 'kinds' AND column_name = ?", col).data_type
+  end
+  T.eq(type_of("u"), "uuid")
+  T.eq(type_of("tz"), "timestamp with time zone")
+  T.eq(t:first("SELECT CAST(tz AS text) AS tz FROM kinds WHERE id = 1").tz,
+       db:first("SELECT CAST(tz AS text) AS tz FROM kinds WHERE id = 1").tz, "the same instant")
   T.raises("23505", t.exec, t, "INSERT INTO kinds (id) VALUES (1)")
 end)
 
@@ -121,6 +127,8 @@ T.test("text blocks restore into SQLite with exact integers, floats, bytes and I
   T.eq(stamps[1].dt, "2020-02-29")
   T.eq(stamps[3].dt, "0044-03-15 BC")
   T.eq(stamps[4].ts, "294276-12-31 23:59:59", "a year past 9999 as PostgreSQL spells it")
+  T.match(t:first("SELECT CAST(tz AS TEXT) AS tz FROM kinds WHERE id = 1").tz, "^2020%-02%-29T%d%d:34:56%.5[+-]%d%d",
+    "a timestamp with time zone keeps its offset")
   local source <close> = sql.connect(src)
   local texts = source:query("SELECT t FROM kinds ORDER BY id")
   T.match(texts[1].t, "^q\"uo\\te %(a,b%) {c,\"d\"} 'x' NULL\n\tend$")

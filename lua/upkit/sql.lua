@@ -14,7 +14,8 @@
 --   sql.restore(target, { from =, database =, replace = false, progress =, ... })
 --   sql.verify(file [, { db = }])
 --     --> { file, bytes, sha256, method, seconds, ... }
--- Rows are keyed by column name; NULL is sql.null. Errors are error objects
+-- Rows are keyed by column name (a repeated name becomes name_2, name_3, ...;
+-- columns[i].label is the driver's name); NULL is sql.null. Errors are error objects
 -- with code = SQLSTATE, native, diagnostics; messages never hold passwords.
 local native = require "upkit._sql"
 local upkit = require "upkit"

@@ -49,7 +49,11 @@ local function generic_type(c, engine)
   if t == -2 or t == -3 or t == -4 then return "binary" end
   if t == 91 or t == 9 then return "date" end
   if t == 92 or t == 10 then return "time" end
-  if t == 93 or t == 11 then return "timestamp" end
+  if t == 93 or t == 11 then
+    local name = (str(c.type_name) or ""):lower()
+    if name == "timestamptz" or name == "timestamp with time zone" then return "timestamptz" end
+    return "timestamp"
+  end
   if t == -11 then return "uuid" end
   if engine == "sqlite" then return "text" end
   if (t == 1 or t == -8) and size > 0 and size <= 8000 then return "char" end
@@ -132,13 +136,16 @@ end
 local TYPES = {
   postgresql = { smallint = "SMALLINT", integer = "INTEGER", bigint = "BIGINT", real = "REAL",
     double = "DOUBLE PRECISION", boolean = "BOOLEAN", text = "TEXT", binary = "BYTEA", date = "DATE",
-    time = "TIME", timestamp = "TIMESTAMP", uuid = "UUID", decimal = "NUMERIC", char = "CHAR", varchar = "VARCHAR" },
+    time = "TIME", timestamp = "TIMESTAMP", timestamptz = "TIMESTAMPTZ", uuid = "UUID", decimal = "NUMERIC",
+    char = "CHAR", varchar = "VARCHAR" },
   sqlite = { smallint = "SMALLINT", integer = "INTEGER", bigint = "BIGINT", real = "REAL",
     double = "DOUBLE", boolean = "BOOLEAN", text = "TEXT", binary = "BLOB", date = "DATE",
-    time = "TIME", timestamp = "TIMESTAMP", uuid = "TEXT", decimal = "NUMERIC", char = "CHAR", varchar = "VARCHAR" },
+    time = "TIME", timestamp = "TIMESTAMP", timestamptz = "TIMESTAMP", uuid = "TEXT", decimal = "NUMERIC",
+    char = "CHAR", varchar = "VARCHAR" },
   mssql = { smallint = "SMALLINT", integer = "INT", bigint = "BIGINT", real = "REAL",
     double = "FLOAT", boolean = "BIT", text = "NVARCHAR(MAX)", binary = "VARBINARY(MAX)", date = "DATE",
-    time = "TIME", timestamp = "DATETIME2", uuid = "UNIQUEIDENTIFIER", decimal = "DECIMAL", char = "NCHAR",
+    time = "TIME", timestamp = "DATETIME2", timestamptz = "DATETIMEOFFSET", uuid = "UNIQUEIDENTIFIER",
+    decimal = "DECIMAL", char = "NCHAR",
     varchar = "NVARCHAR" },
 }
 TYPES.generic = TYPES.postgresql
@@ -209,8 +216,8 @@ end
 -- of the cost (st:dump puts the 'T' in timestamps). pg_iso: the backup's
 -- own PostgreSQL transaction, which set DateStyle ISO.
 local function select_expr(pg_iso, qc, c)
-  if pg_iso and (c.source_type == "date" or c.source_type == "timestamp") then
-    return "CAST(CAST(" .. qc .. " AS text) AS varchar(32)) AS " .. qc
+  if pg_iso and (c.source_type == "date" or c.type == "timestamp" or c.type == "timestamptz") then
+    return "CAST(CAST(" .. qc .. " AS text) AS varchar(40)) AS " .. qc
   end
   return qc
 end
@@ -372,7 +379,7 @@ function M.backup(db, opts)
       local pg_iso = own_tx and engine == "postgresql"
       for i, c in ipairs(s.columns) do
         cols[i] = select_expr(pg_iso, q(c.name), c)
-        stamps[i] = (pg_iso and c.source_type == "timestamp") and "T" or "."
+        stamps[i] = (pg_iso and (c.type == "timestamp" or c.type == "timestamptz")) and "T" or "."
       end
       stamps = table.concat(stamps)
       local rows = 0
@@ -499,7 +506,7 @@ end
 
 -- How the fields of a table's text blocks read as values (_sql.record_values).
 local VALUE_TYPES = { smallint = "i", integer = "i", bigint = "i", real = "f", double = "f",
-  boolean = "b", binary = "x", timestamp = "T" }
+  boolean = "b", binary = "x", timestamp = "T", timestamptz = "T" }
 local function value_types(t)
   if not t.value_types then
     local out = {}
