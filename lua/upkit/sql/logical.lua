@@ -297,36 +297,81 @@ local function row_expr(qc, c)
   return qc
 end
 
+-- Read value blocks ("D" records) from the open statements streams until
+-- each ends; rows counts on from rows. Returns the rows.
+local function value_blocks(w, streams, stamps, t, opts, rows)
+  local ok, err = pcall(function()
+    while #streams > 0 do
+      for i = #streams, 1, -1 do
+        local block, n = streams[i]:dump(BLOCK_ROWS, BLOCK_BYTES, true, stamps)
+        if block then
+          w:record("D", block)
+          rows = rows + n
+          progress(opts, { phase = "backup", table = t.name, rows = rows })
+        else
+          streams[i]:close()
+          table.remove(streams, i)
+        end
+      end
+    end
+  end)
+  for _, st in ipairs(streams) do st:close() end
+  if not ok then error(err, 0) end
+  return rows
+end
+
+-- The condition on ctid that selects pages lo to hi - 1 (hi nil: to the end).
+local function page_range(lo, hi)
+  local where = "ctid >= CAST('(" .. lo .. ",0)' AS tid)"
+  if hi then where = where .. " AND ctid < CAST('(" .. hi .. ",0)' AS tid)" end
+  return where
+end
+
+-- The query of one text block: table name (quoted), the ROW(...) fields,
+-- pages lo to hi - 1.
+function M.text_block_query(name, fields, lo, hi)
+  return "SELECT count(*) AS n, string_agg(CAST(ROW(" .. fields .. ") AS text), chr(10)) AS t FROM " ..
+    name .. " WHERE " .. page_range(lo, hi)
+end
+
 -- Read table t (schema s) into text blocks ("R" records) through the
--- connections conns at once, each on its own page ranges. Returns the rows.
-local function text_blocks(w, conns, q, s, t, opts)
+-- connections conns at once, each on its own page ranges. A range the
+-- server cannot give as one value (a text over 1 GB, say) is read again
+-- row by row into value blocks: select is the query of the table's columns
+-- for that. Returns the rows.
+local function text_blocks(w, conns, q, s, t, opts, select, stamps)
   local name = qualified(q, t)
   local fields = {}
   for i, c in ipairs(s.columns) do fields[i] = row_expr(q(c.name), c) end
-  local head = "SELECT count(*) AS n, string_agg(CAST(ROW(" .. table.concat(fields, ", ") ..
-    ") AS text), chr(10)) AS t FROM " .. name .. " WHERE ctid >= CAST('(%d,0)' AS tid)"
+  fields = table.concat(fields, ", ")
   local ranges = pg_ranges(conns[1], name)
-  local function sql_for(r)
-    local text = string.format(head, r[1])
-    if r[2] then text = text .. string.format(" AND ctid < CAST('(%d,0)' AS tid)", r[2]) end
-    return text
+  local sts, rows, nxt, current = {}, 0, 1, {}
+  local function start(k)
+    local r = ranges[nxt]
+    nxt = nxt + 1
+    current[k] = r
+    sts[k]:start_block(M.text_block_query(name, fields, r[1], r[2]))
   end
-  local sts, rows, nxt = {}, 0, 1
   local ok, err = pcall(function()
     for k = 1, math.min(#conns, #ranges) do
       sts[k] = conns[k]:statement()
-      sts[k]:start_block(sql_for(ranges[nxt]))
-      nxt = nxt + 1
+      start(k)
     end
     local running = #sts
     while running > 0 do
       for k = 1, #sts do
         local st = sts[k]
         if st then
-          local n = st:finish_block(w)
+          local ok2, n = pcall(st.finish_block, st, w)
+          if not ok2 then
+            local r = current[k]
+            local rerun = pcall(function()
+              n = value_blocks(w, { conns[k]:open(select .. " WHERE " .. page_range(r[1], r[2])) }, stamps, t, opts, rows) - rows
+            end)
+            if not rerun then error(n, 0) end
+          end
           if nxt <= #ranges then
-            st:start_block(sql_for(ranges[nxt]))
-            nxt = nxt + 1
+            start(k)
           else
             st:close()
             sts[k] = false
@@ -383,44 +428,25 @@ function M.backup(db, opts)
       end
       stamps = table.concat(stamps)
       local rows = 0
+      local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
       if text and #cols > 0 then
         local conns = { db }
         for k, h in ipairs(helpers) do conns[k + 1] = h end
-        rows = text_blocks(w, conns, q, s, t, opts)
+        rows = text_blocks(w, conns, q, s, t, opts, select, stamps)
       elseif #cols > 0 then
-        local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
         -- Split by physical position: every row is in exactly one part.
         local pages = #helpers > 0 and pg_pages(db, qualified(q, t)) or 0
         local streams = {}
         if pages > SPLIT_PAGES then
           local parts = #helpers + 1
-          local function ctid(k) return string.format("CAST('(%d,0)' AS tid)", pages * k // parts) end
           for k = 0, parts - 1 do
-            local where = {}
-            if k > 0 then where[#where + 1] = "ctid >= " .. ctid(k) end
-            if k < parts - 1 then where[#where + 1] = "ctid < " .. ctid(k + 1) end
-            streams[k + 1] = (k == 0 and db or helpers[k]):open(select .. " WHERE " .. table.concat(where, " AND "))
+            local hi = k < parts - 1 and pages * (k + 1) // parts or nil
+            streams[k + 1] = (k == 0 and db or helpers[k]):open(select .. " WHERE " .. page_range(pages * k // parts, hi))
           end
         else
           streams[1] = db:open(select)
         end
-        local ok2, err2 = pcall(function()
-          while #streams > 0 do
-            for i = #streams, 1, -1 do
-              local block, n = streams[i]:dump(BLOCK_ROWS, BLOCK_BYTES, true, stamps)
-              if block then
-                w:record("D", block)
-                rows = rows + n
-                progress(opts, { phase = "backup", table = t.name, rows = rows })
-              else
-                streams[i]:close()
-                table.remove(streams, i)
-              end
-            end
-          end
-        end)
-        for _, st in ipairs(streams) do st:close() end
-        if not ok2 then error(err2, 0) end
+        rows = value_blocks(w, streams, stamps, t, opts, 0)
       end
       w:record("E", json.encode { rows = rows })
       total = total + rows
