@@ -166,6 +166,7 @@ typedef struct Conn {
   int intrans;
   int sizes;              /* SIZES_*: how far declared text sizes hold */
   int gd_block;           /* SQLGetData works on any row of a fetched block */
+  int decimal_numbers;    /* DECIMAL/NUMERIC as Lua numbers, not strings */
   char *label;            /* the connection string without passwords */
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
@@ -473,11 +474,14 @@ static int size_policy(Conn *c) {
 ** conn is a connection string (with '=') or a DSN name.
 */
 static int sql_connect(lua_State *L) {
-  static const char *const keys[] = {"timeout", "query_timeout", "on_message", NULL};
+  static const char *const keys[] = {"timeout", "query_timeout", "on_message", "decimals", NULL};
   const char *cs = luaL_checkstring(L, 1);
   upk_checkopts(L, 2, "sql.connect", keys);
   lua_Integer timeout = upk_optinteger(L, 2, "sql.connect", "timeout", 30);
   lua_Integer qtimeout = upk_optinteger(L, 2, "sql.connect", "query_timeout", 0);
+  const char *decimals = upk_optstring(L, 2, "sql.connect", "decimals", "string");
+  if (strcmp(decimals, "string") != 0 && strcmp(decimals, "number") != 0)
+    return upk_error(L, "EINVAL", "sql.connect: option 'decimals' must be \"string\" or \"number\", not \"%s\"", decimals);
   if (!lua_isnoneornil(L, 2)) {
     lua_getfield(L, 2, "on_message");
     if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
@@ -500,6 +504,7 @@ static int sql_connect(lua_State *L) {
   lua_setiuservalue(L, -2, 2);
   c->label = redact(cs);
   c->query_timeout = (SQLULEN)(qtimeout > 0 ? qtimeout : 0);
+  c->decimal_numbers = decimals[0] == 'n';
   if (!c->label) return upk_error(L, "ENOMEM", "sql.connect: out of memory");
   if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_ENV, SQL_NULL_HANDLE, &c->env))) {
     c->env = NULL;
@@ -1120,6 +1125,24 @@ static size_t iso8601(const Col *col, const char *data, char *out, size_t n) {
 }
 
 /* Push the value of column col of the current row. */
+/*
+** Replace the decimal text on top of the stack with its Lua number: an
+** integer when the text is one and fits ("12"), else the nearest float
+** ("12.50", "1e40"); NaN and (-)Infinity as such; anything else stays text.
+*/
+static void push_decimal(lua_State *L) {
+  const char *s = lua_tostring(L, -1);
+  if (lua_stringtonumber(L, s)) {
+    lua_remove(L, -2);
+    return;
+  }
+  if (strcmp(s, "NaN") == 0) lua_pushnumber(L, (lua_Number)NAN);
+  else if (strcmp(s, "Infinity") == 0) lua_pushnumber(L, (lua_Number)HUGE_VAL);
+  else if (strcmp(s, "-Infinity") == 0) lua_pushnumber(L, -(lua_Number)HUGE_VAL);
+  else return;
+  lua_remove(L, -2);
+}
+
 static void push_cell(lua_State *L, Stmt *st, Col *col) {
   const char *p;
   SQLLEN ind = cell(st, col, &p);
@@ -1142,6 +1165,10 @@ static void push_cell(lua_State *L, Stmt *st, Col *col) {
       if (!utf16_append_utf8(&st->s, (const SQLWCHAR *)p, (size_t)ind / sizeof(SQLWCHAR)))
         upk_error(L, "ENOMEM", "fetch: out of memory");
       lua_pushlstring(L, st->s.p, st->s.n);
+      break;
+    case K_ASCII:
+      lua_pushlstring(L, p, (size_t)ind);
+      if (st->conn->decimal_numbers) push_decimal(L);
       break;
     default:
       lua_pushlstring(L, p, (size_t)ind);

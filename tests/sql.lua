@@ -209,6 +209,23 @@ for _, e in ipairs(engines) do
   end)
 end
 
+T.test("PostgreSQL: DECIMAL and NUMERIC are strings, or numbers when the connection asks", function()
+  local s <close> = sql.connect(pg.conn)
+  s:exec("CREATE TABLE dec_t (a NUMERIC(12,2), b NUMERIC(10,0), c DECIMAL(10,3), d NUMERIC(5,1), " ..
+         "e NUMERIC, f NUMERIC)")
+  s:exec("INSERT INTO dec_t VALUES (1234.50, 12, -0.125, NULL, 'NaN', 123456789012345678901234567890.5)")
+  local q = "SELECT a, b, c, d, e, f FROM dec_t"
+  T.eq(s:first(q), { a = "1234.50", b = "12", c = "-0.125", d = sql.null, e = "NaN",
+                     f = "123456789012345678901234567890.5" })
+  local db <close> = sql.connect(pg.conn, { decimals = "number" })
+  local r = db:first(q)
+  T.eq({ r.a, r.b, r.c, r.d, r.f }, { 1234.5, 12, -0.125, sql.null, 1.2345678901234568e29 })
+  T.eq({ math.type(r.a), math.type(r.b) }, { "float", "integer" })
+  T.ok(r.e ~= r.e, "NaN")
+  T.raises("EINVAL", sql.connect, pg.conn, { decimals = "float" })
+  s:exec("DROP TABLE dec_t")
+end)
+
 T.test("PostgreSQL: wrong password raises 08001 without the password in the message", function()
   local cs = pg.conn:gsub("Pwd=[^;]*", "Pwd=not-the-password")
   local err = T.raises("08001", sql.connect, cs)

@@ -1,7 +1,8 @@
 -- upkit.sql: SQL through ODBC, and database backup and restore.
 --
 --   local sql = require "upkit.sql"
---   local db = sql.connect(conn_string_or_dsn, { timeout =, query_timeout =, on_message = })
+--   local db = sql.connect(conn_string_or_dsn, { timeout =, query_timeout =, on_message =,
+--                          decimals = "string" | "number" })
 --   db:exec(sql, ...)            --> rows affected (every result set consumed)
 --   for row in db:rows(sql, ...) do ... end   -- break or error closes the cursor
 --   db:query(sql, ...)           --> { row, ..., columns = { {name=, type=, ...}, ... } }
