@@ -253,6 +253,36 @@ sql.backup(db, { to = %q })
   end
 end)
 
+T.test("a backup or restore onto a full file system raises ENOSPC and leaves no file behind", function()
+  local mnt = dir .. "/full"
+  T.sh("mkdir -p " .. T.q(mnt))
+  local _, st = T.sh("mount -t tmpfs -o size=1m tmpfs " .. T.q(mnt) .. " 2>&1")
+  if st ~= 0 then return T.fail("cannot mount a tmpfs (needs root)") end
+  local function ls() return (T.sh("ls -A " .. T.q(mnt))) end
+  local ok, err = pcall(function()
+    local db <close> = sql.connect(src_conn)
+    db:exec("CREATE TABLE bulky AS SELECT g AS id, md5(CAST(g AS text)) AS h FROM generate_series(1, 60000) g")
+    local e = T.raises("ENOSPC", sql.backup, db, { to = mnt .. "/pg.lbak" })
+    T.match(e.message, "pg%.lbak")
+    T.eq(ls(), "", "PostgreSQL logical: nothing left")
+    db:exec("DROP TABLE bulky")
+    local lite <close> = sql.connect(sqlite_conn("bulky.db"))
+    lite:exec("CREATE TABLE bulky (id INTEGER PRIMARY KEY, h TEXT)")
+    lite:transaction(function()
+      local ins <close> = lite:prepare("INSERT INTO bulky VALUES (?, ?)")
+      for i = 1, 40000 do ins:execute(i, string.rep(string.format("%08d", i), 8)) end
+    end)
+    local le = T.raises("ENOSPC", sql.backup, lite, { to = mnt .. "/lite.bak" })
+    T.match(le.message, "lite%.bak")
+    T.eq(ls(), "", "SQLite VACUUM INTO: nothing left")
+    local r = sql.backup(lite, { to = dir .. "/bulky.bak" })
+    T.raises("ENOSPC", sql.restore, sqlite_conn("full/copy.db"), { from = r.file })
+    T.eq(ls(), "", "SQLite restore: nothing left")
+  end)
+  T.sh("umount " .. T.q(mnt))
+  if not ok then error(err, 0) end
+end)
+
 -- Across engines ------------------------------------------------------------
 
 T.test("SQLite -> PostgreSQL and back through the logical format keeps the rows", function()

@@ -28,10 +28,19 @@ end
 local function write_sidecar(file, sha)
   local side = file .. ".sha256"
   local tmp = tmp_beside(side, "tmp")
-  local f = assert(io.open(tmp, "wb"))
-  f:write(sha, "  ", basename(file), "\n")
-  f:close()
-  native.fsync(tmp)
+  local f, err = io.open(tmp, "wb")
+  if not f then upkit.error("EIO", "sql.backup: '" .. side .. "': " .. tostring(err)) end
+  local ok, werr = f:write(sha, "  ", basename(file), "\n")
+  local closed, cerr = f:close()
+  if not ok or not closed then
+    os.remove(tmp)
+    upkit.error("EIO", "sql.backup: '" .. side .. "': " .. tostring(werr or cerr))
+  end
+  local synced, serr = pcall(native.fsync, tmp)
+  if not synced then
+    os.remove(tmp)
+    error(serr, 0)
+  end
   native.rename(tmp, side)
 end
 
@@ -49,14 +58,19 @@ function M.backup(db, opts)
   local ok, err = pcall(function()
     db:exec("VACUUM INTO ?", tmp)
     native.fsync(tmp)
+    local sha = hash.file("sha256", tmp)
+    write_sidecar(opts.to, sha)
+    return sha
   end)
   if not ok then
     os.remove(tmp)
+    if upkit.is_error(err) and err.native == 13 then  -- SQLITE_FULL
+      upkit.error("ENOSPC", "sql.backup: '" .. opts.to .. "': no space left on the file system (SQLite: database or disk is full)")
+    end
     error(err, 0)
   end
-  local sha = hash.file("sha256", tmp)
+  local sha = err
   local bytes = size_of(tmp)
-  write_sidecar(opts.to, sha)
   native.rename(tmp, opts.to)
   return { file = opts.to, bytes = bytes, sha256 = sha, database = db:info().database }
 end
@@ -81,34 +95,11 @@ function M.verify(file, opts)
   return { file = file, bytes = size_of(file), sha256 = sha, verified = want ~= nil }
 end
 
--- Copy src to dst computing its SHA-256; fsync dst.
+-- Copy src to dst durably (upkit.fs: temporary file, fsync, rename), read
+-- back and hashed: bytes, SHA-256. Raises ENOSPC and the like, leaving no dst.
 local function copy_hashed(src, dst)
-  local h = hash.new("sha256")
-  local fin = assert(io.open(src, "rb"))
-  local fout, err = io.open(dst, "wb")
-  if not fout then
-    fin:close()
-    h:close()
-    upkit.error("EACCES", "sql.restore: '" .. dst .. "': " .. tostring(err))
-  end
-  local bytes = 0
-  while true do
-    local chunk = fin:read(1 << 20)
-    if not chunk then break end
-    h:update(chunk)
-    local ok, werr = fout:write(chunk)
-    if not ok then
-      fin:close(); fout:close(); h:close()
-      upkit.error("EIO", "sql.restore: '" .. dst .. "': " .. tostring(werr))
-    end
-    bytes = bytes + #chunk
-  end
-  fin:close()
-  fout:close()
-  native.fsync(dst)
-  local sha = h:hex()
-  h:close()
-  return bytes, sha
+  local r = require("upkit.fs").copy(src, dst, { verify = "sha256" })
+  return r.bytes, r.sha256
 end
 
 local function user_table_count(sql, cs)
