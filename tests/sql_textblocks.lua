@@ -202,6 +202,34 @@ T.test("a page range the server cannot send as one value is read again row by ro
   db:exec("DROP TABLE refusing")
 end)
 
+T.test("a restore killed with SIGKILL midway leaves the target database without tables", function()
+  local db <close> = sql.connect(src)
+  db:exec("CREATE TABLE bulk AS SELECT g AS id, md5(CAST(g AS text)) AS h FROM generate_series(1, 400000) g")
+  local r = sql.backup(db, { to = dir .. "/bulk.lbak" })
+  db:exec("DROP TABLE bulk")
+  local target = pg.createdb("killed_restore")
+  local script = dir .. "/restore.lua"
+  T.write_file(script, string.format("local sql = require 'upkit.sql'\nsql.restore(%q, { from = %q })\n", target, r.file))
+  local pid = tonumber((T.sh(T.q(T.upkit_bin()) .. " run " .. T.q(script) .. " >/dev/null 2>&1 & echo $!")))
+  local t <close> = sql.connect(target)
+  local loading = false
+  for _ = 1, 500 do
+    if t:first("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'killed_restore' AND query LIKE 'INSERT INTO%'").n > 0 then
+      loading = true
+      break
+    end
+    os.execute("sleep 0.02")
+  end
+  os.execute("kill -KILL " .. pid)
+  T.ok(loading, "the restore was loading rows")
+  -- the server ends the dead client's session and rolls its transaction back
+  for _ = 1, 250 do
+    if t:first("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'killed_restore' AND pid <> pg_backend_pid()").n == 0 then break end
+    os.execute("sleep 0.02")
+  end
+  T.eq(#logical.user_tables(t, "postgresql"), 0)
+end)
+
 T.test("record text reads as values: NULL and empty, quotes, escapes, and text where a type does not read", function()
   local function values(text, rows, types)
     return native.record_values(string.pack("<I4", rows) .. text, types)
