@@ -659,8 +659,18 @@ static const luaL_Reg client_metameth[] = {
   {NULL, NULL}
 };
 
+/* _http.getdate(s) -> seconds since the epoch of an HTTP date (any of the three forms), or nil */
+static int http_getdate(lua_State *L) {
+  const char *s = luaL_checkstring(L, 1);
+  time_t t = curl_getdate(s, NULL);
+  if (t == (time_t)-1) return 0;
+  lua_pushinteger(L, (lua_Integer)t);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"client", http_client},
+  {"getdate", http_getdate},
   {NULL, NULL}
 };
 

@@ -179,6 +179,23 @@ T.test("Retry-After is honoured and capped by retry_after_max", function()
   T.ok(upkit.now() - t0 < 2, "capped")
 end)
 
+T.test("Retry-After as an HTTP date waits until then, by the server's own clock", function()
+  local function enc(s) return (s:gsub("[^%w]", function(ch) return string.format("%%%02X", ch:byte()) end)) end
+  local c <close> = client { backoff = 0.05 }
+  local t0 = upkit.now()
+  local at = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 2)
+  T.eq(c:get("/flaky/" .. key() .. "?fails=1&retry_after=" .. enc(at)).status, 200)
+  local waited = upkit.now() - t0
+  T.ok(waited >= 0.95 and waited < 3.5, "waited until the date (" .. waited .. " s)")
+  t0 = upkit.now()
+  local past = os.date("!%A, %d-%b-%y %H:%M:%S GMT", os.time() - 3600)  -- the old RFC 850 form
+  T.eq(c:get("/flaky/" .. key() .. "?fails=1&retry_after=" .. enc(past)).status, 200)
+  T.ok(upkit.now() - t0 < 0.9, "a date gone by: at once")
+  t0 = upkit.now()
+  T.eq(c:get("/flaky/" .. key() .. "?fails=1&retry_after=" .. enc("soon, please")).status, 200)
+  T.ok(upkit.now() - t0 < 0.9, "not a date: the client's own backoff")
+end)
+
 T.test("a POST is not retried unless retry_post is set", function()
   local c <close> = client()
   local k = key()

@@ -19,7 +19,7 @@
 -- Retries: connection failures, timeouts, dropped replies and the statuses
 -- 429, 502, 503 and 504 are retried with exponential backoff and jitter,
 -- for GET, HEAD, PUT, DELETE and OPTIONS; POST and PATCH only with
--- retry_post = true. Retry-After (seconds) is honoured, capped at
+-- retry_post = true. Retry-After (seconds or an HTTP date) is honoured, capped at
 -- retry_after_max. Each retry is logged as a warning.
 --
 -- Secrets: the values of the headers Authorization, X-Octopus-ApiKey,
@@ -348,10 +348,19 @@ local function backoff(st)
   return d * (0.5 + 0.5 * math.random())
 end
 
+-- The delay a Retry-After header asks for: seconds, or an HTTP date (taken
+-- against the response's own Date, so that clock skew does not count).
 local function retry_after(st, r)
   local v = r.headers["retry-after"]
-  local n = v and tonumber(v:match("^%s*(%d+)%s*$"))
-  if n then return math.min(n, st.cfg.retry_after_max) end
+  if not v then return nil end
+  local n = tonumber(v:match("^%s*(%d+)%s*$"))
+  if not n then
+    local at = native.getdate(v)
+    if not at then return nil end
+    local now = r.headers["date"] and native.getdate(r.headers["date"]) or os.time()
+    n = math.max(0, at - now)
+  end
+  return math.min(n, st.cfg.retry_after_max)
 end
 
 -- Follow a redirect: 303 (and 301/302 after POST) become GET without a body;
