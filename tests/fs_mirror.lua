@@ -99,6 +99,26 @@ T.test("symbolic links are copied as links and never followed out of the tree", 
   T.eq(T.sh("ls -A " .. T.q(outside)), "secret\n")
 end)
 
+T.test("FIFOs and sockets are not copied: listed in special, and a warning says so", function()
+  local src, dst = fresh("src"), fresh("dst")
+  T.sh("cd " .. T.q(src) .. " && mkdir sub && echo x > sub/file && mkfifo sub/pipe && " ..
+       "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind(\"sock\")'")
+  local log = require "upkit.log"
+  local warnings = {}
+  local function sink(rec) if rec.level == "warn" then warnings[#warnings + 1] = rec.msg end end
+  log.add_sink(sink)
+  local ok, r = pcall(fs.mirror, src, dst, { manifest = dst .. "/SUMS" })
+  log.remove_sink(sink)
+  if not ok then error(r, 0) end
+  T.eq(r.copied, 1)
+  table.sort(r.special)
+  T.eq(r.special, { "sock", "sub/pipe" })
+  T.eq(#r.failures, 0)
+  T.eq(T.sh("cd " .. T.q(dst) .. " && find . | LC_ALL=C sort"), ".\n./SUMS\n./sub\n./sub/file\n")
+  T.eq(#warnings, 1)
+  T.match(warnings[1], "2 FIFO%(s%), socket%(s%) or device%(s%) not copied")
+end)
+
 T.test("names with spaces, newlines and UTF-8 mirror and pass sha256sum -c", function()
   local src, dst = fresh("src"), fresh("dst")
   for _, name in ipairs { "with space.log", "new\nline.log", "日本語 ü.txt", "back\\slash", "cr\rname" } do

@@ -3,7 +3,8 @@
 --   fs.copy(src, dst [, { overwrite, verify = "sha256", progress }])
 --       --> { bytes, seconds, sha256 = hex }   atomic: temp file, fsync, rename, fsync folder
 --   fs.mirror(src, dst [, { delete, exclude, compare, manifest, continue_on_error, progress }])
---       --> { files, copied, skipped, deleted, bytes, seconds, failures }
+--       --> { files, copied, skipped, deleted, bytes, seconds, failures, special }
+--       (special: FIFOs, sockets and devices found and not copied; also a warning)
 --   fs.verify(dir, manifest) --> { ok, missing, extra, different }
 --   fs.write(path, data [, { mode = "0600" }]) ; fs.read(path) ; fs.exists(path)
 --   fs.stat(path) ; fs.mkdirs(path [, { mode }]) ; fs.remove(path [, { recursive }])
@@ -340,7 +341,7 @@ function M.mirror(src, dst, opts)
     return true
   end
 
-  local dirs = {}
+  local dirs, special = {}, {}
   for _, t in ipairs(todo) do
     local e, d, rel = t.e, t.d, t.e.path
     local dpath = join(dst, rel)
@@ -373,6 +374,8 @@ function M.mirror(src, dst, opts)
         bbytes = bbytes + e.size
         if #batch >= batch_files or bbytes >= batch_bytes then flush() end
       end
+    elseif e.type ~= "link" then
+      special[#special + 1] = rel  -- a FIFO, socket or device: not copied
     elseif e.type == "link" then
       if d and d.type == "link" and d.target == e.target then
         -- the same link is there
@@ -420,6 +423,11 @@ function M.mirror(src, dst, opts)
     table.sort(lines)
     for i, rel in ipairs(lines) do lines[i] = manifest_line(digests[rel], rel) end
     native.write(opts.manifest, table.concat(lines), 420)
+  end
+  result.special = special
+  if #special > 0 then
+    require("upkit.log").warn("fs.mirror: %s: %d FIFO(s), socket(s) or device(s) not copied: %s%s", src, #special,
+      table.concat(special, ", ", 1, math.min(#special, 5)), #special > 5 and ", ..." or "")
   end
   result.seconds = upkit.now() - t0
   if report then report(done_files, done_bytes, true) end
