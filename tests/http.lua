@@ -196,6 +196,21 @@ T.test("Retry-After as an HTTP date waits until then, by the server's own clock"
   T.ok(upkit.now() - t0 < 0.9, "not a date: the client's own backoff")
 end)
 
+T.test("proxy: requests go through the proxy named, its password never shown", function()
+  -- The test server answers a request in proxy form (an absolute URL) itself: a host
+  -- name that resolves nowhere is reached only through it.
+  local c <close> = client { proxy = srv.url }
+  local e = c:get("http://upkit-proxy-test.invalid/echo?x=1"):json()
+  T.eq(e.target, "http://upkit-proxy-test.invalid/echo?x=1")
+  T.eq(e.headers.host, "upkit-proxy-test.invalid")
+  T.eq(e.query, { x = "1" })
+  local direct <close> = client()
+  T.eq(direct:get("/echo"):json().target, "/echo", "without a proxy: origin form")
+  local bad <close> = client { proxy = "http://user:proxy-secret-77@127.0.0.1:1", retries = 0 }
+  local err = T.raises("CURLE_COULDNT_CONNECT", bad.get, bad, "http://upkit-proxy-test.invalid/echo")
+  T.ok(not err.message:find("proxy-secret-77", 1, true), "no proxy password in: " .. err.message)
+end)
+
 T.test("a POST is not retried unless retry_post is set", function()
   local c <close> = client()
   local k = key()

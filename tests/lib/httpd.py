@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body()
         head = parts[0] if parts else ""
         if head == "echo":
-            self.reply_json(200, {"method": self.command, "path": url.path, "query": q,
+            self.reply_json(200, {"method": self.command, "path": url.path, "query": q, "target": self.path,
                                   "headers": {k.lower(): v for k, v in self.headers.items()},
                                   "body": body.decode("utf-8", "replace"),
                                   "peer": self.client_address[1]})
