@@ -441,14 +441,16 @@ static int fs_copy(lua_State *L) {
 ** Writes every item to a temporary file, makes them all durable in one
 ** pass, then renames them into place (replacing what is there) and makes
 ** the renames durable. results[i] is { bytes =, <alg> = hex } or
-** { code =, message = }. opts: verify (algorithm), progress
-** (function(bytes)), what (name for messages, "fs.mirror").
+** { code =, message = }. opts: verify (algorithm), readback (with verify:
+** read each written file again and compare, CHECKSUM_MISMATCH when it
+** differs), progress (function(bytes)), what (name for messages, "fs.mirror").
 */
 static int fs_copy_batch(lua_State *L) {
-  static const char *const keys[] = {"verify", "progress", "what", NULL};
+  static const char *const keys[] = {"verify", "readback", "progress", "what", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
   upk_checkopts(L, 2, "fs.copy_batch", keys);
   const char *alg = upk_optstring(L, 2, "fs.copy_batch", "verify", NULL);
+  int readback = upk_optboolean(L, 2, "fs.copy_batch", "readback", 0);
   const char *what = upk_optstring(L, 2, "fs.copy_batch", "what", "fs.copy_batch");
   const EVP_MD *md = alg ? upk_digest_by_name(L, alg, what) : NULL;
   int fn = 0;
@@ -475,6 +477,7 @@ static int fs_copy_batch(lua_State *L) {
     lua_pop(L, 5);  /* strings stay alive in the items table */
     if (!j->src && !j->link) luaL_error(L, "%s: item %d has neither src nor link", what, (int)i);
     j->md = md;
+    j->readback = readback && md;
     j->overwrite = 1;
   }
   Prog prog;

@@ -99,6 +99,33 @@ T.test("symbolic links are copied as links and never followed out of the tree", 
   T.eq(T.sh("ls -A " .. T.q(outside)), "secret\n")
 end)
 
+T.test("verify = true reads every copied file back: a file changed on its way fails alone, its old copy kept", function()
+  local src, dst = fresh("src"), fresh("dst")
+  T.sh("cd " .. T.q(src) .. " && head -c 320M /dev/zero > big.bin && echo small > small.txt")
+  T.sh("cd " .. T.q(dst) .. " && echo old > big.bin")
+  local corrupted = false
+  local r = fs.mirror(src, dst, { verify = true, continue_on_error = true, progress = function()
+    if corrupted then return end
+    local tmp = T.sh("ls -A " .. T.q(dst) .. " | grep 'big.bin.*upkit-tmp'"):match("[^\n]+")
+    if tmp then
+      local f = assert(io.open(dst .. "/" .. tmp, "r+b"))
+      f:write("CORRUPT")
+      f:close()
+      corrupted = true
+    end
+  end })
+  T.ok(corrupted, "the temporary file was found")
+  T.eq(#r.failures, 1)
+  T.eq(r.failures[1].path, "big.bin")
+  T.eq(r.failures[1].code, "CHECKSUM_MISMATCH")
+  T.eq(T.read_file(dst .. "/big.bin"), "old\n")
+  T.eq(T.read_file(dst .. "/small.txt"), "small\n")
+  T.eq(T.sh("ls -A " .. T.q(dst) .. " | grep -c upkit-tmp || true"), "0\n")
+  local again = fs.mirror(src, dst, { verify = true })
+  T.eq(again.copied, 1)
+  T.eq(T.sh("cmp " .. T.q(src .. "/big.bin") .. " " .. T.q(dst .. "/big.bin") .. " && echo same"), "same\n")
+end)
+
 T.test("FIFOs and sockets are not copied: listed in special, and a warning says so", function()
   local src, dst = fresh("src"), fresh("dst")
   T.sh("cd " .. T.q(src) .. " && mkdir sub && echo x > sub/file && mkfifo sub/pipe && " ..

@@ -2,7 +2,8 @@
 --
 --   fs.copy(src, dst [, { overwrite, verify = "sha256", progress }])
 --       --> { bytes, seconds, sha256 = hex }   atomic: temp file, fsync, rename, fsync folder
---   fs.mirror(src, dst [, { delete, exclude, compare, manifest, continue_on_error, progress }])
+--   fs.mirror(src, dst [, { delete, exclude, compare, manifest, verify, continue_on_error, progress }])
+--       (verify = true: each copied file is read back and compared, CHECKSUM_MISMATCH if it differs)
 --       --> { files, copied, skipped, deleted, bytes, seconds, failures, special }
 --       (special: FIFOs, sockets and devices found and not copied; also a warning)
 --   fs.verify(dir, manifest) --> { ok, missing, extra, different }
@@ -201,7 +202,7 @@ end
 -- fs.mirror
 
 local mirror_spec = {
-  delete = "boolean", exclude = "table", compare = "string", manifest = "string",
+  delete = "boolean", exclude = "table", compare = "string", manifest = "string", verify = "boolean",
   continue_on_error = "boolean", progress = "function boolean",
   batch_files = "number", batch_bytes = "number",
 }
@@ -265,7 +266,8 @@ function M.mirror(src, dst, opts)
     ::continue::
   end
 
-  local need_hash = opts.manifest ~= nil
+  local need_hash = opts.manifest ~= nil  -- a digest of every file, copied or not
+  local hash_copies = need_hash or opts.verify == true
   local old_digests = {}
   if need_hash and compare ~= "hash" and native.stat(opts.manifest, true) then
     local ok, text = pcall(native.read, opts.manifest)
@@ -310,7 +312,7 @@ function M.mirror(src, dst, opts)
     if #batch == 0 then return end
     local base_bytes = done_bytes
     local results = native.copy_batch(batch, {
-      verify = need_hash and "sha256" or nil, what = "fs.mirror",
+      verify = hash_copies and "sha256" or nil, readback = opts.verify == true, what = "fs.mirror",
       progress = report and function(b) report(done_files, base_bytes + b) end,
     })
     for i, r in ipairs(results) do

@@ -614,7 +614,8 @@ end
 --[[
 U.backup_folders(folders, root) -> { [name] = mirror result }: each folder is
 mirrored into root/<name> with its manifest root/<name>.SHA256SUMS (sha256sum -c
-format, relative paths). Re-running it finishes an interrupted backup.
+format, relative paths), every copied file read back and compared. Re-running
+it finishes an interrupted backup.
 ]]
 function U.backup_folders(folders, root)
   local results = {}
@@ -622,7 +623,7 @@ function U.backup_folders(folders, root)
   for name, path in pairs(folders) do
     if fs.exists(path) then
       results[name] = fs.mirror(path, root .. "/" .. name, { delete = true, manifest = root .. "/" .. name .. ".SHA256SUMS",
-                                                             progress = true })
+                                                             verify = true, progress = true })
       log.info("folder %s: %d files, %d copied, %d skipped (already there), %d bytes", name, results[name].files,
                results[name].copied, results[name].skipped, results[name].bytes)
     else
