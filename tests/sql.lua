@@ -226,6 +226,33 @@ T.test("PostgreSQL: DECIMAL and NUMERIC are strings, or numbers when the connect
   s:exec("DROP TABLE dec_t")
 end)
 
+T.test("PostgreSQL: psqlODBC gets block fetch and real booleans unless the connection string says otherwise", function()
+  local plain = "Driver=" .. drivers.postgres() .. ";Server=127.0.0.1;Port=" .. pg.port .. ";Database=upkit;Uid=" ..
+                pg.user .. ";Pwd=" .. pg.password
+  local db <close> = sql.connect(plain)
+  local cs = db:connection_string()
+  T.eq({ sql.conn_value(cs, "UseDeclareFetch"), sql.conn_value(cs, "Fetch"), sql.conn_value(cs, "BoolsAsChar") },
+       { "1", "10000", "0" })
+  T.eq(db:first("SELECT true AS yes").yes, true)
+  local own <close> = sql.connect(plain .. ";BoolsAsChar=1;Fetch=500")
+  T.eq(sql.conn_value(own:connection_string(), "BoolsAsChar"), "1", "the string's own setting stays")
+  T.eq(sql.conn_value(own:connection_string(), "Fetch"), "500")
+  T.ne(own:first("SELECT true AS yes").yes, true, "booleans as text, as asked")
+  -- through a DSN (a private odbc.ini): the driver is known once connected
+  local ini = dir .. "/odbc.ini"
+  T.write_file(ini, "[pgdsn]\nDriver = " .. drivers.postgres() .. "\nServername = 127.0.0.1\nPort = " .. pg.port ..
+    "\nDatabase = upkit\n")
+  local script = dir .. "/dsn.lua"
+  T.write_file(script, string.format([[
+local sql = require "upkit.sql"
+local db = sql.connect(%q)
+print(sql.conn_value(db:connection_string(), "UseDeclareFetch"), db:first("SELECT true AS yes").yes)
+]], "DSN=pgdsn;Uid=" .. pg.user .. ";Pwd=" .. pg.password))
+  local out, st = T.sh("ODBCINI=" .. T.q(ini) .. " " .. T.q(T.upkit_bin()) .. " run " .. T.q(script) .. " 2>&1")
+  T.eq(st, 0, out)
+  T.eq(out, "1\ttrue\n")
+end)
+
 T.test("PostgreSQL: wrong password raises 08001 without the password in the message", function()
   local cs = pg.conn:gsub("Pwd=[^;]*", "Pwd=not-the-password")
   local err = T.raises("08001", sql.connect, cs)

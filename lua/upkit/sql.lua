@@ -34,11 +34,40 @@ function M.binary(s)
   return setmetatable({ s }, native.Binary)
 end
 
+-- psqlODBC's defaults read a whole result into memory and report booleans as
+-- text; upkit streams results in blocks and means booleans. These settings
+-- are added to a psqlODBC connection string that does not set them itself.
+local PSQLODBC = { { "UseDeclareFetch", "1" }, { "Fetch", "10000" }, { "BoolsAsChar", "0" } }
+
+local function psqlodbc_settings(cs)
+  for _, kv in ipairs(PSQLODBC) do
+    if not M.conn_value(cs, kv[1]) then cs = M.with_value(cs, kv[1], kv[2]) end
+  end
+  return cs
+end
+
+local function is_psqlodbc(name)
+  name = (name or ""):lower()
+  return name:find("psqlodbc", 1, true) or name:find("postgres", 1, true)
+end
+
 function M.connect(conn, opts)
   if type(conn) ~= "string" then
     upkit.error("EINVAL", "sql.connect: expected a connection string or DSN, got " .. type(conn))
   end
-  return native.connect(conn, opts)
+  if not conn:find("=", 1, true) then conn = "DSN=" .. conn end
+  local driver = M.conn_value(conn, "Driver")
+  if driver then
+    if is_psqlodbc(driver) then conn = psqlodbc_settings(conn) end
+    return native.connect(conn, opts)
+  end
+  -- a DSN: its driver is known once connected
+  local db = native.connect(conn, opts)
+  if is_psqlodbc(db:info().driver) and psqlodbc_settings(conn) ~= conn then
+    db:close()
+    db = native.connect(psqlodbc_settings(conn), opts)
+  end
+  return db
 end
 
 -- sql.conn_value(conn, key) -> the value of key in a connection string, or nil
