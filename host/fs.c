@@ -630,46 +630,59 @@ static void walk_dir(Walk *W, const char *rel) {
     walk_fail(W, rel, full, ENAMETOOLONG);
     return;
   }
-  if (W->clean) {
-    int dfd, removed;
-    if (upk_fs_open_dir(full, &dfd) == 0) {
-      upk_fs_clean_temps(dfd, &removed);
-      upk_fs_close(dfd);
-    }
+  /* one open folder: its entries are listed, looked at and read relative to it */
+  int dfd, removed;
+  int err = upk_fs_open_dir(full, &dfd);
+  if (err) {
+    walk_fail(W, rel, full, err);
+    return;
   }
+  if (W->clean) upk_fs_clean_temps(dfd, &removed);
   Names ns = {NULL, 0, 0};
-  int err = upk_fs_list(full, names_add, &ns);
+  err = upk_fs_list_fd(dfd, names_add, &ns);
   if (err) {
     names_free(&ns);
+    upk_fs_close(dfd);
     walk_fail(W, rel, full, err);
     return;
   }
   if (ns.n) qsort(ns.v, ns.n, sizeof *ns.v, cmpname);
-  for (size_t i = 0; i < ns.n && !W->oom; i++) {
+  /* every child looked at while the folder is open; closed before going down,
+     so that a deep tree does not hold a descriptor per level */
+  struct Child { UpkStat st; char *target; int err; } *ch = calloc(ns.n ? ns.n : 1, sizeof *ch);
+  if (!ch) W->oom = 1;
+  for (size_t i = 0; ch && i < ns.n; i++) {
+    ch[i].err = upk_fs_lstat_at(dfd, ns.v[i], &ch[i].st);
+    if (!ch[i].err && ch[i].st.type == UPK_FT_LINK) {
+      char target[PATH_MAX];
+      if (upk_fs_readlink_at(dfd, ns.v[i], target, sizeof target) == 0 && !(ch[i].target = strdup(target))) W->oom = 1;
+    }
+  }
+  upk_fs_close(dfd);
+  for (size_t i = 0; ch && i < ns.n && !W->oom; i++) {
     char crel[PATH_MAX], cfull[PATH_MAX];
-    UpkStat st;
     if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", ns.v[i]) >= (int)sizeof crel ||
         snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]) >= (int)sizeof cfull) {
       walk_fail(W, ns.v[i], full, ENAMETOOLONG);
       continue;
     }
-    if ((err = upk_fs_lstat(cfull, &st)) != 0) {
-      if (err != ENOENT) walk_fail(W, crel, cfull, err);
+    if (ch[i].err) {
+      if (ch[i].err != ENOENT) walk_fail(W, crel, cfull, ch[i].err);
       continue;
     }
     WalkItem *it = walk_add(W);
     if (!it) break;
     if (!(it->rel = strdup(crel))) { W->oom = 1; break; }
-    it->type = st.type;
-    it->size = st.size;
-    it->mtime_ns = st.mtime_ns;
-    it->mode = st.mode;
-    if (st.type == UPK_FT_LINK) {
-      char target[PATH_MAX];
-      if (upk_fs_readlink(cfull, target, sizeof target) == 0 && !(it->target = strdup(target))) W->oom = 1;
-    }
-    if (st.type == UPK_FT_DIR) walk_dir(W, crel);
+    it->type = ch[i].st.type;
+    it->size = ch[i].st.size;
+    it->mtime_ns = ch[i].st.mtime_ns;
+    it->mode = ch[i].st.mode;
+    it->target = ch[i].target;
+    ch[i].target = NULL;
+    if (it->type == UPK_FT_DIR) walk_dir(W, crel);
   }
+  for (size_t i = 0; ch && i < ns.n; i++) free(ch[i].target);
+  free(ch);
   names_free(&ns);
 }
 

@@ -24,6 +24,8 @@ enum { UPK_FT_OTHER, UPK_FT_FILE, UPK_FT_DIR, UPK_FT_LINK };
 #define UPK_TMP_MARK ".upkit-tmp-"
 
 int upk_fs_lstat(const char *path, UpkStat *st);
+/* Same for name in the directory dirfd. */
+int upk_fs_lstat_at(int dirfd, const char *name, UpkStat *st);
 /* Same, following symbolic links. */
 int upk_fs_stat(const char *path, UpkStat *st);
 int upk_fs_fstat(int fd, UpkStat *st);
@@ -90,6 +92,7 @@ int upk_fs_rename_path(const char *old, const char *newpath);
 int upk_fs_symlinkat(const char *target, int dirfd, const char *name);
 /* Read a link's target into buf (NUL-terminated). */
 int upk_fs_readlink(const char *path, char *buf, size_t size);
+int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size);
 
 int upk_fs_mkdir(const char *path, unsigned mode);
 int upk_fs_chmod(const char *path, unsigned mode);
@@ -106,6 +109,8 @@ int upk_fs_free(const char *path, uint64_t *bytes);
 ** in directory order. each returns non-zero to stop.
 */
 int upk_fs_list(const char *path, int (*each)(void *arg, const char *name), void *arg);
+/* Same for the open directory dirfd (left open, its position untouched). */
+int upk_fs_list_fd(int dirfd, int (*each)(void *arg, const char *name), void *arg);
 
 /* Fill buf with n random bytes. */
 int upk_fs_random(void *buf, size_t n);

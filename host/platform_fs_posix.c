@@ -38,6 +38,13 @@ int upk_fs_lstat(const char *path, UpkStat *st) {
   return 0;
 }
 
+int upk_fs_lstat_at(int dirfd, const char *name, UpkStat *st) {
+  struct stat s;
+  if (fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  fill(st, &s);
+  return 0;
+}
+
 int upk_fs_stat(const char *path, UpkStat *st) {
   struct stat s;
   if (stat(path, &s) != 0) return errno;
@@ -348,6 +355,14 @@ int upk_fs_readlink(const char *path, char *buf, size_t size) {
   return 0;
 }
 
+int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size) {
+  ssize_t n = readlinkat(dirfd, name, buf, size - 1);
+  if (n < 0) return errno;
+  if ((size_t)n >= size - 1) return ENAMETOOLONG;
+  buf[n] = '\0';
+  return 0;
+}
+
 int upk_fs_mkdir(const char *path, unsigned mode) {
   return mkdir(path, (mode_t)mode) != 0 ? errno : 0;
 }
@@ -378,6 +393,28 @@ int upk_fs_free(const char *path, uint64_t *bytes) {
 int upk_fs_list(const char *path, int (*each)(void *arg, const char *name), void *arg) {
   DIR *d = opendir(path);
   if (!d) return errno;
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (each(arg, e->d_name)) break;
+    errno = 0;
+  }
+  int err = errno;
+  closedir(d);
+  return err;
+}
+
+int upk_fs_list_fd(int dirfd, int (*each)(void *arg, const char *name), void *arg) {
+  int fd = dup(dirfd);
+  if (fd < 0) return errno;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  rewinddir(d);
   struct dirent *e;
   errno = 0;
   while ((e = readdir(d)) != NULL) {
