@@ -253,6 +253,16 @@ print(sql.conn_value(db:connection_string(), "UseDeclareFetch"), db:first("SELEC
   T.eq(out, "1\ttrue\n")
 end)
 
+T.test("PostgreSQL: a server nobody listens for raises 08001 naming it, within the login timeout", function()
+  local cs = "Driver=" .. drivers.postgres() .. ";Server=127.0.0.1;Port=1;Database=upkit;Uid=upkit;Pwd=never-shown-42"
+  local upkit = require "upkit"
+  local t0 = upkit.now()
+  local err = T.raises("08001", sql.connect, cs, { timeout = 3 })
+  T.ok(upkit.now() - t0 < 5, "gave up in time")
+  T.contains(err.message, "Port=1")
+  T.ok(not err.message:find("never-shown-42", 1, true), "no password in the message")
+end)
+
 T.test("PostgreSQL: wrong password raises 08001 without the password in the message", function()
   local cs = pg.conn:gsub("Pwd=[^;]*", "Pwd=not-the-password")
   local err = T.raises("08001", sql.connect, cs)

@@ -197,6 +197,18 @@ function M.backup(db, opts)
   if method ~= "logical" and method ~= kind then
     upkit.error("EINVAL", string.format("sql.backup: method '%s' does not apply to %s", method, db:info().dbms))
   end
+  if method ~= "mssql" then  -- (a SQL Server backup's path is on the server's machine)
+    local fs = require "upkit.fs"
+    local st = fs.stat(opts.to, { follow = true })
+    if st and st.type == "dir" then
+      upkit.error("EISDIR", "sql.backup: '" .. opts.to .. "' is a folder; give the backup file's path")
+    end
+    local folder = opts.to:match("^(.*)/[^/]*$") or "."
+    if folder == "" then folder = "/" end
+    local fst = fs.stat(folder, { follow = true })
+    if not fst then upkit.error("ENOENT", "sql.backup: '" .. opts.to .. "': the folder '" .. folder .. "' does not exist") end
+    if fst.type ~= "dir" then upkit.error("ENOTDIR", "sql.backup: '" .. opts.to .. "': '" .. folder .. "' is not a folder") end
+  end
   local t0 = upkit.now()
   local r = lazy(method).backup(db, opts)
   r.method = method
