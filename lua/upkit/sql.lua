@@ -184,10 +184,26 @@ local function checkopts(fn, opts, keys)
   end
 end
 
+-- A connection (or anything that answers like one) or a connection string, else EINVAL.
+local function check_target(fn, db)
+  if type(db) == "string" then return end
+  if type(db) == "table" or type(db) == "userdata" then
+    local ok, info = pcall(function() return db.info end)
+    if ok and type(info) == "function" then return end
+  end
+  upkit.error("EINVAL", string.format("%s: expected a connection or a connection string, got %s", fn, type(db)))
+end
+
 -- sql.backup(db, { to =, database =, method = "auto", progress = fn })
+--   db: a connection, or a connection string (connected and closed here).
 --   --> { file, bytes, sha256, method, seconds }
 function M.backup(db, opts)
+  check_target("sql.backup", db)
   checkopts("sql.backup", opts, BACKUP_KEYS)
+  if type(db) == "string" then
+    local conn <close> = M.connect(db)
+    return M.backup(conn, opts)
+  end
   if type(opts.to) ~= "string" or opts.to == "" then upkit.error("EINVAL", "sql.backup: option 'to' (a file) is required") end
   local method = opts.method or "auto"
   local kind = engine(db)
@@ -217,9 +233,13 @@ function M.backup(db, opts)
 end
 
 -- What kind of backup file is this? "sqlite", "logical" or "mssql".
-local function file_kind(path)
+local function file_kind(path, fn)
+  fn = fn or "sql.restore"
+  if type(path) ~= "string" or path == "" then
+    upkit.error("EINVAL", string.format("%s: expected a backup file's path, got %s", fn, type(path)))
+  end
   local f, err = io.open(path, "rb")
-  if not f then upkit.error("ENOENT", "sql.restore: '" .. path .. "': " .. tostring(err)) end
+  if not f then upkit.error("ENOENT", fn .. ": '" .. path .. "': " .. tostring(err)) end
   local head = f:read(64) or ""
   f:close()
   if head:sub(1, 16) == "SQLite format 3\0" then return "sqlite" end
@@ -227,7 +247,7 @@ local function file_kind(path)
   if head:sub(1, #magic) == magic or (#head < #magic and magic:sub(1, #head) == head and #head > 0) then
     return "logical"
   end
-  if #head == 0 then upkit.error("BAD_FORMAT", "sql.restore: '" .. path .. "': the file is empty") end
+  if #head == 0 then upkit.error("BAD_FORMAT", fn .. ": '" .. path .. "': the file is empty") end
   return "mssql"
 end
 M.file_kind = file_kind
@@ -239,6 +259,7 @@ M.file_kind = file_kind
 --   string, its Database= file.
 --   --> { file, bytes, sha256, method, seconds, database, tables?, rows? }
 function M.restore(target, opts)
+  check_target("sql.restore", target)
   checkopts("sql.restore", opts, RESTORE_KEYS)
   if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
   local t0 = upkit.now()
@@ -264,7 +285,7 @@ end
 -- is checked against its .sha256 file; a SQL Server backup needs db.
 function M.verify(file, opts)
   opts = opts or {}
-  local kind = file_kind(file)
+  local kind = file_kind(file, "sql.verify")
   local t0 = upkit.now()
   local r = lazy(kind).verify(file, opts)
   r.method = kind
