@@ -184,6 +184,26 @@ local function checkopts(fn, opts, keys)
   end
 end
 
+-- When the caller gives no progress function (nor false) and standard error
+-- is a terminal: a copy of opts whose progress draws one line there, and a
+-- function that ends that line. Otherwise opts and a no-op.
+local function terminal_progress(fn, opts)
+  if opts.progress ~= nil or not upkit.isatty(2) then return opts, function() end end
+  local t0, last, drawn = upkit.now(), 0, false
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.progress = function(p)
+    local now = upkit.now()
+    if now - last < 0.25 then return end
+    last, drawn = now, true
+    local what = p.percent and string.format("%d%%", p.percent)
+      or string.format("%s%d rows", p.table and (p.table .. ": ") or "", p.rows or 0)
+    io.stderr:write(string.format("\r%s: %s, %.0f s   ", fn, what, now - t0))
+    io.stderr:flush()
+  end
+  return o, function() if drawn then io.stderr:write("\n") end end
+end
+
 -- A connection (or anything that answers like one) or a connection string, else EINVAL.
 local function check_target(fn, db)
   if type(db) == "string" then return end
@@ -226,7 +246,10 @@ function M.backup(db, opts)
     if fst.type ~= "dir" then upkit.error("ENOTDIR", "sql.backup: '" .. opts.to .. "': '" .. folder .. "' is not a folder") end
   end
   local t0 = upkit.now()
-  local r = lazy(method).backup(db, opts)
+  local o, done = terminal_progress("sql.backup", opts)
+  local ok, r = pcall(lazy(method).backup, db, o)
+  done()
+  if not ok then error(r, 0) end
   r.method = method
   r.seconds = upkit.now() - t0
   return r
@@ -264,14 +287,16 @@ function M.restore(target, opts)
   if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
   local t0 = upkit.now()
   local kind = file_kind(opts.from)
+  local o, done = terminal_progress("sql.restore", opts)
   local r
   if kind == "sqlite" then
-    r = lazy("sqlite").restore(target, opts)
+    r = lazy("sqlite").restore(target, o)
   else
     local db, own = target, false
     if type(target) == "string" then db, own = M.connect(target), true end
-    local ok, res = pcall(lazy(kind).restore, db, opts)
+    local ok, res = pcall(lazy(kind).restore, db, o)
     if own then db:close() end
+    done()
     if not ok then error(res, 0) end
     r = res
   end
