@@ -9,7 +9,8 @@
 --     T.eq(term:wait_exit(), 0)                -- the command's exit status
 --   end)
 --
--- Each run has its own tmux server (socket upkit-test-<pid>-<n>), with no
+-- Each run has its own tmux server (its socket in the run's own temporary
+-- folder, so that no two test files share tmux's folder of sockets), with no
 -- configuration file, killed when the function returns or fails. The pane
 -- stays on screen after the command exits.
 local T = require "upkit.test"
@@ -17,7 +18,7 @@ local upkit = require "upkit"
 
 local M = {}
 
-M.timeout = 10        -- seconds to wait for text or for the exit
+M.timeout = 20        -- seconds to wait for text or for the exit (a loaded CI machine is slow)
 local POLL = 0.05
 
 local counter = 0
@@ -32,7 +33,7 @@ local Term = {}
 Term.__index = Term
 
 function Term:tmux(args)
-  return T.sh("tmux -L " .. self.socket .. " " .. args .. " 2>&1")
+  return T.sh("tmux -S " .. T.q(self.socket) .. " " .. args .. " 2>&1")
 end
 
 -- term:send(text, key...): type text literally, then press the named keys.
@@ -106,7 +107,7 @@ function M.run(command, fn, opts)
   counter = counter + 1
   local dir = T.tmpdir()
   local term = setmetatable({
-    socket = string.format("upkit-test-%s-%d", own_pid(), counter),
+    socket = string.format("%s/tmux-%s-%d", dir, own_pid(), counter),
     status_file = dir .. "/status",
   }, Term)
   local env = {}
