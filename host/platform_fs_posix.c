@@ -391,17 +391,10 @@ int upk_fs_free(const char *path, uint64_t *bytes) {
 }
 
 int upk_fs_list(const char *path, int (*each)(void *arg, const char *name), void *arg) {
-  DIR *d = opendir(path);
-  if (!d) return errno;
-  struct dirent *e;
-  errno = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (each(arg, e->d_name)) break;
-    errno = 0;
-  }
-  int err = errno;
-  closedir(d);
+  int fd, err = upk_fs_open_dir(path, &fd);
+  if (err) return err;
+  err = upk_fs_list_fd(fd, each, arg);
+  close(fd);
   return err;
 }
 
