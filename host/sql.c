@@ -1124,7 +1124,6 @@ static size_t iso8601(const Col *col, const char *data, char *out, size_t n) {
   return (size_t)k;
 }
 
-/* Push the value of column col of the current row. */
 /*
 ** Replace the decimal text on top of the stack with its Lua number: an
 ** integer when the text is one and fits ("12"), else the nearest float
@@ -1143,6 +1142,7 @@ static void push_decimal(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* Push the value of column col of the current row. */
 static void push_cell(lua_State *L, Stmt *st, Col *col) {
   const char *p;
   SQLLEN ind = cell(st, col, &p);
