@@ -659,15 +659,23 @@ static void walk_dir(Walk *W, const char *rel) {
     }
   }
   upk_fs_close(dfd);
+  size_t rlen = strlen(rel), flen = strlen(full);
   for (size_t i = 0; ch && i < ns.n && !W->oom; i++) {
-    char crel[PATH_MAX], cfull[PATH_MAX];
-    if (snprintf(crel, sizeof crel, "%s%s%s", rel, *rel ? "/" : "", ns.v[i]) >= (int)sizeof crel ||
-        snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]) >= (int)sizeof cfull) {
+    char crel[PATH_MAX];
+    size_t nlen = strlen(ns.v[i]);
+    if (rlen + nlen + 2 > sizeof crel || flen + nlen + 2 > PATH_MAX) {
       walk_fail(W, ns.v[i], full, ENAMETOOLONG);
       continue;
     }
+    size_t k = 0;
+    if (rlen) { memcpy(crel, rel, rlen); crel[rlen] = '/'; k = rlen + 1; }
+    memcpy(crel + k, ns.v[i], nlen + 1);
     if (ch[i].err) {
-      if (ch[i].err != ENOENT) walk_fail(W, crel, cfull, ch[i].err);
+      if (ch[i].err != ENOENT) {
+        char cfull[PATH_MAX];
+        snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]);
+        walk_fail(W, crel, cfull, ch[i].err);
+      }
       continue;
     }
     WalkItem *it = walk_add(W);

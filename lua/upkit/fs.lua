@@ -285,10 +285,12 @@ function M.mirror(src, dst, opts)
   local function touch(rel) touched[rel:match("^(.*)/[^/]*$") or ""] = true end
 
   local batch, bbytes = {}, 0
-  local todo = {}
-  for _, e in ipairs(plan) do
+  -- for plan[i]: what the destination has there, and whether a file is the same
+  local have, same_file = {}, {}
+  for i, e in ipairs(plan) do
+    local d = dmap[e.path]
+    have[i] = d or false
     if e.type == "file" then
-      local d = dmap[e.path]
       local same = d and d.type == "file" and d.size == e.size
       if same and compare == "hash" then
         local ok, a = pcall(hash.file, "sha256", join(src, e.path))
@@ -299,9 +301,7 @@ function M.mirror(src, dst, opts)
         same = d.mtime == e.mtime
       end
       if not same then bytes_total = bytes_total + e.size end
-      todo[#todo + 1] = { e = e, d = d, same = same }
-    else
-      todo[#todo + 1] = { e = e, d = dmap[e.path] }
+      same_file[i] = same
     end
   end
 
@@ -344,35 +344,34 @@ function M.mirror(src, dst, opts)
   end
 
   local dirs, special = {}, {}
-  for _, t in ipairs(todo) do
-    local e, d, rel = t.e, t.d, t.e.path
-    local dpath = join(dst, rel)
+  for i, e in ipairs(plan) do
+    local d, rel = have[i] or nil, e.path
     if e.type == "dir" then
       dirs[#dirs + 1] = e
       if d and d.type ~= "dir" and not clear(rel, d) then goto next end
       if not (d and d.type == "dir") then
-        local ok, err = pcall(native.mkdir, dpath, 448 | e.mode)
+        local ok, err = pcall(native.mkdir, join(dst, rel), 448 | e.mode)
         if not ok then failed(rel, err) else touched[rel] = true touch(rel) end
       elseif d.mode ~= e.mode or d.mtime ~= e.mtime then
         touched[rel] = true
       end
     elseif e.type == "file" then
-      if t.same then
+      if same_file[i] then
         result.skipped = result.skipped + 1
         done_files = done_files + 1
         if d.mode ~= e.mode then
-          local ok, err = pcall(native.setmeta, dpath, e.mode, e.mtime)
+          local ok, err = pcall(native.setmeta, join(dst, rel), e.mode, e.mtime)
           if not ok then failed(rel, err) end
         end
         if need_hash and not digests[rel] then
           digests[rel] = old_digests[rel]
           if not digests[rel] then
-            local ok, h = pcall(hash.file, "sha256", dpath)
+            local ok, h = pcall(hash.file, "sha256", join(dst, rel))
             if ok then digests[rel] = h else failed(rel, h) end
           end
         end
       elseif not (d and d.type == "dir") or clear(rel, d) then
-        batch[#batch + 1] = { src = join(src, rel), dst = dpath, rel = rel }
+        batch[#batch + 1] = { src = join(src, rel), dst = join(dst, rel), rel = rel }
         bbytes = bbytes + e.size
         if #batch >= batch_files or bbytes >= batch_bytes then flush() end
       end
@@ -383,7 +382,7 @@ function M.mirror(src, dst, opts)
         -- the same link is there
       elseif not (d and d.type == "dir") or clear(rel, d) then
         if e.target then
-          batch[#batch + 1] = { link = e.target, mtime = e.mtime, dst = dpath, rel = rel }
+          batch[#batch + 1] = { link = e.target, mtime = e.mtime, dst = join(dst, rel), rel = rel }
         end
       end
     end
