@@ -327,8 +327,8 @@ local function page_range(lo, hi)
   return where
 end
 
--- The query of one text block: table name (quoted), the ROW(...) fields,
--- pages lo to hi - 1.
+-- The query of one text block: table (quoted, after ONLY), the ROW(...)
+-- fields, pages lo to hi - 1.
 function M.text_block_query(name, fields, lo, hi)
   return "SELECT count(*) AS n, string_agg(CAST(ROW(" .. fields .. ") AS text), chr(10)) AS t FROM " ..
     name .. " WHERE " .. page_range(lo, hi)
@@ -350,7 +350,7 @@ local function text_blocks(w, conns, q, s, t, opts, select, stamps)
     local r = ranges[nxt]
     nxt = nxt + 1
     current[k] = r
-    sts[k]:start_block(M.text_block_query(name, fields, r[1], r[2]))
+    sts[k]:start_block(M.text_block_query("ONLY " .. name, fields, r[1], r[2]))
   end
   local ok, err = pcall(function()
     for k = 1, math.min(#conns, #ranges) do
@@ -433,7 +433,10 @@ function M.backup(db, opts)
       end
       stamps = table.concat(stamps)
       local rows = 0
-      local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. qualified(q, t)
+      -- PostgreSQL: a table's own rows only, not those of its partitions or
+      -- inheriting tables, which are backed up as tables of their own
+      local select = "SELECT " .. table.concat(cols, ", ") .. " FROM " ..
+        (engine == "postgresql" and "ONLY " or "") .. qualified(q, t)
       if text and #cols > 0 then
         local conns = { db }
         for k, h in ipairs(helpers) do conns[k + 1] = h end
