@@ -165,6 +165,17 @@ end
 
 -- CREATE TABLE statement; the primary key is inline only for SQLite (which
 -- cannot add one later), otherwise keys come after the data.
+-- The quoted name a restore gives table t in dialect: on PostgreSQL a table
+-- of a schema other than public keeps its schema, so that tables of the
+-- same name in two schemas stay apart.
+function M.target_name(t, dialect)
+  local q = quoter(dialect)
+  if dialect == "postgresql" and t.schema and t.schema ~= "" and t.schema ~= "public" then
+    return q(t.schema) .. "." .. q(t.name)
+  end
+  return q(t.name)
+end
+
 function M.create_statement(t, dialect)
   local q = quoter(dialect)
   local parts = {}
@@ -176,7 +187,7 @@ function M.create_statement(t, dialect)
     for i, c in ipairs(t.primary_key) do k[i] = q(c) end
     parts[#parts + 1] = "PRIMARY KEY (" .. table.concat(k, ", ") .. ")"
   end
-  return "CREATE TABLE " .. q(t.name) .. " (" .. table.concat(parts, ", ") .. ")"
+  return "CREATE TABLE " .. M.target_name(t, dialect) .. " (" .. table.concat(parts, ", ") .. ")"
 end
 
 -- Statements that add the keys and unique indexes after the data.
@@ -189,10 +200,10 @@ function M.key_statements(t, dialect)
     return table.concat(k, ", ")
   end
   if dialect ~= "sqlite" and #t.primary_key > 0 then
-    out[#out + 1] = "ALTER TABLE " .. q(t.name) .. " ADD PRIMARY KEY (" .. cols(t.primary_key) .. ")"
+    out[#out + 1] = "ALTER TABLE " .. M.target_name(t, dialect) .. " ADD PRIMARY KEY (" .. cols(t.primary_key) .. ")"
   end
   for _, i in ipairs(t.unique) do
-    out[#out + 1] = "CREATE UNIQUE INDEX " .. q(i.name) .. " ON " .. q(t.name) .. " (" .. cols(i.columns) .. ")"
+    out[#out + 1] = "CREATE UNIQUE INDEX " .. q(i.name) .. " ON " .. M.target_name(t, dialect) .. " (" .. cols(i.columns) .. ")"
   end
   return out
 end
@@ -570,7 +581,7 @@ function M.restore(db, opts)
   local ok, res = pcall(function()
     local existing = user_tables(target, engine)
     local present = {}
-    for _, t in ipairs(existing) do present[t.name] = true end
+    for _, t in ipairs(existing) do present[M.target_name(t, engine)] = true end
     if #existing > 0 and not opts.replace then
       upkit.error("NOT_EMPTY", string.format("sql.restore: %s: the database has %d table(s); pass replace = true to overwrite",
         target:info().connection, #existing))
@@ -582,15 +593,17 @@ function M.restore(db, opts)
       local tables = {}
       read_all(opts.from, function(kind, v, t)
         if kind == "T" then
-          if present[v.name] then target:exec("DROP TABLE " .. q(v.name)) end
+          v.qname = M.target_name(v, engine)
+          if present[v.qname] then target:exec("DROP TABLE " .. v.qname) end
+          if v.qname ~= q(v.name) then target:exec("CREATE SCHEMA IF NOT EXISTS " .. q(v.schema)) end
           target:exec(M.create_statement(v, engine))
           if engine == "postgresql" then
             -- rows of the table's own type, columns in the order just created
-            v.prefix, v.rowtype = "INSERT INTO " .. q(v.name), q(v.name)
+            v.prefix, v.rowtype = "INSERT INTO " .. v.qname, v.qname
           else
             local cols = {}
             for i, c in ipairs(v.columns) do cols[i] = q(c.name) end
-            v.prefix = "INSERT INTO " .. q(v.name) .. " (" .. table.concat(cols, ", ") .. ")"
+            v.prefix = "INSERT INTO " .. v.qname .. " (" .. table.concat(cols, ", ") .. ")"
           end
           tables[#tables + 1] = v
         elseif kind == "R" and engine == "postgresql" then
@@ -604,11 +617,11 @@ function M.restore(db, opts)
       end)
       for _, t in ipairs(tables) do
         for _, s in ipairs(M.key_statements(t, engine)) do target:exec(s) end
-        local n = target:first("SELECT COUNT(*) AS n FROM " .. q(t.name)).n
+        local n = target:first("SELECT COUNT(*) AS n FROM " .. t.qname).n
         if n ~= t.rows_seen then
           upkit.error("COUNT_MISMATCH", string.format("sql.restore: table %s has %d rows after restore, the backup %d", t.name, n, t.rows_seen))
         end
-        counts[#counts + 1] = { name = t.name, rows = n }
+        counts[#counts + 1] = { name = t.name, schema = t.schema, rows = n }
       end
     end)
     if not ok2 then
