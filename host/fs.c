@@ -544,6 +544,7 @@ static int fs_copy_batch(lua_State *L) {
 typedef struct Names {
   char **v;
   size_t n, cap;
+  int dirfd, clean;  /* names_add: remove stale temporary files of dirfd on the way */
 } Names;
 
 /* Every name, upkit's temporary files included (for removal). */
@@ -562,7 +563,11 @@ static int names_add_all(void *arg, const char *name) {
 }
 
 static int names_add(void *arg, const char *name) {
-  return upk_fs_is_temp_name(name) ? 0 : names_add_all(arg, name);
+  Names *ns = arg;
+  if (!upk_fs_is_temp_name(name)) return names_add_all(arg, name);
+  int removed;
+  if (ns->clean) upk_fs_drop_stale_temp(ns->dirfd, name, &removed);
+  return 0;
 }
 
 static void names_free(Names *ns) {
@@ -631,14 +636,14 @@ static void walk_dir(Walk *W, const char *rel) {
     return;
   }
   /* one open folder: its entries are listed, looked at and read relative to it */
-  int dfd, removed;
+  int dfd;
   int err = upk_fs_open_dir(full, &dfd);
   if (err) {
     walk_fail(W, rel, full, err);
     return;
   }
-  if (W->clean) upk_fs_clean_temps(dfd, &removed);
-  Names ns = {NULL, 0, 0};
+  /* one pass over the folder: its names, and with clean its stale temporary files removed */
+  Names ns = {NULL, 0, 0, dfd, W->clean};
   err = upk_fs_list_fd(dfd, names_add, &ns);
   if (err) {
     names_free(&ns);
@@ -948,7 +953,7 @@ static int remove_tree(const char *path, char *failed, size_t fsize) {
     if (err && err != ENOENT) snprintf(failed, fsize, "%s", path);
     return err == ENOENT ? 0 : err;
   }
-  Names ns = {NULL, 0, 0};
+  Names ns = {NULL, 0, 0, -1, 0};
   err = upk_fs_list(path, names_add_all, &ns);
   for (size_t i = 0; i < ns.n && !err; i++) {
     char child[PATH_MAX];

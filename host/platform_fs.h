@@ -49,6 +49,8 @@ int upk_fs_unlinkat(int dirfd, const char *name);
 ** creating process no longer runs. *removed counts them.
 */
 int upk_fs_clean_temps(int dirfd, int *removed);
+/* The same for one name in dirfd: *removed is 1 when it was such a file and is gone. */
+int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
 /* 1 when name is one of upkit's temporary names. */
 int upk_fs_is_temp_name(const char *name);
 

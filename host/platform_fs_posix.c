@@ -137,28 +137,33 @@ static int process_alive(pid_t pid) {
   return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
-int upk_fs_clean_temps(int dirfd, int *removed) {
+int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
   *removed = 0;
-  int dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return errno;
-  DIR *d = fdopendir(dup);
-  if (!d) {
-    int err = errno;
-    close(dup);
-    return err;
-  }
-  rewinddir(d);
-  struct dirent *e;
-  int err = 0;
-  while ((e = readdir(d)) != NULL) {
-    long pid = temp_pid(e->d_name);
-    if (pid < 0 || pid == (long)getpid()) continue;
-    if (pid > 0 && process_alive((pid_t)pid)) continue;
-    if (unlinkat(dirfd, e->d_name, 0) == 0) (*removed)++;
-    else if (errno != ENOENT) err = errno;
-  }
-  closedir(d);
-  return err;
+  long pid = temp_pid(name);
+  if (pid < 0 || pid == (long)getpid()) return 0;
+  if (pid > 0 && process_alive((pid_t)pid)) return 0;
+  if (unlinkat(dirfd, name, 0) == 0) *removed = 1;
+  else if (errno != ENOENT) return errno;
+  return 0;
+}
+
+typedef struct Cleaning {
+  int dirfd, removed, err;
+} Cleaning;
+
+static int clean_one(void *arg, const char *name) {
+  Cleaning *c = arg;
+  int removed, err = upk_fs_drop_stale_temp(c->dirfd, name, &removed);
+  c->removed += removed;
+  if (err) c->err = err;
+  return 0;
+}
+
+int upk_fs_clean_temps(int dirfd, int *removed) {
+  Cleaning c = {dirfd, 0, 0};
+  int err = upk_fs_list_fd(dirfd, clean_one, &c);
+  *removed = c.removed;
+  return err ? err : c.err;
 }
 
 int upk_fs_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got) {
@@ -399,7 +404,7 @@ int upk_fs_list(const char *path, int (*each)(void *arg, const char *name), void
 }
 
 int upk_fs_list_fd(int dirfd, int (*each)(void *arg, const char *name), void *arg) {
-  int fd = dup(dirfd);
+  int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return errno;
   DIR *d = fdopendir(fd);
   if (!d) {

@@ -1,4 +1,5 @@
 -- upkit.fs: atomic verified copies, file helpers, and their failure modes.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local fs = require "upkit.fs"
 local hash = require "upkit.hash"
@@ -107,19 +108,10 @@ T.test("fs.copy with verify raises CHECKSUM_MISMATCH when the written file diffe
   local src = zeros()
   local dst = d .. "/dst"
   T.write_file(dst, "old")
-  local corrupted = false
+  local progress, corrupted = require("fsfault").corrupt_temp(d, "upkit-tmp")
   local err = T.raises("CHECKSUM_MISMATCH", fs.copy, src, dst, { verify = "sha256", overwrite = true,
-    progress = function()
-      if corrupted then return end
-      local tmp = T.sh("ls -A " .. T.q(d) .. " | grep upkit-tmp"):match("[^\n]+")
-      if tmp then
-        local f = assert(io.open(d .. "/" .. tmp, "r+b"))
-        f:write("CORRUPT")
-        f:close()
-        corrupted = true
-      end
-    end })
-  T.ok(corrupted, "the temporary file was found")
+    progress = progress })
+  T.ok(corrupted(), "the temporary file was found")
   T.contains(err.message, "does not match")
   T.eq(T.read_file(dst), "old")
   T.eq(temps(d), "0")

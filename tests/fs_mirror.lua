@@ -1,4 +1,5 @@
 -- upkit.fs.mirror and fs.verify: re-runnable, safe tree copies and manifests.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local fs = require "upkit.fs"
 
@@ -103,18 +104,9 @@ T.test("verify = true reads every copied file back: a file changed on its way fa
   local src, dst = fresh("src"), fresh("dst")
   T.sh("cd " .. T.q(src) .. " && head -c 320M /dev/zero > big.bin && echo small > small.txt")
   T.sh("cd " .. T.q(dst) .. " && echo old > big.bin")
-  local corrupted = false
-  local r = fs.mirror(src, dst, { verify = true, continue_on_error = true, progress = function()
-    if corrupted then return end
-    local tmp = T.sh("ls -A " .. T.q(dst) .. " | grep 'big.bin.*upkit-tmp'"):match("[^\n]+")
-    if tmp then
-      local f = assert(io.open(dst .. "/" .. tmp, "r+b"))
-      f:write("CORRUPT")
-      f:close()
-      corrupted = true
-    end
-  end })
-  T.ok(corrupted, "the temporary file was found")
+  local progress, corrupted = require("fsfault").corrupt_temp(dst, "big.bin.*upkit-tmp")
+  local r = fs.mirror(src, dst, { verify = true, continue_on_error = true, progress = progress })
+  T.ok(corrupted(), "the temporary file was found")
   T.eq(#r.failures, 1)
   T.eq(r.failures[1].path, "big.bin")
   T.eq(r.failures[1].code, "CHECKSUM_MISMATCH")

@@ -69,17 +69,13 @@ local function reporter(opt, label, files_total, bytes_total)
   if type(opt) == "function" then
     return function(files, bytes) opt(state(files, bytes)) end
   end
-  if opt == false or not upkit.isatty(2) then return nil end
-  local last = 0
+  local line = opt ~= false and require("upkit.progress").line()
+  if not line then return nil end
   return function(files, bytes, final)
-    local now = upkit.now()
-    if not final and now - last < 0.25 then return end
-    last = now
     local s = state(files, bytes)
-    io.stderr:write(string.format("\r%s: %d/%d files, %.1f/%.1f MB, %.1f MB/s, %s left   %s",
+    line.draw(final, "%s: %d/%d files, %.1f/%.1f MB, %.1f MB/s, %s left",
       label, files, files_total, bytes / 1e6, bytes_total / 1e6, s.rate / 1e6,
-      s.eta and string.format("%ds", math.floor(s.eta + 0.5)) or "?", final and "\n" or ""))
-    io.stderr:flush()
+      s.eta and string.format("%ds", math.floor(s.eta + 0.5)) or "?")
   end
 end
 

@@ -188,20 +188,17 @@ end
 -- is a terminal: a copy of opts whose progress draws one line there, and a
 -- function that ends that line. Otherwise opts and a no-op.
 local function terminal_progress(fn, opts)
-  if opts.progress ~= nil or not upkit.isatty(2) then return opts, function() end end
-  local t0, last, drawn = upkit.now(), 0, false
+  local line = opts.progress == nil and require("upkit.progress").line()
+  if not line then return opts, function() end end
+  local t0 = upkit.now()
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.progress = function(p)
-    local now = upkit.now()
-    if now - last < 0.25 then return end
-    last, drawn = now, true
     local what = p.percent and string.format("%d%%", p.percent)
       or string.format("%s%d rows", p.table and (p.table .. ": ") or "", p.rows or 0)
-    io.stderr:write(string.format("\r%s: %s, %.0f s   ", fn, what, now - t0))
-    io.stderr:flush()
+    line.draw(false, "%s: %s, %.0f s", fn, what, upkit.now() - t0)
   end
-  return o, function() if drawn then io.stderr:write("\n") end end
+  return o, line.done
 end
 
 -- A connection (or anything that answers like one) or a connection string, else EINVAL.

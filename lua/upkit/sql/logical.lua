@@ -269,11 +269,17 @@ local function pg_begin(db, n)
   return helpers
 end
 
+-- A PostgreSQL table's pages (main fork) and bytes on disk (with TOAST).
+local function pg_size(db, name)
+  local r = db:first("SELECT pg_relation_size(CAST(? AS regclass)) / CAST(current_setting('block_size') AS bigint) AS pages, " ..
+    "pg_table_size(CAST(? AS regclass)) AS bytes", name, name)
+  return tonumber(r.pages) or 0, tonumber(r.bytes) or 0
+end
+
 -- The pages of a PostgreSQL table (0 when unknown).
 local function pg_pages(db, name)
-  local ok, r = pcall(db.first, db, "SELECT pg_relation_size(CAST(? AS regclass)) / " ..
-    "CAST(current_setting('block_size') AS bigint) AS pages", name)
-  return ok and r and tonumber(r.pages) or 0
+  local ok, pages = pcall(pg_size, db, name)
+  return ok and pages or 0
 end
 
 local SPLIT_PAGES = 1024  -- tables larger than this (8 MiB) are read in parts
@@ -291,9 +297,7 @@ end
 -- The page ranges of a table, about TEXT_BLOCK_BYTES of it each: { {lo, hi}, ... },
 -- the last one open (hi nil), so that rows on pages added since are read too.
 local function pg_ranges(db, name)
-  local r = db:first("SELECT pg_relation_size(CAST(? AS regclass)) / CAST(current_setting('block_size') AS bigint) AS pages, " ..
-    "pg_table_size(CAST(? AS regclass)) AS bytes", name, name)
-  local pages, bytes = tonumber(r.pages) or 0, tonumber(r.bytes) or 0
+  local pages, bytes = pg_size(db, name)
   local step = math.max(1, pages * TEXT_BLOCK_BYTES // math.max(bytes, 1))
   local out = {}
   for lo = 0, math.max(pages - 1, 0), step do out[#out + 1] = { lo, lo + step } end
