@@ -139,6 +139,30 @@ T.test("pretty.print writes the values tab-separated on one line", function()
   T.eq(out, '1\t"two"\t{ 3 }\tnil\n\n')
 end)
 
+T.test("a file mode under the key mode is shown in octal: 0644, not 420", function()
+  local fs = require "upkit.fs"
+  local dir = T.tmpdir()
+  fs.write(dir .. "/f", "x", { mode = "0640" })
+  T.match(f(fs.stat(dir .. "/f")), "mode = 0640,")
+  T.eq(f({ mode = 420 }), "{ mode = 0644 }")
+  T.eq(f({ mode = 2541 }), "{ mode = 04755 }", "setuid bit kept")
+  T.eq(f({ mode = 0 }), "{ mode = 0000 }")
+  T.eq(f({ mode = 5000 }), "{ mode = 5000 }", "above 07777: not a mode, shown as a number")
+  T.eq(f({ mode = "fast" }), '{ mode = "fast" }')
+  T.eq(f({ size = 420 }), "{ size = 420 }", "other keys are numbers")
+  T.eq(f(420), "420", "a bare number is a number")
+end)
+
+T.test("redact hides a secret holding a quote, a backslash or a tab before it is escaped", function()
+  local log = require "upkit.log"
+  local secret = 'pa"ss\\wo\trd'
+  log.secret(secret)
+  local out = f({ token = secret, url = "https://u:" .. secret .. "@h/" }, { redact = log.redact })
+  T.eq(out, '{ token = "***", url = "https://u:***@h/" }')
+  T.eq(log.redact(f(secret)), f(secret), "redacting after escaping misses it: why redact is an option")
+  T.match(T.raises("EINVAL", f, {}, { redact = true }).message, "'redact' must be a function")
+end)
+
 T.test("an unknown or mistyped option is an EINVAL error naming it", function()
   T.match(T.raises("EINVAL", f, {}, { unknown = true }).message, "unknown option 'unknown'")
   T.match(T.raises("EINVAL", f, {}, { depth = "3" }).message, "'depth' must be a number")

@@ -10,15 +10,21 @@
 --   string = 300   bytes shown per string; the rest is counted: ... (n bytes)
 --   width  = 80    a table that fits in this many columns stays on one line
 --   indent = "  "  one level of indentation
+--   redact = nil   function(string) -> string applied to every string before
+--                  it is quoted (log.redact: a secret holding a quote, a
+--                  backslash or a tab is hidden before escapes could hide it)
 --
 -- Tables: the array part first, in order, then the other keys sorted
 -- (numbers, then strings, then the rest by type and text). A table met again
 -- inside itself is shown as <cycle N>, and the table it refers to is
 -- labelled <N>. json.null is shown as null; strings are quoted with escapes;
--- other values (functions, handles) as tostring gives them.
+-- other values (functions, handles) as tostring gives them. A file mode (an
+-- integer from 0 to 07777 under the key `mode`, as fs.stat gives it) is
+-- shown in octal with a leading zero: mode = 0644, not 420.
 local M = {}
 
-local DEFAULTS = { depth = 5, items = 100, string = 300, width = 80, indent = "  " }
+local DEFAULTS = { depth = 5, items = 100, string = 300, width = 80, indent = "  ", redact = false }
+local OPTION_TYPES = { redact = "function" }
 
 local keywords = {}
 for w in ([[and break do else elseif end false for function goto if in local nil not or
@@ -53,9 +59,15 @@ local function cut(s, max)
 end
 
 local function format_string(s, opts)
+  if opts.redact then s = opts.redact(s) end
   if #s <= opts.string then return quote(s) end
   local head = cut(s, opts.string)
   return string.format("%s... (%d bytes)", quote(head), #s)
+end
+
+-- A file mode: an integer from 0 to 07777 under the key "mode".
+local function is_mode(k, v)
+  return k == "mode" and math.type(v) == "integer" and v >= 0 and v <= 4095
 end
 
 local type_rank = { number = 1, string = 2, boolean = 3 }
@@ -84,9 +96,10 @@ function M.format(value, opts)
       if DEFAULTS[k] == nil then
         require("upkit").error("EINVAL", string.format("pretty.format: unknown option '%s'", tostring(k)))
       end
-      if type(v) ~= type(DEFAULTS[k]) then
+      local want = OPTION_TYPES[k] or type(DEFAULTS[k])
+      if type(v) ~= want then
         require("upkit").error("EINVAL", string.format("pretty.format: option '%s' must be a %s, not a %s",
-                                                       k, type(DEFAULTS[k]), type(v)))
+                                                       k, want, type(v)))
       end
       o[k] = v
     end
@@ -137,7 +150,9 @@ function M.format(value, opts)
     end
     for _, k in ipairs(keys) do
       if shown >= o.items then break end
-      parts[#parts + 1] = render_key(k) .. " = " .. render(rawget(v, k), level + 1, inner)
+      local val = rawget(v, k)
+      parts[#parts + 1] = render_key(k) .. " = " .. (is_mode(k, val) and string.format("0%03o", val)
+                                                      or render(val, level + 1, inner))
       shown = shown + 1
     end
     if shown < total then parts[#parts + 1] = string.format("... (%d more)", total - shown) end
