@@ -3,11 +3,10 @@
 ** for the REPL in lua/upkit/repl.lua. One line editor per process.
 **
 **   _repl.readline(prompt) -> line | nil (end of input) | false (Ctrl-C)
-**   _repl.add_history(line)
-**   _repl.read_history(file) -> boolean
-**   _repl.write_history(file)
+**   _repl.add_history(line)          to the in-memory history (Up, Down)
 **   _repl.set_completer(fn | nil)    fn(line_before_cursor, word) -> { candidates }
-**   _repl.user_dir() -> the user's upkit data folder, or nil
+**
+** The history file is read and appended to by lua/upkit/repl.lua.
 **
 ** While a line is read the terminal does not turn Ctrl-C into SIGINT: the
 ** key is bound to a function that cancels the line, so no signal handler
@@ -15,7 +14,6 @@
 ** terminal and the host's SIGINT handler interrupts running Lua code.
 */
 #include <errno.h>
-#include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +23,6 @@
 
 #include <histedit.h>
 
-#include "platform.h"
 #include "upkit.h"
 
 #define HISTORY_MAX 1000
@@ -235,40 +232,6 @@ static int repl_add_history(lua_State *L) {
   return 0;
 }
 
-/* _repl.read_history(file) -> true, or false when it cannot be read */
-static int repl_read_history(lua_State *L) {
-  const char *file = luaL_checkstring(L, 1);
-  lua_pushboolean(L, history(ed.hist, &ed.ev, H_LOAD, file) >= 0);
-  return 1;
-}
-
-/*
-** _repl.write_history(file): writes the history (mode 0600, through a
-** temporary file renamed into place).
-*/
-static int repl_write_history(lua_State *L) {
-  const char *file = luaL_checkstring(L, 1);
-  const char *tmp = lua_pushfstring(L, "%s.%d.tmp", file, (int)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return upk_errno_error(L, errno, "repl.write_history: '%s'", tmp);
-  FILE *f = fdopen(fd, "w");
-  if (f == NULL) {
-    int e = errno;
-    close(fd);
-    unlink(tmp);
-    return upk_errno_error(L, e, "repl.write_history: '%s'", tmp);
-  }
-  int bad = history(ed.hist, &ed.ev, H_SAVE_FP, f) < 0;
-  int e = bad ? EIO : 0;
-  if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
-  if (!bad && rename(tmp, file) != 0) { bad = 1; e = errno; }
-  if (bad) {
-    unlink(tmp);
-    return upk_errno_error(L, e, "repl.write_history: '%s'", file);
-  }
-  return 0;
-}
-
 /* _repl.set_completer(fn | nil) */
 static int repl_set_completer(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -279,14 +242,6 @@ static int repl_set_completer(lua_State *L) {
     ed.completer = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   return 0;
-}
-
-/* _repl.user_dir() -> the user's upkit data folder, or nil */
-static int repl_user_dir(lua_State *L) {
-  char buf[4096];
-  if (upk_user_dir(buf, sizeof buf) != 0) return 0;
-  lua_pushstring(L, buf);
-  return 1;
 }
 
 /* Closing the Lua state ends the editor (restoring the terminal). */
@@ -303,10 +258,7 @@ static int editor_gc(lua_State *L) {
 static const luaL_Reg repl_funcs[] = {
   {"readline", repl_readline},
   {"add_history", repl_add_history},
-  {"read_history", repl_read_history},
-  {"write_history", repl_write_history},
   {"set_completer", repl_set_completer},
-  {"user_dir", repl_user_dir},
   {NULL, NULL}
 };
 

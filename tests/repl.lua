@@ -63,6 +63,54 @@ T.test("the upkit modules are globals in the REPL", function()
   T.eq(out, '"function"\tnull\t"function"\ttrue\n')
 end)
 
+T.test("every module the README names is a global: octopus and version too", function()
+  local out = piped("type(octopus.connect), version.compare('2019.1.10', '2019.1.9'), type(log.redact), " ..
+                    "type(pretty.format), type(test.eq), type(fs.copy), type(proc.run), type(sql.connect), " ..
+                    "type(http.client)\n")
+  T.eq(out, '"function"\t1\t"function"\t"function"\t"function"\t"function"\t"function"\t"function"\t"function"\n')
+end)
+
+T.test("a local declared at the prompt lives for the session", function()
+  local out, err, status = piped(table.concat({
+    "local x = 1", "x",
+    "local a, b <const> = 2, 3", "a + b",
+    "local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end", "fact(5)",
+    "local y", "y", "y = 7", "y",
+    "rawget(_G, 'x'), rawget(_G, 'y'), rawget(_G, 'fact')",
+    "local print = 5", "print", "_G.print('the global is untouched')",
+    "local s = 'local z = 9 -- local w'", "z",
+    "do local inner = 1 end", "inner",
+    "function uses_x() return x end", "x = 10", "uses_x()",
+    "local x = x + 1", "x",
+    "local db = hash.new('sha256')", "db:update('abc')", "#db:hex()", "db:close()",
+  }, "\n") .. "\n")
+  T.eq(err, "")
+  T.eq(status, 0)
+  T.eq(out, "1\n5\n120\nnil\n7\nnil\tnil\tnil\n5\nthe global is untouched\nnil\nnil\n10\n11\n" ..
+            "upkit.hash.Hasher (SHA256)\n64\n")
+end)
+
+T.test("a local <close> at the prompt is closed when its chunk ends, as written", function()
+  local out = piped("local h <close> = hash.new('sha256'); kept = h\ntostring(kept):match('closed') ~= nil\nh\n")
+  T.eq(out, "true\nnil\n")
+end)
+
+T.test("rewrite_locals: only top-level locals, on the same lines", function()
+  local S = "_UPKIT_SESSION."
+  T.eq(repl.rewrite_locals("local x = 1"), " " .. S .. "x = 1")
+  T.eq(repl.rewrite_locals("local a, b\nreturn a"), " " .. S .. "a, " .. S .. "b = nil;\nreturn a")
+  T.eq(repl.rewrite_locals("local function f() local y = 1 return y end"),
+       " function " .. S .. "f() local y = 1 return y end")
+  T.eq(repl.rewrite_locals("if c then local y = 1 end"), nil)
+  T.eq(repl.rewrite_locals("repeat local y = 1 until y"), nil)
+  T.eq(repl.rewrite_locals("f = function() local y = 2 end local z = [[local q]]"),
+       "f = function() local y = 2 end  " .. S .. "z = [[local q]]")
+  T.eq(repl.rewrite_locals("local k <const> = 3"), " " .. S .. "k  = 3")
+  T.eq(repl.rewrite_locals("local c <close> = nil"), nil)
+  T.eq(repl.rewrite_locals("x = '-- local y'"), nil)
+  T.eq(repl.rewrite_locals("local s = 'unclosed"), nil)
+end)
+
 T.test("an error object is printed as message [code], and the run stops with 1", function()
   local out, err, status = piped("1\nhash.new('nope')\n2\n")
   T.eq(out, "1\n", "the line after the failure does not run")
