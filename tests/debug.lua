@@ -230,6 +230,89 @@ return { name = "deep", steps = { { name = "recurse", run = function(ctx) local 
   end)
 end)
 
+T.test("lines typed go to the run's log; changes to ctx.params and ctx.state are logged and journalled", function()
+  local dir = failing_run(nil, function(term)
+    D.enter(term, "ctx.params.backup = 'good'")
+    D.enter(term, "ctx.state.note = 'fixed by hand'")
+    D.enter(term, "ctx.params.token = 'n3w-t0ken'")
+    T.match(D.enter(term, "ctx.params.token"), '\n"%*%*%*"\n')
+    D.enter(term, "1 + 1")
+    term:send("retry", "Enter")
+    T.eq(term:wait_exit(), 0)
+    T.contains(term:screen(), 'changed in the debugger: params.backup = "good" (was "wrong")')
+  end, { UPKIT_TOKEN = "s3cr3t-token" })
+  local recs = D.journal(dir)
+  local changes = D.events(recs, "debug-change", { step = "find" })
+  T.eq(#changes, 3)
+  T.eq(changes[1].changed, { "params.backup" })
+  T.eq(changes[1].params, { backup = "good" })
+  T.eq(changes[2].changed, { "state.note" })
+  T.eq(changes[2].state, { note = "fixed by hand" })
+  T.eq(changes[3].changed, { "params.token" })
+  T.eq(changes[3].params, { token = "***" })
+  local log = D.run_file(dir, "log.txt")
+  for _, line in ipairs { "debug> ctx.params.backup = 'good'", "debug> ctx.state.note = 'fixed by hand'",
+                          "debug> ctx.params.token = '***'", "debug> 1 + 1", "debug> retry" } do
+    T.contains(log, "DEBUG [find] " .. line .. "\n")
+  end
+  T.contains(log, 'INFO [find] changed in the debugger: state.note = "fixed by hand" (was nil)')
+  local history = T.read_file(dir .. "/.local/state/upkit/history")
+  for _, text in ipairs { log, D.run_file(dir, "journal.jsonl"), history } do
+    T.ok(not text:find("n3w-t0ken", 1, true), "the new secret is redacted")
+    T.ok(not text:find("s3cr3t-token", 1, true), "the old secret is redacted")
+  end
+  T.contains(history, [["ctx.params.token = '***'"]])
+end)
+
+T.test("a second debug prompt in the same run appends only its own lines to the one history", function()
+  local dir = failing_run(nil, function(term)
+    D.enter(term, "first_prompt = 1")
+    local before = #term:screen()
+    term:send("retry", "Enter")
+    term:wait_for("Step 'find' failed", before)
+    term:wait_match("debug>$")
+    D.enter(term, "second_prompt = 2")
+    term:send("abort", "Enter")
+    T.eq(term:wait_exit(), 3)
+  end)
+  T.eq(T.read_file(dir .. "/.local/state/upkit/history"),
+       '"first_prompt = 1"\n"retry"\n"second_prompt = 2"\n"abort"\n')
+  T.eq(T.sh("stat -c %a " .. T.q(dir .. "/.local/state/upkit") .. " " .. T.q(dir .. "/.local/state/upkit/history")),
+       "700\n600\n")
+end)
+
+T.test("a secret holding a quote, a backslash and a tab never prints in clear", function()
+  local secret = 'q"b\\s\tt-1'
+  local pretty = require "upkit.pretty"
+  failing_run(nil, function(term)
+    D.enter(term, "up")
+    local shown = D.enter(term, "locals") .. D.enter(term, "ctx.params") .. D.enter(term, "ctx.params.token")
+                  .. D.enter(term, "{ ctx.params.token }") .. D.enter(term, "ctx.params.token .. '!'")
+    T.ok(not shown:find(secret, 1, true), shown)
+    T.ok(not shown:find(pretty.format(secret):sub(2, -2), 1, true), "not escaped either: " .. shown)
+    T.contains(shown, 'token = "***"')
+    T.contains(shown, '"***!"')
+    term:send("abort", "Enter")
+    T.eq(term:wait_exit(), 3)
+  end, { UPKIT_TOKEN = secret })
+end)
+
+T.test("debugger.changes names what changed; a parameter declared secret is redacted", function()
+  local dbg = require "upkit.debugger"
+  local before = { params = { a = 1, s = "old", t = { 1, 2 } }, state = { x = true } }
+  local after = { params = { a = 2, s = "new-secret-value", t = { 1, 2 } }, state = { y = "v" } }
+  local changes = dbg.changes(before, after, function(name) return name == "s" end)
+  local names = {}
+  for _, c in ipairs(changes) do names[#names + 1] = c.name end
+  T.eq(names, { "params.a", "params.s", "state.x", "state.y" })
+  T.eq(changes[1].value, 2)
+  T.eq(changes[1].was, 1)
+  T.eq(changes[2].value, "***")
+  T.eq(require("upkit.log").redact("x new-secret-value"), "x ***", "the new value is a secret from now on")
+  T.eq(changes[3].value, nil)
+  T.eq(#dbg.changes(before, before), 0, "nothing changed")
+end)
+
 T.test("Ctrl-D leaves the REPL and the step fails as without --debug (exit 1)", function()
   local dir = failing_run(nil, function(term)
     term:keys("C-d")

@@ -1,6 +1,6 @@
 -- upkit.debugger: the REPL of `upkit run ... --debug` and `--step`.
 --
---   debugger.attach(ctx, journal)                  the engine, once per run
+--   debugger.attach(ctx, journal [, desc])         the engine, once per run
 --   debugger.on_error(err, ctx, step, level) -> "retry" | "skip" | "abort" | nil
 --   debugger.ask_step(step, ctx, describe) -> "yes" | "skip" | "continue" | "quit"
 --
@@ -11,6 +11,11 @@
 -- Assigning to a local or an upvalue changes it in the frame. Frames are
 -- kept by their height above the bottom of the stack, which does not change
 -- while the REPL runs deeper in the same stack.
+--
+-- Every line typed goes to the run's log (level debug: the log file, not the
+-- console); a change the line made to ctx.params or ctx.state is logged and
+-- journalled (event "debug-change") with the names of what changed, secret
+-- parameters' values redacted.
 local upkit = require "upkit"
 local log = require "upkit.log"
 local pretty = require "upkit.pretty"
@@ -20,7 +25,7 @@ local M = {}
 
 local PROMPT = "debug> "
 
-local session = { ctx = nil, journal = nil, debug = false }
+local session = { ctx = nil, journal = nil, debug = false, secrets = {} }
 
 -- Errors raised by `abort` at a breakpoint: on_error lets them through.
 local aborts = setmetatable({}, { __mode = "k" })
@@ -230,22 +235,136 @@ end
 -- A value for a `name = value` line: two levels deep, continuation lines
 -- indented under the name.
 local function show(v)
-  return (pretty.format(v, { depth = 2 }):gsub("\n", "\n  "))
+  return (pretty.format(v, { depth = 2, redact = log.redact }):gsub("\n", "\n  "))
 end
 
--- Run a chunk's source in env; print its values, secrets redacted.
-local function evaluator(env)
-  return function(src)
-    local f, lerr = load(src, "=stdin", "t", env)
-    if not f then return false, lerr end
-    local res = table.pack(pcall(f))
-    if not res[1] then return false, log.redact(text_of(res[2])) end
-    if res.n > 1 then
-      local out = {}
-      for i = 2, res.n do out[#out + 1] = pretty.format(res[i]) end
-      say(table.concat(out, "\t"))
+-- Run a chunk's source in the REPL's session env; print its values,
+-- secrets redacted before they are quoted.
+local function evaluate(src, env)
+  local f, lerr = load(src, "=stdin", "t", env)
+  if not f then return false, lerr end
+  local res = table.pack(pcall(f))
+  if not res[1] then return false, log.redact(text_of(res[2])) end
+  if res.n > 1 then
+    local out = {}
+    for i = 2, res.n do out[#out + 1] = pretty.format(res[i], { redact = log.redact }) end
+    say(table.concat(out, "\t"))
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Recording what the operator typed and changed
+---------------------------------------------------------------------------
+
+-- A copy of a value to compare later: tables copied (cycles kept), the
+-- rest as they are.
+local function snapshot(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local c = {}
+  seen[v] = c
+  for k, x in next, v do c[k] = snapshot(x, seen) end
+  return c
+end
+
+local function same(a, b, seen)
+  if type(a) ~= "table" or type(b) ~= "table" then return rawequal(a, b) end
+  seen = seen or {}
+  if seen[a] == b then return true end
+  seen[a] = b
+  for k, x in next, a do
+    if not same(x, rawget(b, k), seen) then return false end
+  end
+  for k in next, b do
+    if rawget(a, k) == nil then return false end
+  end
+  return true
+end
+
+-- Is parameter `name` a secret? Its type when the engine gave the
+-- description; else a value the log already redacts.
+local function is_secret(name, old)
+  if session.secrets[name] ~= nil then return session.secrets[name] end
+  return type(old) == "string" and log.redact(old) ~= old
+end
+
+-- A value as the journal can hold it: strings redacted, tables copied;
+-- what JSON cannot hold (functions, handles, cycles) as its pretty text.
+local function portable(v)
+  local json = require "upkit.json"
+  local function scrub(x, depth)
+    if type(x) == "string" then return log.redact(x) end
+    if type(x) ~= "table" or depth > 20 then return x end
+    local c = {}
+    for k, y in next, x do c[scrub(k, depth + 1)] = scrub(y, depth + 1) end
+    return c
+  end
+  local c = scrub(v, 1)
+  if v == nil then return json.null end
+  if pcall(json.encode, c) then return c end
+  return pretty.format(v, { depth = 3, redact = log.redact })
+end
+
+--[[
+debugger.changes(before, after [, secret]) -> list of
+{ name = "params.x", section = "params", key = "x", value =, was = }:
+the top-level keys of ctx.params and ctx.state (before and after are
+{ params =, state = }) whose values differ, sorted by name. secret(key,
+old) tells which parameters are secret: their value and was are "***".
+]]
+function M.changes(before, after, secret)
+  local out = {}
+  for _, section in ipairs { "params", "state" } do
+    local a, b = before[section] or {}, after[section] or {}
+    local keys = {}
+    for k in next, a do keys[k] = true end
+    for k in next, b do keys[k] = true end
+    for k in pairs(keys) do
+      local old, new = rawget(a, k), rawget(b, k)
+      if not same(old, new) then
+        local c = { name = section .. "." .. tostring(k), section = section, key = k, value = new, was = old }
+        if section == "params" and (secret or is_secret)(k, old) then
+          if type(new) == "string" then log.secret(new) end
+          c.value, c.was = "***", "***"
+        end
+        out[#out + 1] = c
+      end
     end
-    return true
+  end
+  table.sort(out, function(x, y) return x.name < y.name end)
+  return out
+end
+
+-- The state of ctx the next line is compared with.
+local function take(ctx)
+  return { params = snapshot(ctx and ctx.params or {}), state = snapshot(ctx and ctx.state or {}) }
+end
+
+-- After each line typed: log it (debug level: the log file), and log and
+-- journal what it changed in ctx.params and ctx.state. `where` names the
+-- prompt (the step, or the breakpoint).
+local function recorder(ctx, where)
+  local last = take(ctx)
+  return function(text)
+    local now = take(ctx)
+    local changes = M.changes(last, now)
+    last = now
+    log.debug("debug> %s", (text:gsub("\n", "\n>> ")))
+    if #changes == 0 then return end
+    local rec = { event = "debug-change", step = where.step, at = where.at, changed = {} }
+    local lines = {}
+    for _, c in ipairs(changes) do
+      rec.changed[#rec.changed + 1] = c.name
+      rec[c.section] = rec[c.section] or {}
+      rec[c.section][tostring(c.key)] = portable(c.value)
+      lines[#lines + 1] = string.format("%s = %s (was %s)", c.name,
+        pretty.format(c.value, { depth = 2, redact = log.redact }),
+        pretty.format(c.was, { depth = 2, redact = log.redact }))
+    end
+    log.info("changed in the debugger: %s", table.concat(lines, "; "))
+    record(rec)
   end
 end
 
@@ -301,7 +420,8 @@ local function frame_commands(cur)
 end
 
 -- Open the REPL; returns the value a command ended it with, or nil (Ctrl-D).
-local function open_repl(ctx, cur, commands, help)
+-- where = { step =, at = } names the prompt in the log and journal.
+local function open_repl(ctx, cur, commands, help, where)
   local env = frame_env(ctx, cur)
   if #cur.frames > 0 then
     for name, fn in pairs(frame_commands(cur)) do commands[name] = fn end
@@ -310,7 +430,8 @@ local function open_repl(ctx, cur, commands, help)
   return repl.loop {
     prompt = PROMPT,
     env = env,
-    eval = evaluator(env),
+    eval = evaluate,
+    after = recorder(ctx, where),
     commands = commands,
     complete = function(_, word)
       if word:find("[.:]") then return {} end
@@ -357,7 +478,8 @@ local function breakpoint(level)
       return action
     end
   end
-  local action = open_repl(ctx, cur, { continue = decide("continue"), abort = decide("abort") }, BREAK_HELP)
+  local action = open_repl(ctx, cur, { continue = decide("continue"), abort = decide("abort") }, BREAK_HELP,
+                           { step = ctx and ctx.step, at = at })
   if action == nil then decide("continue")() end
   if action == "abort" then
     local e = upkit.new_error("ABORTED", "aborted by the operator at the breakpoint at " .. at)
@@ -366,10 +488,16 @@ local function breakpoint(level)
   end
 end
 
--- debugger.attach(ctx, journal): this run's context and journal; with
+-- debugger.attach(ctx, journal [, desc]): this run's context and journal,
+-- and the procedure's description (which parameters are secrets; without
+-- it, a parameter whose value the log redacts is taken as one); with
 -- --debug on a terminal, upkit.breakpoint() opens the REPL.
-function M.attach(ctx, journal)
+function M.attach(ctx, journal, desc)
   session.ctx, session.journal = ctx, journal
+  session.secrets = {}
+  for _, p in ipairs(type(desc) == "table" and type(desc.params) == "table" and desc.params or {}) do
+    if type(p) == "table" and p.name then session.secrets[p.name] = p.type == "secret" end
+  end
   session.debug = ctx.opts and ctx.opts.debug and upkit.isatty(0) or false
   if session.debug then
     upkit._breakpoint_hook = function(level)
@@ -403,7 +531,7 @@ function M.on_error(err, ctx, step, level)
     end
   end
   return open_repl(ctx, cur, { retry = decide("retry"), skip = decide("skip"), abort = decide("abort") },
-                   ERROR_HELP)
+                   ERROR_HELP, { step = step.name })
 end
 
 local ANSWERS = {
@@ -425,7 +553,8 @@ function M.ask_step(step, ctx, describe)
       say("REPL before step '", step.name, "': ctx is the run's context; Ctrl-D or 'back' returns to the question.")
       open_repl(ctx, { frames = {}, index = 1 }, { back = function() return "back" end },
                 "  back             return to the question (Ctrl-D does the same)\n" ..
-                "Anything else is Lua: ctx, globals and the upkit modules are at hand.")
+                "Anything else is Lua: ctx, globals and the upkit modules are at hand.",
+                { step = step.name, at = "--step" })
     elseif answer then
       record { event = "debug", action = answer, step = step.name, by = "--step" }
       return answer

@@ -575,15 +575,15 @@ function M.loop(opts)
     return editor.readline(prompt(continuation))
   end
 
-  -- After a command or chunk ran: the history entry (secrets known by then
-  -- redacted), then opts.after.
+  -- After a command or chunk ran: opts.after, then the history entry
+  -- (secrets known by then redacted: after may have learnt new ones).
   local function finished(text, ok)
+    if opts.after then opts.after(text, ok) end
     if keep_history and text:find("%S") then
       local entry = log.redact(text)
       editor.add_history(entry)
       append_history(entry)
     end
-    if opts.after then opts.after(text, ok) end
   end
 
   if keep_history then load_history(editor) end

@@ -8,6 +8,7 @@
 --                                                -- next "debug>" prompt, return
 --                                                -- the text printed since
 --   D.journal(dir) -> records of the run's journal; D.events(recs, event)
+--   D.run_file(dir, "log.txt") -> a file of the run folder
 local T = require "upkit.test"
 local json = require "upkit.json"
 local lfs = require "lfs"
@@ -26,7 +27,7 @@ end
 function M.session(dir, args, fn, env)
   env = env or {}
   env.HOME = dir
-  env.XDG_DATA_HOME = ""
+  env.XDG_STATE_HOME = env.XDG_STATE_HOME or ""
   local command = string.format("cd %s && exec %s run ./p.lua %s", T.q(dir), T.q(T.upkit_bin()), args)
   pty.run("sh -c " .. T.q(command), fn, { env = env })
 end
@@ -40,19 +41,20 @@ function M.enter(term, line, prompt)
   return screen:sub(before + 1)
 end
 
--- The records of the only run's journal under dir/upkit-runs.
-function M.journal(dir)
+-- The text of a file (journal.jsonl, log.txt) of the only run under dir/upkit-runs.
+function M.run_file(dir, file)
   local runs = dir .. "/upkit-runs"
   for name in lfs.dir(runs) do
-    if name:sub(1, 1) ~= "." then
-      local recs = {}
-      for line in (T.read_file(runs .. "/" .. name .. "/journal.jsonl")):gmatch("[^\n]+") do
-        recs[#recs + 1] = json.decode(line)
-      end
-      return recs
-    end
+    if name:sub(1, 1) ~= "." then return T.read_file(runs .. "/" .. name .. "/" .. file) end
   end
   T.fail("no run folder under " .. runs)
+end
+
+-- The records of the only run's journal under dir/upkit-runs.
+function M.journal(dir)
+  local recs = {}
+  for line in M.run_file(dir, "journal.jsonl"):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
+  return recs
 end
 
 -- The records of `event` (with field = value for each pair of `where`).
