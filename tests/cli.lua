@@ -132,6 +132,20 @@ T.test("list shows the bundled procedures with their summaries", function()
   for _, name in ipairs { "backup", "clone-instance", "in-place-upgrade", "preflight", "rollback", "demo" } do
     T.match(out, "\n?" .. name:gsub("%-", "%%-") .. "%s+%S")
   end
+  T.match(out, "\ndemo +clone a simulated Octopus")
+  T.ok(not out:find("demo: ", 1, true), "the name is not repeated in the summary")
+end)
+
+T.test("list: a first comment line naming the script does not repeat the name", function()
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/tool.lua", "-- tool: does a thing\nreturn 0\n")
+  T.write_file(dir .. "/other.lua", "-- note: keeps this label\nreturn 0\n")
+  T.write_file(dir .. "/proc.lua", 'return { name = "proc", summary = "from the description", steps = {} }\n')
+  local cli = require "upkit.cli"
+  T.eq(cli.summary(dir .. "/tool.lua", "tool"), "does a thing")
+  T.eq(cli.summary(dir .. "/other.lua", "other"), "note: keeps this label")
+  T.eq(cli.summary(dir .. "/proc.lua", "proc"), "from the description")
+  T.eq(cli.summary(dir .. "/missing.lua", "missing"), "")
 end)
 
 T.done()

@@ -135,15 +135,20 @@ Lists the scripts found in the library roots' scripts/ folders (UPKIT_PATH,
 your user folder, the installed share folder, the source tree), each with
 its one-line summary. A name found in an earlier root hides later ones.]]
 
--- The summary of a script: a procedure's summary, or its first comment line.
-function M.summary(path)
+-- The summary of a script: a procedure's summary, or its first comment
+-- line without a leading "NAME:" naming the script (`upkit list` shows the
+-- name already).
+function M.summary(path, name)
   local f = io.open(path, "r")
   if not f then return "" end
   local text = f:read("a")
   f:close()
   local s = text:match('summary%s*=%s*"([^"\n]*)"')
   if s then return s end
-  return text:match("^%-%-%s*([^\n]*)") or ""
+  s = text:match("^%-%-%s*([^\n]*)") or ""
+  local label, rest = s:match("^([^:]*):%s+(.*)$")
+  if name and (label == name or label == name .. ".lua") then s = rest end
+  return s
 end
 
 function commands.list(args)
@@ -161,7 +166,7 @@ function commands.list(args)
       table.sort(names)
       for _, n in ipairs(names) do
         seen[n] = true
-        rows[#rows + 1] = { n, M.summary(dir .. "/" .. n .. ".lua"), dir }
+        rows[#rows + 1] = { n, M.summary(dir .. "/" .. n .. ".lua", n), dir }
       end
     end
   end
@@ -195,11 +200,12 @@ end
 help.repl = [[
 usage: upkit repl
 
-Interactive Lua 5.4 with line editing, history (~/.local/share/upkit/history),
-completion (Tab) and pretty-printed results. Every upkit module is loaded as a
-global: fs, proc, sql, http, hash, json, lfs, upkit. Ctrl-C cancels the line or
-the running chunk; Ctrl-D exits. When standard input is not a terminal, the
-input is run without prompts.]]
+Interactive Lua 5.4 with line editing, history ($XDG_STATE_HOME/upkit/history,
+else ~/.local/state/upkit/history), completion (Tab) and pretty-printed results.
+Every upkit module is loaded as a global: fs, proc, sql, http, hash, json,
+octopus, version, log, pretty, test, lfs, upkit. A 'local' typed at the prompt
+lives for the session. Ctrl-C cancels the line or the running chunk; Ctrl-D
+exits. When standard input is not a terminal, the input is run without prompts.]]
 
 function commands.repl(args)
   if is_help(args[1]) then print(help.repl) return EXIT_OK end
