@@ -118,7 +118,7 @@ return {
       run = function(ctx)
         local db <close> = U.connect(U.odbc_connection(ctx.params.clone_db))
         if ctx.params.disable_targets then
-          for stmt, n in pairs(U.harden_clone(db)) do ctx.log("%-60s %d rows", stmt, n) end
+          for stmt, n in pairs(U.harden_clone(db)) do ctx.log("%-60s %d row%s", stmt, n, n == 1 and "" or "s") end
         else
           ctx.log("disable_targets=false: targets, workers, triggers and subscriptions stay as they are")
         end

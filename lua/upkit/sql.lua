@@ -195,7 +195,7 @@ local function terminal_progress(fn, opts)
   for k, v in pairs(opts) do o[k] = v end
   o.progress = function(p)
     local what = p.percent and string.format("%d%%", p.percent)
-      or string.format("%s%d rows", p.table and (p.table .. ": ") or "", p.rows or 0)
+      or string.format("%s%d row%s", p.table and (p.table .. ": ") or "", p.rows or 0, p.rows == 1 and "" or "s")
     line.draw(false, "%s: %s, %.0f s", fn, what, upkit.now() - t0)
   end
   return o, line.done
