@@ -196,11 +196,19 @@ static int open_editor(void) {
   return 0;
 }
 
+/* Argument arg of fn as a string (or def when absent and def is not NULL), else EINVAL. */
+static const char *arg_string(lua_State *L, int arg, const char *fn, const char *def) {
+  if (def != NULL && lua_isnoneornil(L, arg)) return def;
+  if (lua_type(L, arg) != LUA_TSTRING)
+    upk_error(L, "EINVAL", "%s: argument #%d must be a string, not %s", fn, arg, luaL_typename(L, arg));
+  return lua_tostring(L, arg);
+}
+
 /*
 ** _repl.readline([prompt]) -> line | nil (end of input) | false (cancelled)
 */
 static int repl_readline(lua_State *L) {
-  const char *prompt = luaL_optstring(L, 1, "> ");
+  const char *prompt = arg_string(L, 1, "repl.readline", "> ");
   if (open_editor() != 0) return upk_errno_error(L, errno, "repl.readline: cannot open the line editor");
   ed.prompt = prompt;
   ed.L = L;
@@ -227,14 +235,16 @@ static int repl_readline(lua_State *L) {
 
 /* _repl.add_history(line) */
 static int repl_add_history(lua_State *L) {
-  const char *line = luaL_checkstring(L, 1);
+  const char *line = arg_string(L, 1, "repl.add_history", NULL);
   if (*line) history(ed.hist, &ed.ev, H_ENTER, line);
   return 0;
 }
 
 /* _repl.set_completer(fn | nil) */
 static int repl_set_completer(lua_State *L) {
-  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 1) && !lua_isfunction(L, 1))
+    return upk_error(L, "EINVAL", "repl.set_completer: argument #1 must be a function or nil, not %s",
+                     luaL_typename(L, 1));
   luaL_unref(L, LUA_REGISTRYINDEX, ed.completer);
   ed.completer = LUA_NOREF;
   if (!lua_isnoneornil(L, 1)) {

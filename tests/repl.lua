@@ -95,6 +95,19 @@ T.test("a local <close> at the prompt is closed when its chunk ends, as written"
   T.eq(out, "true\nnil\n")
 end)
 
+T.test("the line editor raises EINVAL error objects for wrong arguments", function()
+  local ed = require "upkit._repl"
+  T.match(T.raises("EINVAL", ed.add_history, 42).message, "repl.add_history: argument #1 must be a string, not number")
+  T.match(T.raises("EINVAL", ed.set_completer, "f").message, "must be a function or nil, not string")
+  T.match(T.raises("EINVAL", ed.readline, {}).message, "repl.readline: argument #1 must be a string, not table")
+end)
+
+T.test("an error message holding a secret known to the log is redacted", function()
+  local _, err = piped("log.secret('hunter2-pass')\nerror('login with hunter2-pass failed')\n")
+  T.contains(err, "login with *** failed")
+  T.ok(not err:find("hunter2", 1, true), err)
+end)
+
 T.test("rewrite_locals: only top-level locals, on the same lines", function()
   local S = "_UPKIT_SESSION."
   T.eq(repl.rewrite_locals("local x = 1"), " " .. S .. "x = 1")

@@ -397,21 +397,20 @@ local function protected_call(f)
 end
 
 -- Print an error: "error: message [code]" for an error object, else the
--- message and its traceback.
+-- message and its traceback; secrets known to the log redacted.
 local function report(err)
   io.stdout:flush()
+  local text
   if upkit.is_error(err) then
-    io.stderr:write("error: ", tostring(err.message), " [", tostring(err.code), "]\n")
-    if os.getenv("UPKIT_TRACEBACK") and err.traceback then
-      io.stderr:write(tostring(err.traceback), "\n")
-    end
+    text = tostring(err.message) .. " [" .. tostring(err.code) .. "]"
+    if os.getenv("UPKIT_TRACEBACK") and err.traceback then text = text .. "\n" .. tostring(err.traceback) end
   elseif type(err) == "table" then
     local mt = getmetatable(err)
-    local text = (type(mt) == "table" and mt.__tostring) and tostring(err) or pretty.format(err)
-    io.stderr:write("error: ", text, "\n")
+    text = (type(mt) == "table" and mt.__tostring) and tostring(err) or pretty.format(err, { redact = log.redact })
   else
-    io.stderr:write("error: ", tostring(err), "\n")
+    text = tostring(err)
   end
+  io.stderr:write("error: ", log.redact(text), "\n")
   io.stderr:flush()
 end
 M.report = report
