@@ -237,6 +237,8 @@ T.test("lines typed go to the run's log; changes to ctx.params and ctx.state are
     D.enter(term, "ctx.params.token = 'n3w-t0ken'")
     T.match(D.enter(term, "ctx.params.token"), '\n"%*%*%*"\n')
     D.enter(term, "1 + 1")
+    D.enter(term, "local kept = ctx.params.backup .. '!'")
+    T.match(D.enter(term, "kept"), '\n"good!"\n', "a local typed at the prompt lives on")
     term:send("retry", "Enter")
     T.eq(term:wait_exit(), 0)
     T.contains(term:screen(), 'changed in the debugger: params.backup = "good" (was "wrong")')
