@@ -46,6 +46,8 @@ T.test("a breakpoint opens the REPL at its line; changes hold after continue", f
     T.eq(term:wait_exit(), 0)
   end)
   T.eq(T.read_file(dir .. "/greeting.txt"), "changed at the breakpoint\n")
+  T.contains(D.run_file(dir, "log.txt"), "DEBUG [greet] debug> greeting = 'changed at the breakpoint'\n",
+             "a line typed at a breakpoint is in the log")
   local recs = D.journal(dir)
   local rec = D.events(recs, "debug", { action = "continue" })[1]
   T.eq(rec.step, "greet")
@@ -127,6 +129,7 @@ T.test("--step: yes, no, repl then yes, continue runs the rest without asking", 
     term:send("ctx.para", "Tab")
     term:wait_match("debug> ctx%.params$")
     term:keys("C-c")
+    D.enter(term, "ctx.params.label = 'M'")
     T.contains(D.enter(term, "back", QUESTION), "[q]uit?")
     T.contains(D.enter(term, "y", QUESTION), "Next step 'four'")
     term:send("c", "Enter")
@@ -137,6 +140,9 @@ T.test("--step: yes, no, repl then yes, continue runs the rest without asking", 
   local answers = {}
   for _, r in ipairs(D.events(recs, "debug", { by = "--step" })) do answers[#answers + 1] = r.step .. "=" .. r.action end
   T.eq(table.concat(answers, " "), "one=yes two=skip three=yes four=continue")
+  local change = D.events(recs, "debug-change", { step = "three", at = "--step" })
+  T.eq(#change, 1, "the change made in --step's REPL is journalled")
+  T.eq(change[1].params, { label = "M" })
   T.eq(D.events(recs, "step-skipped", { step = "two" })[1].reason, "operator")
   T.eq(D.events(recs, "run-finished")[1].result, "success")
 end)
