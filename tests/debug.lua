@@ -286,7 +286,8 @@ end)
 T.test("a secret holding a quote, a backslash and a tab never prints in clear", function()
   local secret = 'q"b\\s\tt-1'
   local pretty = require "upkit.pretty"
-  failing_run(nil, function(term)
+  local json = require "upkit.json"
+  local dir = failing_run(nil, function(term)
     D.enter(term, "up")
     local shown = D.enter(term, "locals") .. D.enter(term, "ctx.params") .. D.enter(term, "ctx.params.token")
                   .. D.enter(term, "{ ctx.params.token }") .. D.enter(term, "ctx.params.token .. '!'")
@@ -294,9 +295,14 @@ T.test("a secret holding a quote, a backslash and a tab never prints in clear", 
     T.ok(not shown:find(pretty.format(secret):sub(2, -2), 1, true), "not escaped either: " .. shown)
     T.contains(shown, 'token = "***"')
     T.contains(shown, '"***!"')
+    D.enter(term, "ctx.state.copy = { ctx.params.token }")
     term:send("abort", "Enter")
     T.eq(term:wait_exit(), 3)
   end, { UPKIT_TOKEN = secret })
+  local journal = D.run_file(dir, "journal.jsonl")
+  T.eq(D.events(D.journal(dir), "debug-change")[1].state, { copy = { "***" } })
+  T.ok(not journal:find(json.encode(secret):sub(2, -2), 1, true), "not in the journal, JSON-escaped or not")
+  T.ok(not journal:find(secret, 1, true))
 end)
 
 T.test("debugger.changes names what changed; a parameter declared secret is redacted", function()

@@ -35,8 +35,20 @@ local function say(...)
   io.stdout:flush()
 end
 
+-- A copy of v with every string (keys too) redacted: secrets are hidden
+-- before the journal encodes them, where an escaped quote or tab would
+-- hide them from log.redact.
+local function redacted(v, depth)
+  depth = depth or 1
+  if type(v) == "string" then return log.redact(v) end
+  if type(v) ~= "table" or depth > 20 then return v end
+  local c = {}
+  for k, x in next, v do c[redacted(k, depth + 1)] = redacted(x, depth + 1) end
+  return setmetatable(c, getmetatable(v))
+end
+
 local function record(rec)
-  if session.journal then session.journal:write(rec) end
+  if session.journal then session.journal:write(redacted(rec)) end
 end
 
 ---------------------------------------------------------------------------
@@ -294,15 +306,8 @@ end
 -- what JSON cannot hold (functions, handles, cycles) as its pretty text.
 local function portable(v)
   local json = require "upkit.json"
-  local function scrub(x, depth)
-    if type(x) == "string" then return log.redact(x) end
-    if type(x) ~= "table" or depth > 20 then return x end
-    local c = {}
-    for k, y in next, x do c[scrub(k, depth + 1)] = scrub(y, depth + 1) end
-    return c
-  end
-  local c = scrub(v, 1)
   if v == nil then return json.null end
+  local c = redacted(v)
   if pcall(json.encode, c) then return c end
   return pretty.format(v, { depth = 3, redact = log.redact })
 end
