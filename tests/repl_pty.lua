@@ -176,11 +176,13 @@ T.test("history is saved between sessions (HOME), private, once per entry", func
     term:keys("C-c")
     term:send("second = 2", "Enter")
     term:wait_prompt()
+    term:send("second = 2", "Enter")
+    term:wait_prompt()
     term:keys("C-d")
     T.eq(term:wait_exit(), 0)
   end, { HOME = home })
   T.eq(T.read_file(file), '"marker_from_first_session = 1"\n"second = 2"\n',
-       "a second session appends its entries, not the whole history again")
+       "a second session appends its entries, not the whole history again, nor a repeated one")
 end)
 
 T.test("history goes to XDG_STATE_HOME/upkit when it is set", function()

@@ -6,7 +6,8 @@
 --   repl.globals(env) -> env                    the upkit modules as globals
 --   repl.session(base) -> env                   where a session's chunks run
 --   repl.rewrite_locals(text) -> text | nil     top-level locals made session variables
---   repl.history_file() -> path | nil, why      the history under the state folder
+--   repl.state_dir() -> path | nil, why         $XDG_STATE_HOME/upkit or ~/.local/state/upkit
+--   repl.history_file() -> path | nil, why      the history file there, its folder made
 --
 -- Behaviour follows Lua 5.4's lua.c: a line is tried as `return <line>`
 -- first, then as a statement; while the chunk is incomplete (the error ends
@@ -448,7 +449,7 @@ end
 ---------------------------------------------------------------------------
 
 local HISTORY_MAX = 1000
-local history = { loaded = false, file = nil }
+local history = { loaded = false, file = nil, last = nil }
 
 -- The state folder: $XDG_STATE_HOME/upkit, else ~/.local/state/upkit.
 function M.state_dir()
@@ -494,6 +495,7 @@ local function load_history(editor)
   end
   f:close()
   for i = math.max(1, #entries - HISTORY_MAX + 1), #entries do editor.add_history(entries[i]) end
+  history.last = entries[#entries]
   if #entries > 2 * HISTORY_MAX then
     local keep = {}
     for i = #entries - HISTORY_MAX + 1, #entries do keep[#keep + 1] = json.encode(entries[i]) end
@@ -501,8 +503,11 @@ local function load_history(editor)
   end
 end
 
+-- An entry equal to the one before it is not written again (nor kept
+-- twice in memory: the editor's history is unique).
 local function append_history(entry)
-  if not history.file then return end
+  if not history.file or entry == history.last then return end
+  history.last = entry
   local fs = require "upkit.fs"
   local ok, err = true, nil
   if not fs.exists(history.file) then ok, err = pcall(fs.write, history.file, "", { mode = "0600" }) end
