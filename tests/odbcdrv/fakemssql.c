@@ -18,7 +18,8 @@
 **                                 "rows": [ [v, ...] ], "rowcount": n,
 **                                 "error": [ {state, native, message}, ... ] } ] } ] }
 **
-** A statement runs the first rule whose match (and params) it contains. Its
+** A statement runs the first rule whose match (and params) it contains (a
+** match that starts with ^ must begin the statement). Its
 ** results come one per SQLExecDirect/SQLMoreResults, as SQL Server sends
 ** them: an element with messages returns SQL_SUCCESS_WITH_INFO, one with an
 ** error SQL_ERROR (after its messages). A statement no rule answers fails
@@ -531,7 +532,8 @@ static SQLRETURN execute(Stmt *s, const char *sql) {
   cJSON_ArrayForEach(r, rules) {
     const char *m = jstr(r, "match", ""), *pm = jstr(r, "params", NULL);
     if (cJSON_IsTrue(cJSON_GetObjectItem(r, "used"))) continue;
-    if (strstr(sql, m) && (!pm || strstr(ptext, pm))) { rule = r; break; }
+    int hit = m[0] == '^' ? strncmp(sql, m + 1, strlen(m + 1)) == 0 : strstr(sql, m) != NULL;
+    if (hit && (!pm || strstr(ptext, pm))) { rule = r; break; }
   }
   free(ptext);
   if (!rule) {
