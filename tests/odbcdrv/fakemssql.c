@@ -51,8 +51,11 @@ typedef struct {
 
 typedef struct Env { Head h; } Env;
 
+struct Stmt;
+
 typedef struct Dbc {
   Head h;
+  struct Stmt *stmts;        /* statements, freed with the connection (SQLDisconnect) */
   cJSON *script;
   char *logpath;
   int driver_major;
@@ -64,6 +67,7 @@ typedef struct { SQLSMALLINT ctype; SQLPOINTER buf; SQLLEN len; SQLLEN *ind; } B
 typedef struct Stmt {
   Head h;
   Dbc *dbc;
+  struct Stmt *next;
   char *sql;                 /* prepared text */
   cJSON *results;            /* the rule's results (borrowed) */
   int ri;                    /* current result */
@@ -202,6 +206,8 @@ EXPORT SQLRETURN SQLAllocHandle(SQLSMALLINT type, SQLHANDLE in, SQLHANDLE *out) 
     s->h.type = H_STMT;
     s->dbc = in;
     s->arraysize = 1;
+    s->next = s->dbc->stmts;
+    s->dbc->stmts = s;
     *out = s;
   } else {
     return SQL_ERROR;
@@ -221,15 +227,37 @@ static void stmt_reset(Stmt *s) {
   s->rowcount = -1;
 }
 
+static void stmt_free(Stmt *s) {
+  clear_diags(&s->h);
+  free(s->sql);
+  free(s);
+}
+
+/* Free every statement of the connection (SQLDisconnect does, per the ODBC rules). */
+static void free_stmts(Dbc *c) {
+  while (c->stmts) {
+    Stmt *next = c->stmts->next;
+    stmt_free(c->stmts);
+    c->stmts = next;
+  }
+}
+
 EXPORT SQLRETURN SQLFreeHandle(SQLSMALLINT type, SQLHANDLE h) {
   if (!h) return SQL_INVALID_HANDLE;
+  if (type == SQL_HANDLE_STMT) {
+    Stmt *s = h;
+    for (Stmt **p = &s->dbc->stmts; *p; p = &(*p)->next) {
+      if (*p == s) { *p = s->next; break; }
+    }
+    stmt_free(s);
+    return SQL_SUCCESS;
+  }
   clear_diags(h);
   if (type == SQL_HANDLE_DBC) {
     Dbc *c = h;
+    free_stmts(c);
     cJSON_Delete(c->script);
     free(c->logpath);
-  } else if (type == SQL_HANDLE_STMT) {
-    free(((Stmt *)h)->sql);
   }
   free(h);
   return SQL_SUCCESS;
@@ -371,7 +399,9 @@ EXPORT SQLRETURN SQLConnect(SQLHDBC h, SQLCHAR *dsn, SQLSMALLINT l1, SQLCHAR *ui
 }
 
 EXPORT SQLRETURN SQLDisconnect(SQLHDBC h) {
-  ((Dbc *)h)->connected = 0;
+  Dbc *c = h;
+  c->connected = 0;
+  free_stmts(c);
   return SQL_SUCCESS;
 }
 
