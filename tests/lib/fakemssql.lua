@@ -48,7 +48,8 @@ F.new(dir, o): o.machine ("SQL01"), o.server (o.machine), o.version
 ("15.0.4153.1", SQL Server 2019), o.engine_edition (3: Enterprise), o.rds,
 o.login ("octo"), o.sysadmin, o.dbcreator, o.create_any_database,
 o.can_backup, o.owner_of = { db = true }, o.databases = { name = id },
-o.data_dir, o.log_dir, o.volumes = { { mount, available } }, o.service_account.
+o.data_dir, o.log_dir, o.volumes = { { mount, available, replaced } }, o.service_account,
+o.database (Database= of srv:conn(), "master").
 ]]
 function F.new(dir, o)
   o = o or {}
@@ -145,7 +146,7 @@ end
 
 -- The connection string (extra: more keyword=value pairs).
 function Server:conn(extra)
-  return "Driver=" .. F.so() .. ";Server=" .. self.o.machine .. ";Database=master;UID=" .. (self.o.login or "octo") ..
+  return "Driver=" .. F.so() .. ";Server=" .. self.o.machine .. ";Database=" .. (self.o.database or "master") .. ";UID=" .. (self.o.login or "octo") ..
     ";PWD={s3cr;et}" .. (extra and (";" .. extra) or "") .. ";UpkitScript=" .. self.script_path
 end
 

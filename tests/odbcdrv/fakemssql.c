@@ -7,7 +7,7 @@
 **
 **   { "log": "<file>",                       every statement received, JSON lines
 **     "dbms_version": "15.00.4153",          SQL_DBMS_VER (SQL Server 2019 CU)
-**     "database": "master", "user": "dbo",
+**     "database": "master", "user": "dbo",   (SQL_DATABASE_NAME: Database= when given)
 **     "self_signed": true,                   a certificate Driver 18 rejects unless
 **                                            TrustServerCertificate=yes or Encrypt=no
 **     "connect_error": [ {state, native, message}, ... ],
@@ -58,6 +58,7 @@ typedef struct Dbc {
   struct Stmt *stmts;        /* statements, freed with the connection (SQLDisconnect) */
   cJSON *script;
   char *logpath;
+  char *database;            /* Database= of the connection string */
   int driver_major;
   int connected;
 } Dbc;
@@ -258,6 +259,7 @@ EXPORT SQLRETURN SQLFreeHandle(SQLSMALLINT type, SQLHANDLE h) {
     free_stmts(c);
     cJSON_Delete(c->script);
     free(c->logpath);
+    free(c->database);
   }
   free(h);
   return SQL_SUCCESS;
@@ -344,6 +346,8 @@ EXPORT SQLRETURN SQLDriverConnect(SQLHDBC h, SQLHWND w, SQLCHAR *in, SQLSMALLINT
   const char *d = driver ? strcasestr(driver, "ODBC Driver ") : NULL;
   if (d) c->driver_major = atoi(d + 12);
   else if (driver && strcasecmp(driver, "SQL Server") == 0) c->driver_major = 0;
+  free(c->database);
+  c->database = conn_value(cs, "Database");
   char *script = conn_value(cs, "UpkitScript");
   const char *path = script ? script : getenv("UPKIT_FAKE_MSSQL");
   c->script = path ? load_script(path) : NULL;
@@ -423,7 +427,7 @@ EXPORT SQLRETURN SQLGetInfo(SQLHDBC h, SQLUSMALLINT what, SQLPOINTER out, SQLSMA
       return put_str(drv, out, max, len);
     case SQL_DRIVER_VER: return put_str("17.10.0006", out, max, len);
     case SQL_DRIVER_ODBC_VER: return put_str("03.80", out, max, len);
-    case SQL_DATABASE_NAME: return put_str(jstr(c->script, "database", "master"), out, max, len);
+    case SQL_DATABASE_NAME: return put_str(c->database ? c->database : jstr(c->script, "database", "master"), out, max, len);
     case SQL_USER_NAME: return put_str(jstr(c->script, "user", "dbo"), out, max, len);
     case SQL_SERVER_NAME: return put_str(jstr(c->script, "server", "SQL01"), out, max, len);
     case SQL_SEARCH_PATTERN_ESCAPE: return put_str("\\", out, max, len);
@@ -594,6 +598,41 @@ EXPORT SQLRETURN SQLExecDirect(SQLHSTMT h, SQLCHAR *sql, SQLINTEGER len) {
   SQLRETURN rc = execute(h, t);
   free(t);
   return rc;
+}
+
+/*
+** The catalog functions run as statements "CATALOG <kind> <schema>.<table>"
+** (schema and table as given, empty when NULL), answered by the rules.
+*/
+static SQLRETURN catalog(SQLHSTMT h, const char *kind, SQLCHAR *schema, SQLSMALLINT sl, SQLCHAR *table, SQLSMALLINT tl) {
+  char *sc = schema ? text_arg(schema, sl) : strdup(""), *tb = table ? text_arg(table, tl) : strdup("");
+  char *q = NULL;
+  if (asprintf(&q, "CATALOG %s %s.%s", kind, sc, tb) < 0) q = NULL;
+  SQLRETURN rc = q ? execute(h, q) : SQL_ERROR;
+  free(q);
+  free(sc);
+  free(tb);
+  return rc;
+}
+
+EXPORT SQLRETURN SQLTables(SQLHSTMT h, SQLCHAR *cat, SQLSMALLINT cl, SQLCHAR *schema, SQLSMALLINT sl, SQLCHAR *table,
+                           SQLSMALLINT tl, SQLCHAR *type, SQLSMALLINT yl) {
+  return catalog(h, "TABLES", schema, sl, table, tl);
+}
+
+EXPORT SQLRETURN SQLColumns(SQLHSTMT h, SQLCHAR *cat, SQLSMALLINT cl, SQLCHAR *schema, SQLSMALLINT sl, SQLCHAR *table,
+                            SQLSMALLINT tl, SQLCHAR *col, SQLSMALLINT ol) {
+  return catalog(h, "COLUMNS", schema, sl, table, tl);
+}
+
+EXPORT SQLRETURN SQLPrimaryKeys(SQLHSTMT h, SQLCHAR *cat, SQLSMALLINT cl, SQLCHAR *schema, SQLSMALLINT sl,
+                                SQLCHAR *table, SQLSMALLINT tl) {
+  return catalog(h, "PRIMARY_KEYS", schema, sl, table, tl);
+}
+
+EXPORT SQLRETURN SQLStatistics(SQLHSTMT h, SQLCHAR *cat, SQLSMALLINT cl, SQLCHAR *schema, SQLSMALLINT sl,
+                               SQLCHAR *table, SQLSMALLINT tl, SQLUSMALLINT unique, SQLUSMALLINT reserved) {
+  return catalog(h, "STATISTICS", schema, sl, table, tl);
 }
 
 EXPORT SQLRETURN SQLPrepare(SQLHSTMT h, SQLCHAR *sql, SQLINTEGER len) {

@@ -406,7 +406,8 @@ M.hostname = hostname
 local function on_this_machine(p, file)
   local dir = folder_of(file)
   if dir == "" then dir = "." end
-  return p.machine ~= "" and p.machine:lower() == hostname():lower() and
+  local short = function(h) return (h:match("^[^.]+") or h):lower() end  -- MachineName is the NetBIOS name
+  return p.machine ~= "" and short(p.machine) == short(hostname()) and
     require("lfs").attributes(dir, "mode") == "directory"
 end
 
