@@ -46,6 +46,18 @@ T.test("sql.verify with the connection verifies a file only the server sees, and
   T.eq(srv:statements(), { mssql.verify_statement(BAK), mssql.header_statement(BAK) })
 end)
 
+T.test("on a SQL Server connection a logical backup file readable here is still verified as logical", function()
+  local dir = T.tmpdir()
+  local src <close> = sql.connect(require("odbc.drivers").sqlite_conn(dir .. "/src.db"))
+  src:exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+  src:exec("INSERT INTO t VALUES (1, 'a')")
+  sql.backup(src, { to = dir .. "/logical.upk", method = "logical" })
+  local srv = F.new(dir, { sysadmin = true })
+  local db <close> = sql.connect(srv:conn())
+  T.eq(sql.verify(dir .. "/logical.upk", { db = db }).method, "logical")
+  T.eq(srv:statements(), {}, "the server was not asked")
+end)
+
 T.test("a damaged backup fails verification with BAD_FORMAT and SQL Server's number", function()
   local srv = F.new(T.tmpdir(), { sysadmin = true })
   srv:rule { match = "^RESTORE VERIFYONLY", results = { { error = {

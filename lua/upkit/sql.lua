@@ -272,6 +272,17 @@ local function file_kind(path, fn)
 end
 M.file_kind = file_kind
 
+-- file_kind, except that on a SQL Server connection a file not readable here
+-- is a SQL Server backup on the server's disk (the server reads it).
+local function kind_on(path, db, fn)
+  if db ~= nil and type(db) ~= "string" and engine(db) == "mssql" and type(path) == "string" then
+    local f = io.open(path, "rb")
+    if not f then return "mssql" end
+    f:close()
+  end
+  return file_kind(path, fn)
+end
+
 -- sql.restore(target, { from =, database =, replace = false, progress = fn })
 --   target: a connection, or a connection string (connected and closed here).
 --   SQLite file backups: the target database is a file: `database` (a path;
@@ -283,8 +294,7 @@ function M.restore(target, opts)
   checkopts("sql.restore", opts, RESTORE_KEYS)
   if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
   local t0 = upkit.now()
-  -- a SQL Server backup is read by the server: it need not be visible here
-  local kind = type(target) ~= "string" and engine(target) == "mssql" and "mssql" or file_kind(opts.from)
+  local kind = kind_on(opts.from, target, "sql.restore")
   local o, done = terminal_progress("sql.restore", opts)
   local r
   if kind == "sqlite" then
@@ -311,7 +321,7 @@ end
 function M.verify(file, opts)
   opts = opts or {}
   if type(opts) ~= "table" then upkit.error("EINVAL", "sql.verify: options must be a table") end
-  local kind = opts.db and engine(opts.db) == "mssql" and "mssql" or file_kind(file, "sql.verify")
+  local kind = kind_on(file, opts.db, "sql.verify")
   local t0 = upkit.now()
   local r = lazy(kind).verify(file, opts)
   r.method = kind
