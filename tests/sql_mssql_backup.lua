@@ -63,12 +63,39 @@ T.test("on a remote server the result says where the file is, on which machine, 
   T.eq(r.bytes, 10043392)
   T.eq(r.sha256, nil)
   T.eq(r.finished, "2026-11-30T02:00:00")
+  T.eq(r.size_from, "msdb.dbo.backupset")
   T.eq(r.verified, { "CHECKSUM", "RESTORE VERIFYONLY" })
   T.contains(r.digest, "none: the file is on SQL01")
   -- what a procedure logs can always be formatted
   T.contains(string.format("%s (%d bytes) %s", r.file, r.bytes, r.digest), "10043392 bytes")
   T.contains(r.summary, [[D:\Backups\Octopus.bak on SQL01 (10043392 bytes, CHECKSUM, RESTORE VERIFYONLY]])
   no_unanswered(srv)
+end)
+
+T.test("a login that may not read msdb takes the backup's size and time from RESTORE HEADERONLY", function()
+  local to = [[D:\Backups\Octopus.bak]]
+  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true, backup_bytes = 7340032 })
+  srv:rule { match = "^BACKUP DATABASE", results = F.progress("BACKUP", "Octopus", 896) }
+  srv:rule { match = "msdb.dbo.backupset", results = { { error = {
+    F.err(229, "The SELECT permission was denied on the object 'backupset', database 'msdb', schema 'dbo'.") } } } }
+  local db <close> = sql.connect(srv:conn())
+  local r = sql.backup(db, { to = to, database = "Octopus" })
+  T.eq(r.bytes, 7340032)
+  T.eq(r.finished, "2026-11-30T02:00:00")
+  T.contains(r.size_from, "RESTORE HEADERONLY (msdb.dbo.backupset is not readable")
+  no_unanswered(srv)
+end)
+
+T.test("BACKUP DATABASE permission denied (262) from the server is PERMISSION_DENIED", function()
+  local to = [[D:\Backups\Octopus.bak]]
+  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true })
+  srv:rule { match = "^BACKUP DATABASE", results = { { error = {
+    F.err(262, "BACKUP DATABASE permission denied in database 'Octopus'."),
+    F.err(3013, "BACKUP DATABASE is terminating abnormally.") } } } }
+  local db <close> = sql.connect(srv:conn())
+  local e = T.raises("PERMISSION_DENIED", sql.backup, db, { to = to, database = "Octopus" })
+  T.eq(e.native, 262)
+  T.contains(e.message, "BACKUP DATABASE permission denied in database 'Octopus'.")
 end)
 
 T.test("a remote backup is hashed when upkit sees the server's file through visible_as", function()

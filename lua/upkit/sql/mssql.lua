@@ -411,23 +411,36 @@ local function on_this_machine(p, file)
     require("lfs").attributes(dir, "mode") == "directory"
 end
 
--- The server's record of the backup just written to file.
+local function header(db, file)
+  local h = first(db, "sql.verify: RESTORE HEADERONLY of '" .. file .. "'", M.header_statement(file)) or {}
+  return { database = value(field(h, "DatabaseName")), finished = value(field(h, "BackupFinishDate")),
+           bytes = tonumber(value(field(h, "BackupSize"))) or 0, has_checksums = yes(field(h, "HasBackupChecksums")) }
+end
+
+-- The server's record of the backup just written to file: msdb's history,
+-- or the file's own header when the login may not read msdb (229).
 local function history(db, database, file)
-  local h = first(db, "sql.backup", M.history_query, database, file)
+  local ok, h = pcall(first, db, "sql.backup: reading msdb.dbo.backupset", M.history_query, database, file)
+  if not ok then
+    if not (type(h) == "table" and h.code == "PERMISSION_DENIED") then error(h, 0) end
+    local hd = header(db, file)
+    hd.source = "RESTORE HEADERONLY (msdb.dbo.backupset is not readable: " .. tostring(h.message) .. ")"
+    return hd
+  end
   if not h then
     upkit.error("BAD_RESPONSE", string.format("sql.backup: msdb.dbo.backupset has no backup of %s to '%s'",
       M.ident(database), file))
   end
   return {
     finished = value(h.finished), has_checksums = yes(h.has_checksums), copy_only = yes(h.copy_only),
-    bytes = tonumber(value(h.compressed_size)) or tonumber(value(h.backup_size)) or 0,
+    bytes = tonumber(value(h.compressed_size)) or tonumber(value(h.backup_size)) or 0, source = "msdb.dbo.backupset",
   }
 end
 
 --[[
 mssql.backup(db, { to =, database =, progress =, visible_as =, test = }) ->
   { file, machine, server, database, location = "local"|"server", reachable,
-    bytes, finished, verified = { ... }, sha256 (when reachable), digest, tested? }
+    bytes, size_from, finished, verified = { ... }, sha256 (when reachable), digest, summary, tested? }
 Stops with UNSUPPORTED (Azure, Managed Instance, RDS), PERMISSION_DENIED or
 NOT_FOUND before the server writes anything. The server writes the file;
 when it runs on this machine and the folder is visible here, it writes a
@@ -458,7 +471,7 @@ function M.backup(db, opts)
   local h = history(db, database, file)
   local r = {
     file = opts.to, machine = p.machine, server = p.server, database = database,
-    location = here and "local" or "server", finished = h.finished, bytes = h.bytes,
+    location = here and "local" or "server", finished = h.finished, bytes = h.bytes, size_from = h.source,
     verified = { "CHECKSUM", "RESTORE VERIFYONLY" }, reachable = false,
   }
   if not h.has_checksums then
@@ -467,7 +480,7 @@ function M.backup(db, opts)
   local seen = here and file or opts.visible_as
   local size = seen and local_size(seen)
   if size then
-    r.reachable, r.bytes = true, size
+    r.reachable, r.bytes, r.size_from = true, size, "file"
     r.sha256 = require("upkit.hash").file("sha256", seen)
     r.verified[#r.verified + 1] = "sha256"
     if here then require("upkit._sql").rename(file, opts.to) end
@@ -584,12 +597,6 @@ end
 ---------------------------------------------------------------------------
 -- Verify
 ---------------------------------------------------------------------------
-
-local function header(db, file)
-  local h = first(db, "sql.verify: RESTORE HEADERONLY of '" .. file .. "'", M.header_statement(file)) or {}
-  return { database = value(field(h, "DatabaseName")), finished = value(field(h, "BackupFinishDate")),
-           bytes = tonumber(value(field(h, "BackupSize"))) or 0, has_checksums = yes(field(h, "HasBackupChecksums")) }
-end
 
 --[[
 mssql.verify(file, { db =, restore = bool, name =, data_dir =, log_dir = })
