@@ -170,10 +170,10 @@ local function lazy(name)
 end
 
 setmetatable(M, { __index = function(_, k)
-  if k == "mssql" or k == "logical" or k == "sqlite" then return lazy(k) end
+  if k == "mssql" or k == "logical" or k == "sqlite" or k == "connstr" then return lazy(k) end
 end })
 
-local BACKUP_KEYS = { to = true, database = true, method = true, progress = true }
+local BACKUP_KEYS = { to = true, database = true, method = true, progress = true, visible_as = true, test = true }
 local RESTORE_KEYS = { from = true, database = true, replace = true, progress = true,
                        data_dir = true, log_dir = true, sha256 = true }
 
@@ -272,6 +272,17 @@ local function file_kind(path, fn)
 end
 M.file_kind = file_kind
 
+-- file_kind, except that on a SQL Server connection a file not readable here
+-- is a SQL Server backup on the server's disk (the server reads it).
+local function kind_on(path, db, fn)
+  if db ~= nil and type(db) ~= "string" and engine(db) == "mssql" and type(path) == "string" then
+    local f = io.open(path, "rb")
+    if not f then return "mssql" end
+    f:close()
+  end
+  return file_kind(path, fn)
+end
+
 -- sql.restore(target, { from =, database =, replace = false, progress = fn })
 --   target: a connection, or a connection string (connected and closed here).
 --   SQLite file backups: the target database is a file: `database` (a path;
@@ -283,7 +294,7 @@ function M.restore(target, opts)
   checkopts("sql.restore", opts, RESTORE_KEYS)
   if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
   local t0 = upkit.now()
-  local kind = file_kind(opts.from)
+  local kind = kind_on(opts.from, target, "sql.restore")
   local o, done = terminal_progress("sql.restore", opts)
   local r
   if kind == "sqlite" then
@@ -302,12 +313,15 @@ function M.restore(target, opts)
   return r
 end
 
--- sql.verify(file [, { db = }]) -> { file, bytes, sha256, method, ... }
+-- sql.verify(file [, { db =, restore = }]) -> { file, bytes, sha256, method, ... }
 -- A logical backup is read whole and every checksum checked; a SQLite file
--- is checked against its .sha256 file; a SQL Server backup needs db.
+-- is checked against its .sha256 file; a SQL Server backup needs db (the
+-- server reads it: it need not be visible here; restore = true also restores
+-- it under a throw-away name and runs DBCC CHECKDB).
 function M.verify(file, opts)
   opts = opts or {}
-  local kind = file_kind(file, "sql.verify")
+  if type(opts) ~= "table" then upkit.error("EINVAL", "sql.verify: options must be a table") end
+  local kind = kind_on(file, opts.db, "sql.verify")
   local t0 = upkit.now()
   local r = lazy(kind).verify(file, opts)
   r.method = kind
