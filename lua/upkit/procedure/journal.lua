@@ -29,7 +29,7 @@ local function escape_bytes(s)
   local out, i, n = {}, 1, #s
   while i <= n do
     local b = s:byte(i)
-    local len = b < 0x80 and 1 or b >= 0xF0 and 4 or b >= 0xE0 and 3 or b >= 0xC0 and 2 or 0
+    local len = b == 0 and 0 or b < 0x80 and 1 or b >= 0xF0 and 4 or b >= 0xE0 and 3 or b >= 0xC0 and 2 or 0
     local ch = len > 0 and s:sub(i, i + len - 1)
     if ch and #ch == len and utf8.len(ch) == 1 then
       out[#out + 1] = ch == "\\" and "\\\\" or ch
@@ -54,7 +54,8 @@ local function unescape_bytes(s)
   return table.concat(out)
 end
 
-local function valid_utf8(s) return utf8.len(s) ~= nil end
+-- Valid UTF-8 without NUL bytes (kept as \x00 too, whatever the JSON encoder does with them).
+local function valid_utf8(s) return utf8.len(s) ~= nil and not s:find("\0", 1, true) end
 
 local function bad_value(where, what)
   upkit.error("EINVAL", string.format("%s holds %s, which a journal cannot keep (only strings, numbers, " ..
@@ -189,8 +190,12 @@ function Journal:write(rec)
   rec.time = rec.time or log.iso_now()
   local ok, line = pcall(M.encode, rec)
   if not ok then write_failed(self, line) end
-  local wok, werr = self.f:write(line, "\n")
-  if not wok then write_failed(self, upkit.new_error("EIO", tostring(werr))) end
+  local pok, wok, werr = pcall(self.f.write, self.f, line, "\n")
+  if not (pok and wok) then
+    -- the flush of the buffered write says which errno it was, when it can
+    local fok, ferr = pcall(upkit.fsync, self.f)
+    write_failed(self, not fok and upkit.is_error(ferr) and ferr or upkit.new_error("EIO", tostring(pok and werr or wok)))
+  end
   local sok, serr = pcall(upkit.fsync, self.f)
   if not sok then write_failed(self, serr) end
 end
