@@ -126,18 +126,16 @@ end
 
 local LOCK_WIDTH = 120
 
--- lock(run_dir) -> the open lock file, or raises BUSY naming the owner.
+-- lock(run_dir) -> the open lock file, or raises BUSY naming the owner. One
+-- handle both locks and writes: closing any other descriptor of the file
+-- would drop this process's lock (POSIX record locks).
 local function lock(run_dir)
   local path = run_dir .. "/lock"
-  local f, err = io.open(path, "a+")
-  if not f then
-    create_private(path)
-    f, err = io.open(path, "a+")
-  end
+  create_private(path)
+  local f, err = io.open(path, "r+")
   if not f then upkit.error("EACCES", string.format("cannot open the lock of run '%s': %s", run_dir, err)) end
   local ok, lerr = lfs.lock(f, "w")
   if not ok then
-    f:seek("set", 0)
     local owner = (f:read("a") or ""):gsub("%s+$", "")
     f:close()
     local pid = owner:match("pid (%d+)")
@@ -145,14 +143,12 @@ local function lock(run_dir)
                                       run_dir, owner ~= "" and owner or tostring(lerr)),
                 { path = path, pid = tonumber(pid) })
   end
-  -- the owner's pid and start, for the next process's message (a fixed width
-  -- overwrites the previous owner's line; "a+" writes at the end, so reopen)
-  local w = io.open(path, "r+")
-  if w then
-    local line = string.format("pid %d, started %s", upkit.pid(), log.iso_now())
-    w:write(line, string.rep(" ", LOCK_WIDTH - #line - 1), "\n")
-    w:close()
-  end
+  -- the owner's pid and start, for the next process's message (a fixed
+  -- width overwrites the previous owner's line)
+  local line = string.format("pid %d, started %s", upkit.pid(), log.iso_now())
+  f:seek("set", 0)
+  f:write(line, string.rep(" ", LOCK_WIDTH - #line - 1), "\n")
+  f:flush()
   return f
 end
 
@@ -162,6 +158,8 @@ end
 
 local Journal = {}
 Journal.__index = Journal
+
+local CHUNK = 4000   -- below the C library's smallest stream buffer
 
 local function close_journal(self)
   if self.closed then return end
@@ -190,14 +188,15 @@ function Journal:write(rec)
   rec.time = rec.time or log.iso_now()
   local ok, line = pcall(M.encode, rec)
   if not ok then write_failed(self, line) end
-  local pok, wok, werr = pcall(self.f.write, self.f, line, "\n")
-  if not (pok and wok) then
-    -- the flush of the buffered write says which errno it was, when it can
-    local fok, ferr = pcall(upkit.fsync, self.f)
-    write_failed(self, not fok and upkit.is_error(ferr) and ferr or upkit.new_error("EIO", tostring(pok and werr or wok)))
+  line = line .. "\n"
+  -- pieces that fit the stream's buffer, each flushed by upkit.fsync, so a
+  -- failed write is raised with its cause (ENOSPC, EFBIG...)
+  for i = 1, #line, CHUNK do
+    local pok, wok, werr = pcall(self.f.write, self.f, line:sub(i, i + CHUNK - 1))
+    if not (pok and wok) then write_failed(self, upkit.new_error("EIO", tostring(pok and werr or wok))) end
+    local sok, serr = pcall(upkit.fsync, self.f)
+    if not sok then write_failed(self, serr) end
   end
-  local sok, serr = pcall(upkit.fsync, self.f)
-  if not sok then write_failed(self, serr) end
 end
 
 -- journal.open(run_dir) -> journal: locked, its torn tail repaired, 0600.
@@ -220,6 +219,7 @@ function M.open(run_dir)
     end
     local f, oerr = io.open(path, "a")
     if not f then upkit.error("EACCES", string.format("cannot open the journal '%s': %s", path, oerr)) end
+    f:setvbuf("full", CHUNK)
     self.f = f
   end)
   if not ok then close_journal(self) error(err, 0) end

@@ -50,7 +50,8 @@ local function find_run(desc, opts)
   local flag = opts.resume and "--resume" or "--undo"
   local runs = opts.runs or "upkit-runs"
   local which = opts.resume or opts.undo
-  local dir = which == true and M.latest_run(runs, desc.name) or which
+  local dir = which
+  if which == true then dir = M.latest_run(runs, desc.name) end
   if not dir then return nil, string.format("%s: no earlier run of %s under %s", flag, desc.name, runs) end
   if lfs.attributes(dir .. "/journal.jsonl", "mode") ~= "file" then
     return nil, string.format("%s: no earlier run in '%s' (it has no journal)", flag, dir)
