@@ -311,6 +311,17 @@ T.test("unknown options and invalid procedure files are usage errors", function(
   T.contains(err, "step name 'x' is used twice")
 end)
 
+T.test("parse_args leaves its caller's table as it was", function()
+  local args = { "--config=site.lua", "--set", "a=1", "--only=one,two", "--resume" }
+  local copy = { table.unpack(args) }
+  local opts = require("upkit.procedure").parse_args(args)
+  T.eq(args, copy)
+  T.eq(opts.config, "site.lua")
+  T.eq(opts.only, { "one", "two" })
+  T.eq(opts.sets, { a = "1" })
+  T.eq(opts.resume, true)
+end)
+
 T.test("--help shows the procedure's parameters and steps", function()
   local out, _, code = upkit("run counter.lua --help")
   T.eq(code, 0)

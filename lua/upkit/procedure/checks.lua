@@ -82,7 +82,10 @@ end
 -- One step's needs and check: nil when good, else the reason.
 local function check_step(s, ctx)
   local ok, problems = xpcall(M.needs_problems, function(e) return e end, s, ctx)
-  if not ok then return C.errmsg(problems), problems end
+  if not ok then
+    if upkit.is_error(problems) and problems.code == "INTERRUPTED" then error(problems, 0) end
+    return C.errmsg(problems), problems
+  end
   if #problems > 0 then return table.concat(problems, "; ") end
   if s.check then
     local cok, res = xpcall(s.check, function(e) return e end, ctx)

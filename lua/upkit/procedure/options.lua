@@ -177,7 +177,10 @@ M.STARTER = [=[
 --   upkit run ./%s.lua --set greeting=hello      (runs it; a run folder keeps the journal and log)
 --   upkit run ./%s.lua --resume                  (continues the last failed run)
 -- Every step has run(ctx); it may also have check (read-only precondition, run
--- before anything changes), done (already done? then it is skipped), undo, confirm.
+-- before anything changes), needs (programs, files, urls, free space), done
+-- (already done? then it is skipped), before (the state before the change,
+-- journalled first), undo, confirm (asked once before the first change),
+-- always / on_failure (cleanup steps). README's "Writing a procedure" has them all.
 -- ctx.params holds parameters, ctx.state the values earlier steps returned,
 -- ctx.log(...) writes to the console and the run's log, ctx.run_dir is the run folder.
 local fs = require "upkit.fs"
