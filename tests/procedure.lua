@@ -231,7 +231,7 @@ T.test("a destructive step without a terminal needs --yes", function()
   reset()
   local _, err, code = upkit("run guarded.lua")
   T.eq(code, 2)
-  T.contains(err, "step 'destroy' changes things and asks for confirmation")
+  T.contains(err, "step 'destroy' is destructive and asks for confirmation")
   T.contains(err, "--yes")
   T.eq(trace(), "")
   local out

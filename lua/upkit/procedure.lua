@@ -39,9 +39,8 @@ local M = {
   shell_quote = C.shell_quote, errmsg = C.errmsg,
   validate_description = P.validate_description, env_name = P.env_name, load_config = P.load_config,
   resolve_params = P.resolve,
-  read_journal = J.read, journal_summary = J.summary, open_journal = J.open,
+  read_journal = J.read, journal_summary = J.summary,
   parse_args = O.parse_args, load_procedure = O.load_procedure,
-  make_ctx = require("upkit.procedure.context").new,
   latest_run = run.latest_run,
   main = run.main,
 }

@@ -527,7 +527,7 @@ function M.main(desc, path, args, mode)
   if not opts.yes and not interactive then
     for _, s in ipairs(desc.steps) do
       if s.confirm and sel[s.name] == true and not s.on_failure then
-        io.stderr:write(string.format("upkit: step '%s' changes things and asks for confirmation, but standard " ..
+        io.stderr:write(string.format("upkit: step '%s' is destructive and asks for confirmation, but standard " ..
           "input is not a terminal: run again with --yes to confirm it (nothing was changed)\n", s.name))
         return C.EXIT_USAGE
       end
