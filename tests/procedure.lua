@@ -328,6 +328,8 @@ T.test("--help shows the procedure's parameters and steps", function()
   T.contains(out, "counter: counts its steps")
   T.contains(out, "UPKIT_TOKEN")
   T.contains(out, "--resume [RUN]")
+  T.contains(out, "2. two           second, n=2", "a describe function sees the defaults")
+  T.contains(out, "3. three         (no description)")
 end)
 
 T.write_file(dir .. "/undoable.lua", [[

@@ -251,7 +251,7 @@ local FIELDS = {
   ["*"] = { event = "string", time = "string", step = "string", reason = "string", by = "string" },
   ["run-start"] = { procedure = "string", file = "string", file_sha256 = "string", steps = "strings",
                     params = "object", pid = "number" },
-  ["resume"] = { procedure = "string", params = "object", changed = "object", rerun = "strings" },
+  ["resume"] = { procedure = "string", params = "object", changed = "object", rerun = "strings", pid = "number" },
   ["step-started"] = { before = "any" },
   ["step-done"] = { state = "object", seconds = "number" },
   ["step-failed"] = { error = "object", seconds = "number" },

@@ -128,9 +128,19 @@ function M.procedure_help(desc, path)
   lines[#lines + 1] = ""
   lines[#lines + 1] = "steps:"
   local w = M.name_width(desc.steps, 12)
+  -- a describe function sees the defaults (no run state yet)
+  local defaults = {}
+  for _, p in ipairs(desc.params or {}) do
+    if type(p.default) ~= "function" then defaults[p.name] = p.default end
+  end
+  local ctx = { params = defaults, state = {}, procedure = desc.name }
   for i, s in ipairs(desc.steps) do
     local d = type(s.describe) == "string" and s.describe
-    if not d then d = type(s.describe) == "function" and "(described when it runs)" or "(no description)" end
+    if type(s.describe) == "function" then
+      local ok, got = pcall(s.describe, ctx)
+      d = ok and type(got) == "string" and got ~= "" and got or "(described when it runs)"
+    end
+    d = d or "(no description)"
     lines[#lines + 1] = string.format("  %2d. %-" .. w .. "s  %s%s", i, s.name, d, M.step_marks(s))
   end
   lines[#lines + 1] = ""
