@@ -202,6 +202,14 @@ T.test("passwords inside a connection string never reach the journal, the log, t
   T.eq(code, 0, out .. err)
 end)
 
+T.test("a run folder that cannot be made names the real cause", function()
+  T.write_file(dir .. "/afile", "")
+  local _, err, code = upkit("run p.lua --runs afile/runs")
+  T.eq(code, 1)
+  T.contains(err, "'afile': Not a directory [ENOTDIR]")
+  no_traceback(err)
+end)
+
 -- Hand-edited journals: every field of every record given a value of another
 -- type, one at a time. None may end in a traceback or run a finished step again.
 T.test("generator: 150 journals with a field of the wrong type: a clean refusal or a correct resume", function()
