@@ -95,6 +95,18 @@ T.test("a value given on resume that differs is refused showing both; --allow-ch
   T.eq(resume.params.db, "mine")
 end)
 
+T.test("--allow-change names a parameter and goes with --resume or --undo", function()
+  reset()
+  local _, err, code = upkit("run svc.lua --allow-change fail_at")
+  T.eq(code, 2)
+  T.contains(err, "--allow-change goes with --resume or --undo")
+  _, _, code = upkit("run svc.lua --set fail_at=use")
+  T.eq(code, 1)
+  _, err, code = upkit("run svc.lua --resume --allow-change nope")
+  T.eq(code, 2)
+  T.contains(err, "--allow-change nope: no such parameter")
+end)
+
 T.test("the resume hint leaves out a --set that holds a password, and says so", function()
   reset()
   local _, err, code = upkit("run svc.lua --set fail_at=use --set 'db=Server=x;PWD=hunter22'")
