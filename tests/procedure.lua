@@ -375,6 +375,33 @@ T.test("--undo runs the undo of each finished step, newest first, and is journal
   T.contains(out, "no finished step to undo")
 end)
 
+T.write_file(dir .. "/handles.lua", [[
+local function handle(name)
+  return { close = function() local f = assert(io.open("closed", "a")) f:write(name, "\n") f:close() end }
+end
+return {
+  name = "handles", params = { { name = "fail", type = "boolean", default = false } },
+  steps = {
+    { name = "open", run = function(ctx)
+        ctx._api = handle("api-1")
+        ctx._api = handle("api-2")            -- replaces: api-1 is closed now
+        ctx:cache("db", function() return handle("db") end) end },
+    { name = "use", run = function(ctx)
+        assert(ctx:cache("db", function() error("opened again") end))
+        if ctx.params.fail then error({ code = "BOOM", message = "failed" }) end end },
+  },
+}
+]])
+
+T.test("handles cached in ctx: a replaced one is closed at once, the rest when the run ends, failed or not", function()
+  for _, fail in ipairs { "false", "true" } do
+    os.remove(dir .. "/closed")
+    local _, _, code = upkit("run handles.lua --set fail=" .. fail)
+    T.eq(code, fail == "true" and 1 or 0)
+    T.eq(T.read_file(dir .. "/closed"), "api-1\ndb\napi-2\n")
+  end
+end)
+
 T.test("upkit new writes a starter procedure that plans and runs", function()
   local out, _, code = upkit("new mine")
   T.eq(code, 0)
