@@ -123,27 +123,29 @@ end
 
 -- Every parameter name some procedure could use: the string literals that
 -- look like names in the procedure files of the library roots' scripts/
--- folders, beside the procedure being run, and the Lua library that
--- declares shared parameters. Read as text: no file is run.
+-- folders, beside the procedure being run, and the Lua library (and its
+-- subfolders) that declares shared parameters. Read as text: no file is run.
 local function known_names(path)
-  local names, dirs = {}, {}
-  for _, root in ipairs(upkit.roots()) do
-    dirs[#dirs + 1] = root .. "/scripts"
-    dirs[#dirs + 1] = root .. "/lua/upkit"
-  end
-  dirs[#dirs + 1] = path:match("^(.*)/[^/]*$") or "."
-  for _, dir in ipairs(dirs) do
-    if lfs.attributes(dir, "mode") == "directory" then
-      for f in lfs.dir(dir) do
-        if f:match("%.lua$") then
-          local ok, text = pcall(fs.read, dir .. "/" .. f)
-          if ok then
-            for q, name in text:gmatch("([\"'])([%a_][%w_]*)%1") do names[name] = true end
-          end
+  local names = {}
+  local function scan(dir, depth)
+    if lfs.attributes(dir, "mode") ~= "directory" then return end
+    for f in lfs.dir(dir) do
+      local p = dir .. "/" .. f
+      if f:match("%.lua$") then
+        local ok, text = pcall(fs.read, p)
+        if ok then
+          for _, name in text:gmatch("([\"'])([%a_][%w_]*)%1") do names[name] = true end
         end
+      elseif depth > 0 and f:sub(1, 1) ~= "." and lfs.attributes(p, "mode") == "directory" then
+        scan(p, depth - 1)
       end
     end
   end
+  for _, root in ipairs(upkit.roots()) do
+    scan(root .. "/scripts", 0)
+    scan(root .. "/lua/upkit", 2)
+  end
+  scan(path:match("^(.*)/[^/]*$") or ".", 0)
   return names
 end
 
