@@ -371,7 +371,7 @@ local function run(desc, path, opts, found, params, changed, sel)
       return C.EXIT_USAGE
     end
     opts.debugger = dbg
-    dbg.attach(ctx, journal)
+    dbg.attach(ctx, journal, desc)
   end
   local self = setmetatable({ desc = desc, path = path, opts = opts, run_dir = run_dir, journal = journal,
                               ctx = ctx, sel = sel, summary = summary, results = {}, done = {} }, Run)
