@@ -371,9 +371,8 @@ local function text_blocks(w, conns, q, s, t, opts, select, stamps)
         if st then
           local ok2, n = pcall(st.finish_block, st, w)
           -- only the server's refusal of the query itself: not a write error, an
-          -- interruption, a cancel or timeout (57014) or a lost connection (08xxx)
-          local refused = not ok2 and upkit.is_error(n) and n.diagnostics and n.code ~= "57014" and
-            not n.code:match("^08")
+          -- interruption, a timeout or a lost connection
+          local refused = not ok2 and upkit.is_error(n) and n.diagnostics and n.code == "SQL_ERROR"
           if not ok2 and not refused then error(n, 0) end
           if not ok2 then
             local r = current[k]

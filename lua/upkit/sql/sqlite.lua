@@ -108,7 +108,7 @@ function M.restore(target, opts)
     end
     if path:sub(1, 1) ~= "/" then path = dirname(own) .. "/" .. path end
     if path == own then
-      upkit.error("EBUSY", "sql.restore: '" .. path .. "' is the connected database; close it and pass its connection string")
+      upkit.error("BUSY", "sql.restore: '" .. path .. "' is the connected database; close it and pass its connection string")
     end
     cs = sql.with_value(target:connection_string(), "Database", path)
   end
