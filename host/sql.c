@@ -13,7 +13,11 @@
 ** Text crosses ODBC as UTF-16 (SQLWCHAR) through the wide functions and is
 ** UTF-8 on the Lua side; BIGINT is SQL_C_SBIGINT; DECIMAL/NUMERIC are text.
 */
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sql_int.h"
 
@@ -380,6 +384,35 @@ void sql_settle(lua_State *L, Conn *c, const char *fn) {
   load_finish(L, c, fn);
 }
 
+/*
+** psqlODBC with CommLog=0 on every connection still writes one line,
+** "PQfinish: <pointer>", when the process's last connection closes: its
+** SQLDisconnect restores the driver-wide setting (Debian's odbcinst.ini has
+** CommLog=1) before it logs the disconnect, into
+** /tmp/psqlodbc_<program>_<user><pid>.log. Remove that file when it holds
+** nothing but such lines, so that a run leaves nothing in /tmp.
+*/
+static void drop_psqlodbc_residue(void) {
+  const struct passwd *pw = getpwuid(getuid());
+  const char *names[] = {program_invocation_short_name, ""};
+  for (int i = 0; pw && i < 2; i++) {
+    char path[512], line[128];
+    snprintf(path, sizeof path, "/tmp/psqlodbc_%s%s%s%u.log", names[i], names[i][0] ? "_" : "", pw->pw_name,
+             (unsigned)getpid());
+    FILE *f = fopen(path, "re");
+    if (!f) continue;
+    int only = 1, lines = 0;
+    while (only && fgets(line, sizeof line, f)) {
+      unsigned long long v;
+      char end;
+      only = sscanf(line, "PQfinish: %llx%c", &v, &end) == 2 && end == '\n';
+      lines++;
+    }
+    fclose(f);
+    if (only && lines > 0) unlink(path);
+  }
+}
+
 static void conn_release(Conn *c) {
   if (c->ahead) prefetch_join(c->ahead);
   if (c->dbc) load_discard(c);
@@ -388,6 +421,7 @@ static void conn_release(Conn *c) {
     SQLDisconnect(c->dbc);
     SQLFreeHandle(SQL_HANDLE_DBC, c->dbc);
     c->dbc = NULL;
+    if (c->sizes == SIZES_PG) drop_psqlodbc_residue();
   }
   if (c->env) {
     SQLFreeHandle(SQL_HANDLE_ENV, c->env);
