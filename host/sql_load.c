@@ -61,63 +61,77 @@ static int add_hex(Buf *b, const unsigned char *p, size_t n) {
   return 1;
 }
 
-/*
-** Append the SQL literal of the value at *pp (end e) to b, spelled as
-** standard SQL (SQLite and others; PostgreSQL takes rows as an array of
-** records, see add_pg_field); advance *pp. Returns 1, 0 when out of
-** memory, -1 when the block is malformed.
-*/
-static int add_literal(Buf *b, const unsigned char **pp, const unsigned char *e) {
+/* One tagged value of a data block (see docs/backup-format.md). */
+typedef struct Value {
+  int tag;
+  int64_t i;
+  double d;
+  const unsigned char *s;   /* V_TEXT, V_BINARY: n bytes; V_BOOL: 1 byte */
+  uint32_t n;
+} Value;
+
+/* Read the value at *pp (end e) into v and advance *pp; 0 when it runs past e or has no known tag. */
+static int read_value(const unsigned char **pp, const unsigned char *e, Value *v) {
   const unsigned char *p = *pp;
-  if (p >= e) return -1;
-  int tag = *p++;
-  char num[64];
-  int ok = 1;
-  switch (tag) {
-    case V_NULL: ok = buf_addstr(b, "NULL"); break;
-    case V_INT:
-      if (e - p < 8) return -1;
-      snprintf(num, sizeof num, "%lld", (long long)(int64_t)bf_get_u64(p));
-      p += 8;
-      ok = buf_addstr(b, num);
-      break;
-    case V_DOUBLE: {
-      if (e - p < 8) return -1;
+  if (p >= e) return 0;
+  v->tag = *p++;
+  size_t left = (size_t)(e - p);
+  switch (v->tag) {
+    case V_NULL: break;
+    case V_INT: case V_DOUBLE: {
+      if (left < 8) return 0;
       uint64_t u = bf_get_u64(p);
-      double d;
-      memcpy(&d, &u, 8);
+      v->i = (int64_t)u;
+      memcpy(&v->d, &u, 8);
       p += 8;
-      if (isfinite(d)) { snprintf(num, sizeof num, "%.17g", d); ok = buf_addstr(b, num); }
-      else ok = buf_addstr(b, isnan(d) ? "NULL" : d > 0 ? "9e999" : "-9e999");
       break;
     }
     case V_BOOL:
-      if (e - p < 1) return -1;
-      ok = buf_addstr(b, *p ? "1" : "0");
-      p++;
+      if (left < 1 || *p > 1) return 0;
+      v->s = p++;
       break;
-    case V_TEXT: case V_BINARY: {
-      if (e - p < 4) return -1;
-      uint32_t n = bf_get_u32(p);
-      p += 4;
-      if ((size_t)(e - p) < n) return -1;
-      if (tag == V_BINARY) {
-        ok = buf_addstr(b, "X'") && add_hex(b, p, n) && buf_addstr(b, "'");
-      } else {
-        ok = buf_addstr(b, "'") && buf_reserve(b, b->n + 2 * (size_t)n + 1);
-        for (uint32_t i = 0; ok && i < n; i++) {
-          if (p[i] == '\'') b->p[b->n++] = '\'';
-          b->p[b->n++] = (char)p[i];
-        }
-        ok = ok && buf_addstr(b, "'");
-      }
-      p += n;
+    case V_TEXT: case V_BINARY:
+      if (left < 4 || left - 4 < bf_get_u32(p)) return 0;
+      v->n = bf_get_u32(p);
+      v->s = p + 4;
+      p += 4 + v->n;
       break;
-    }
-    default: return -1;
+    default: return 0;
   }
   *pp = p;
-  return ok;
+  return 1;
+}
+
+/* Append an integer or a finite double as decimal text; 0 when out of memory. */
+static int add_number(Buf *b, const Value *v) {
+  char num[64];
+  int n = v->tag == V_INT ? snprintf(num, sizeof num, "%lld", (long long)v->i) : snprintf(num, sizeof num, "%.17g", v->d);
+  return buf_add(b, num, (size_t)n);
+}
+
+/*
+** Append the SQL literal of v to b, spelled as standard SQL (SQLite and
+** others; PostgreSQL takes rows as an array of records, see add_pg_field).
+** Returns 1, or 0 when out of memory.
+*/
+static int add_literal(Buf *b, const Value *v) {
+  switch (v->tag) {
+    case V_NULL: return buf_addstr(b, "NULL");
+    case V_INT: return add_number(b, v);
+    case V_DOUBLE:
+      if (isfinite(v->d)) return add_number(b, v);
+      return buf_addstr(b, isnan(v->d) ? "NULL" : v->d > 0 ? "9e999" : "-9e999");
+    case V_BOOL: return buf_addstr(b, *v->s ? "1" : "0");
+    case V_BINARY: return buf_addstr(b, "X'") && add_hex(b, v->s, v->n) && buf_addstr(b, "'");
+    default: {
+      if (!buf_addstr(b, "'") || !buf_reserve(b, b->n + 2 * (size_t)v->n + 1)) return 0;
+      for (uint32_t i = 0; i < v->n; i++) {
+        if (v->s[i] == '\'') b->p[b->n++] = '\'';
+        b->p[b->n++] = (char)v->s[i];
+      }
+      return buf_addstr(b, "'");
+    }
+  }
 }
 
 /* Run one statement of UTF-8 text on a private handle; 0 or raises. */
@@ -143,69 +157,40 @@ static void exec_text(lua_State *L, Conn *c, Buf *sqlb, Buf *w, const char *fn) 
 }
 
 /*
-** Append one value of a data block at *pp (end e) to b as a field of a
-** PostgreSQL record inside an array element (the text of an array of
-** records): text is quoted for the record ("), the quotes and backslashes
-** of that escaped again for the array. NULL is an empty field. Returns 1, 0 when out of memory, -1 when the
-** block is malformed.
+** Append v to b as a field of a PostgreSQL record inside an array element
+** (the text of an array of records): text is quoted for the record ("),
+** the quotes and backslashes of that escaped again for the array. NULL is
+** an empty field. Returns 1, or 0 when out of memory.
 */
-static int add_pg_field(Buf *b, const unsigned char **pp, const unsigned char *e) {
-  const unsigned char *p = *pp;
-  if (p >= e) return -1;
-  int tag = *p++;
-  char num[64];
-  int ok = 1;
-  switch (tag) {
-    case V_NULL: break;
-    case V_INT:
-      if (e - p < 8) return -1;
-      ok = buf_add(b, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)(int64_t)bf_get_u64(p)));
-      p += 8;
-      break;
-    case V_DOUBLE: {
-      if (e - p < 8) return -1;
-      uint64_t u = bf_get_u64(p);
-      double d;
-      memcpy(&d, &u, 8);
-      p += 8;
-      if (isfinite(d)) ok = buf_add(b, num, (size_t)snprintf(num, sizeof num, "%.17g", d));
-      else ok = buf_addstr(b, isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
-      break;
-    }
-    case V_BOOL:
-      if (e - p < 1) return -1;
-      ok = buf_addstr(b, *p ? "t" : "f");
-      p++;
-      break;
-    case V_TEXT: case V_BINARY: {
-      if (e - p < 4) return -1;
-      uint32_t n = bf_get_u32(p);
-      p += 4;
-      if ((size_t)(e - p) < n) return -1;
-      if (!buf_reserve(b, b->n + (tag == V_BINARY ? 2 * (size_t)n + 10 : 4 * (size_t)n + 4))) return 0;
-      char *o = b->p + b->n;
-      *o++ = '\\'; *o++ = '"';
-      if (tag == V_BINARY) {
-        memcpy(o, "\\\\\\\\x", 5);
-        o += 5;
-        o = upk_hex(p, n, o);
-      } else {
-        for (uint32_t i = 0; i < n; i++) {
-          unsigned char c = p[i];
-          if (c == '"') { memcpy(o, "\\\"\\\"", 4); o += 4; }
-          else if (c == '\\') { memcpy(o, "\\\\\\\\", 4); o += 4; }
-          else *o++ = (char)c;
-        }
-      }
-      *o++ = '\\'; *o++ = '"';
-      b->n = (size_t)(o - b->p);
-      p += n;
-      break;
-    }
-    default: return -1;
+static int add_pg_field(Buf *b, const Value *v) {
+  switch (v->tag) {
+    case V_NULL: return 1;
+    case V_INT: return add_number(b, v);
+    case V_DOUBLE:
+      if (isfinite(v->d)) return add_number(b, v);
+      return buf_addstr(b, isnan(v->d) ? "NaN" : v->d > 0 ? "Infinity" : "-Infinity");
+    case V_BOOL: return buf_addstr(b, *v->s ? "t" : "f");
+    default: break;
   }
-  *pp = p;
-  return ok;
+  size_t n = v->n;
+  if (!buf_reserve(b, b->n + (v->tag == V_BINARY ? 2 * n + 10 : 4 * n + 4))) return 0;
+  char *o = b->p + b->n;
+  *o++ = '\\'; *o++ = '"';
+  if (v->tag == V_BINARY) {
+    memcpy(o, "\\\\\\\\x", 5);
+    o += 5;
+    o = upk_hex(v->s, n, o);
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      unsigned char c = v->s[i];
+      if (c == '"') { memcpy(o, "\\\"\\\"", 4); o += 4; }
+      else if (c == '\\') { memcpy(o, "\\\\\\\\", 4); o += 4; }
+      else *o++ = (char)c;
+    }
+  }
+  *o++ = '\\'; *o++ = '"';
+  b->n = (size_t)(o - b->p);
+  return 1;
 }
 
 /*
@@ -224,8 +209,9 @@ static int add_rows(Buf *b, const unsigned char **pp, const unsigned char *e, lu
     }
     for (lua_Integer k = 0; k < ncols; k++) {
       if (k && !buf_add(b, ",", 1)) return 0;
-      int ok = pgarray ? add_pg_field(b, pp, e) : add_literal(b, pp, e);
-      if (ok <= 0) return ok;
+      Value v;
+      if (!read_value(pp, e, &v)) return -1;
+      if (!(pgarray ? add_pg_field(b, &v) : add_literal(b, &v))) return 0;
     }
     if (!buf_addstr(b, pgarray ? ")\"" : ")")) return 0;
     (*rows)++;
@@ -409,21 +395,6 @@ int sql_record_values(lua_State *L) {
   return 1;
 }
 
-/* The end of the tagged value at p (end e), or NULL when it runs past e or has no known tag. */
-static const unsigned char *value_end(const unsigned char *p, const unsigned char *e) {
-  if (p >= e) return NULL;
-  size_t left = (size_t)(e - p - 1);
-  switch (*p) {
-    case V_NULL: return p + 1;
-    case V_INT: case V_DOUBLE: return left >= 8 ? p + 9 : NULL;
-    case V_BOOL: return left >= 1 && p[1] <= 1 ? p + 2 : NULL;
-    case V_TEXT: case V_BINARY:
-      if (left < 4 || left - 4 < bf_get_u32(p + 1)) return NULL;
-      return p + 5 + bf_get_u32(p + 1);
-    default: return NULL;
-  }
-}
-
 /*
 ** _sql.check_block(block, columns, text) -> true, or raise BAD_FORMAT: a
 ** data block (or with text, a text block) holds exactly its row count of
@@ -439,8 +410,9 @@ int sql_check_block(lua_State *L) {
   } else if (ok) {
     const unsigned char *p = blk + 4, *e = blk + blen;
     uint64_t values = (uint64_t)bf_get_u32(blk) * (uint64_t)ncols;
-    for (uint64_t i = 0; p && i < values; i++) p = value_end(p, e);
-    ok = p == e;
+    Value v;
+    for (uint64_t i = 0; ok && i < values; i++) ok = read_value(&p, e, &v);
+    ok = ok && p == e;
   }
   if (!ok) return upk_error(L, "BAD_FORMAT", "a %s block is not its count of rows of %d values",
                             lua_toboolean(L, 3) ? "text" : "data", (int)ncols);

@@ -143,11 +143,6 @@ local TYPES = {
     double = "DOUBLE", boolean = "BOOLEAN", text = "TEXT", binary = "BLOB", date = "DATE",
     time = "TIME", timestamp = "TIMESTAMP", timestamptz = "TIMESTAMP", uuid = "TEXT", decimal = "NUMERIC",
     char = "CHAR", varchar = "VARCHAR" },
-  mssql = { smallint = "SMALLINT", integer = "INT", bigint = "BIGINT", real = "REAL",
-    double = "FLOAT", boolean = "BIT", text = "NVARCHAR(MAX)", binary = "VARBINARY(MAX)", date = "DATE",
-    time = "TIME", timestamp = "DATETIME2", timestamptz = "DATETIMEOFFSET", uuid = "UNIQUEIDENTIFIER",
-    decimal = "DECIMAL", char = "NCHAR",
-    varchar = "NVARCHAR" },
 }
 TYPES.generic = TYPES.postgresql
 
