@@ -125,18 +125,22 @@ local db = sql.connect(%q)
 db:first("SELECT 1 AS x")
 db:close()
 ]], pg.conn))
+  local marker = dir .. "/before-run"
+  T.write_file(marker, "")
+  upkit.sleep(0.05)
   local out = T.sh(T.q(T.upkit_bin()) .. " run " .. T.q(script))
   local pid = out:match("(%d+)")
   T.ok(pid, "the child ran: " .. out)
+  -- files of this pid written since the run began (an older file may carry a reused pid)
   local tmp = {}
   for _, d in ipairs { "/tmp", os.getenv("TMPDIR") } do
-    for name in T.sh("ls -a " .. T.q(d) .. " 2>/dev/null"):gmatch("[^\n]+") do
-      if name:match("^psqlodbc_.*%D" .. pid .. "%.log$") or name:match("^mylog_.*%D" .. pid .. "%.log$") then
-        tmp[#tmp + 1] = d .. "/" .. name
-      end
+    local found = T.sh("find " .. T.q(d) .. " -maxdepth 1 -newer " .. T.q(marker) ..
+      " \\( -name 'psqlodbc_*' -o -name 'mylog_*' \\) 2>/dev/null")
+    for path in found:gmatch("[^\n]+") do
+      if path:match("%D" .. pid .. "%.log$") then tmp[#tmp + 1] = path end
     end
   end
-  T.eq(tmp, {}, "no log file of process " .. pid)
+  T.eq(tmp, {}, "no log file of process " .. pid .. ": " .. (tmp[1] and T.read_file(tmp[1]) or ""))
   T.eq(sql.conn_value(pg.conn, "CommLog"), nil, "the test's connection string does not set it")
 end)
 
