@@ -284,8 +284,11 @@ void sql_pusherror(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what, 
   }
   if (n == 0) buf_addstr(&text, "the driver gave no diagnostics");
   if (cut) buf_addstr(&text, " ... (the whole text is in the error's diagnostics)");
-  int cancelled = c && c->cancelled;
-  if (c) c->cancelled = 0;
+  int cancelled = c && (c->cancelled || (c->cancel_h && c->cancel_h == h));
+  if (c) {
+    c->cancelled = 0;
+    c->cancel_h = NULL;
+  }
   if (cancelled) upk_interrupted = 0;
   const char *message = "";
   if (first) {
@@ -378,9 +381,15 @@ void sql_wait_end(void) {
 /* ---------------------------------------------------------------------- */
 /* Connection */
 
+/* Wait for the thread working on the connection, if any (never raises). */
+void sql_quiesce(Conn *c) {
+  if (c->ahead) prefetch_join(c->ahead);
+  load_wait(c);
+}
+
 /* Wait for the thread working on the connection, if any; raise the error of db:load's last statement. */
 void sql_settle(lua_State *L, Conn *c, const char *fn) {
-  if (c->ahead) prefetch_join(c->ahead);
+  sql_quiesce(c);
   load_finish(L, c, fn);
 }
 
@@ -691,7 +700,7 @@ static int conn_cancel(lua_State *L) {
   int did = 0;
   if (c->ld_running) did = SQL_SUCCEEDED(SQLCancel(c->ld_h));
   else if (c->active) did = SQL_SUCCEEDED(SQLCancel(c->active));
-  if (did) c->cancelled = 1;
+  if (did) c->cancel_h = c->ld_running ? c->ld_h : c->active;
   lua_pushboolean(L, did);
   return 1;
 }

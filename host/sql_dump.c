@@ -133,6 +133,7 @@ int stmt_dump(lua_State *L) {
     sql_wait_end();
   }
   if (fail != FETCH_OK) return fetch_error(L, st, fail, "st:dump");
+  if (st->conn->cancel_h == st->h) st->conn->cancel_h = NULL;
   upk_check_interrupt(L, "st:dump");
   if (rows == 0) return 0;
   lua_pushlstring(L, st->s.p, st->s.n);
@@ -249,6 +250,7 @@ int stmt_finish_block(lua_State *L) {
     return lua_error(L);
   }
   SQLFreeStmt(st->h, SQL_CLOSE);
+  if (st->conn->cancel_h == st->h) st->conn->cancel_h = NULL;  /* it ended before the cancel reached it */
   upk_check_interrupt(L, "st:finish_block");
   if (w) {
     if (rows) bf_write_record(L, w, 'R', st->pf.p, st->pf.n);

@@ -102,7 +102,8 @@ typedef struct Conn {
   int sizes;              /* SIZES_* */
   int gd_block;           /* SQLGetData works on any row of a fetched block */
   int decimal_numbers;    /* DECIMAL/NUMERIC as Lua numbers, not strings */
-  volatile int cancelled; /* our SQLCancel stopped the statement waited on */
+  volatile int cancelled; /* the Ctrl-C watcher cancelled the statement waited on */
+  SQLHSTMT cancel_h;      /* the worker's statement db:cancel() cancelled */
   char *label;            /* the connection string without passwords */
   Buf w;                  /* UTF-16 scratch */
   Buf s;                  /* UTF-8 scratch */
@@ -173,6 +174,7 @@ void sql_wait_begin(Conn *c, SQLHANDLE h);
 void sql_wait_end(void);
 Conn *sql_checklive(lua_State *L, int idx, const char *fn);
 Conn *sql_checkconn(lua_State *L, int idx, const char *fn);
+void sql_quiesce(Conn *c);
 void sql_settle(lua_State *L, Conn *c, const char *fn);
 SQLWCHAR *wide_arg(lua_State *L, Buf *b, int idx, const char *fn, SQLINTEGER *units);
 int notify(lua_State *L, int ci, SQLSMALLINT ht, SQLHANDLE h);
@@ -204,6 +206,7 @@ int stmt_start_block(lua_State *L);
 int stmt_finish_block(lua_State *L);
 
 /* sql_load.c */
+void load_wait(Conn *c);
 void load_finish(lua_State *L, Conn *c, const char *fn);
 void load_discard(Conn *c);
 int conn_load(lua_State *L);

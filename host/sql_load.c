@@ -31,6 +31,9 @@ static void load_join(Conn *c, int cancel) {
   c->ld_running = 0;
 }
 
+/* Wait for the statement db:load left running, keeping its result. */
+void load_wait(Conn *c) { load_join(c, 0); }
+
 /* Take the result of the statement db:load left running: raises its error. */
 void load_finish(lua_State *L, Conn *c, const char *fn) {
   load_join(c, 0);
@@ -42,6 +45,7 @@ void load_finish(lua_State *L, Conn *c, const char *fn) {
     SQLFreeHandle(SQL_HANDLE_STMT, h);
     lua_error(L);
   }
+  if (c->cancel_h == h) c->cancel_h = NULL;  /* it ended before the cancel reached it */
   SQLFreeHandle(SQL_HANDLE_STMT, h);
 }
 
@@ -49,6 +53,7 @@ void load_finish(lua_State *L, Conn *c, const char *fn) {
 void load_discard(Conn *c) {
   load_join(c, 1);
   if (c->ld_h) SQLFreeHandle(SQL_HANDLE_STMT, c->ld_h);
+  if (c->cancel_h == c->ld_h) c->cancel_h = NULL;
   c->ld_h = NULL;
 }
 

@@ -60,6 +60,7 @@ void close_cursor(Stmt *st) {
 
 void stmt_release(lua_State *L, Stmt *st) {
   if (!st->h) return;
+  if (live(st)) sql_quiesce(st->conn);
   close_cursor(st);
   if (live(st)) {
     SQLFreeStmt(st->h, SQL_RESET_PARAMS);
@@ -783,6 +784,7 @@ static int stmt_columns(lua_State *L) {
 /* st:close_cursor(): close the open result set, keep the statement */
 static int stmt_close_cursor(lua_State *L) {
   Stmt *st = sql_checkudata(L, 1, STMT_MT, "st:close_cursor");
+  if (live(st)) sql_quiesce(st->conn);
   if (st->h) close_cursor(st);
   return 0;
 }

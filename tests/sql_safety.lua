@@ -116,6 +116,21 @@ T.test("a statement fetching ahead answers BUSY to its own fetch; a closed handl
   T.raises("EINVAL", st.fetch, 42)
 end)
 
+T.test("db:cancel stops a text block running in its thread: INTERRUPTED, and the connection goes on", function()
+  local db <close> = sql.connect(pg.conn)
+  local st <close> = db:statement()
+  local t0 = upkit.now()
+  st:start_block("SELECT CAST(1 AS bigint) AS n, CAST(pg_sleep(20) AS text) AS t")
+  upkit.sleep(0.3)
+  T.eq(db:cancel(), true)
+  local e = T.raises("INTERRUPTED", st.finish_block, st)
+  T.eq(e.sqlstate, "57014", "PostgreSQL's query_canceled")
+  T.ok(upkit.now() - t0 < 5, "stopped early")
+  T.eq(db:first("SELECT 2 AS x").x, 2)
+  T.eq(T.raises("TIMEOUT", db.exec, db, "SET statement_timeout = 100; SELECT pg_sleep(2)").sqlstate, "57014",
+    "a server-side statement timeout is TIMEOUT")
+end)
+
 T.test("psqlODBC's log files are off: a run leaves no psqlodbc_*.log of its own", function()
   local script = dir .. "/logs.lua"
   T.write_file(script, string.format([[
