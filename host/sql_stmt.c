@@ -678,7 +678,7 @@ static Stmt *with_stmt(lua_State *L, lua_CFunction body, int nres, const char *f
   Conn *c = sql_checkconn(L, 1, fn);
   sql_checkstring(L, 2, fn, NULL);
   int top = lua_gettop(L);
-  luaL_checkstack(L, top + 4, fn);
+  if (!lua_checkstack(L, top + 4)) upk_error(L, "EINVAL", "%s: too many parameters (%d)", fn, top - 2);
   Stmt *st = new_stmt(L, 1, c, fn);  /* [db, sql, args..., st] */
   lua_pushcfunction(L, body);
   lua_pushvalue(L, top + 1);
