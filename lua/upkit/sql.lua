@@ -16,6 +16,8 @@
 --   sql.verify(file [, { sha256 =, db = }])
 --     --> { file, bytes, sha256, method, seconds, verified = true, ... }
 --   sql.engine(db)               --> "mssql" | "sqlite" | "postgresql" | "generic"
+--   db:load(block, { insert =, columns =, per_statement =, row_type =, record_text = })
+--                                --> rows (a backup block into a table; see upkit.sql.logical)
 -- Rows are keyed by column name (a repeated name becomes name_2, name_3, ...;
 -- columns[i].label is the driver's name); NULL is sql.null. Errors are error objects
 -- (docs/errors.md): code is SQL_ERROR, CONNECT_FAILED, AUTH_FAILED, TIMEOUT,
