@@ -384,7 +384,7 @@ void sql_wait_end(void) {
 /* Wait for the thread working on the connection, if any (never raises). */
 void sql_quiesce(Conn *c) {
   if (c->ahead) prefetch_join(c->ahead);
-  load_wait(c);
+  load_join(c, 0);
 }
 
 /* Wait for the thread working on the connection, if any; raise the error of db:load's last statement. */

@@ -206,7 +206,7 @@ int stmt_start_block(lua_State *L);
 int stmt_finish_block(lua_State *L);
 
 /* sql_load.c */
-void load_wait(Conn *c);
+void load_join(Conn *c, int cancel);
 void load_finish(lua_State *L, Conn *c, const char *fn);
 void load_discard(Conn *c);
 int conn_load(lua_State *L);

@@ -21,8 +21,11 @@ static void *load_main(void *arg) {
   return NULL;
 }
 
-/* Wait for the statement db:load left running (asking it to stop first when cancel); Ctrl-C cancels it. */
-static void load_join(Conn *c, int cancel) {
+/*
+** Wait for the statement db:load left running (asking it to stop first
+** when cancel), keeping its result; Ctrl-C cancels it.
+*/
+void load_join(Conn *c, int cancel) {
   if (!c->ld_running) return;
   if (cancel) SQLCancel(c->ld_h);
   sql_wait_begin(c, c->ld_h);
@@ -30,9 +33,6 @@ static void load_join(Conn *c, int cancel) {
   sql_wait_end();
   c->ld_running = 0;
 }
-
-/* Wait for the statement db:load left running, keeping its result. */
-void load_wait(Conn *c) { load_join(c, 0); }
 
 /* Take the result of the statement db:load left running: raises its error. */
 void load_finish(lua_State *L, Conn *c, const char *fn) {
