@@ -285,11 +285,11 @@ void sql_pusherror(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what, 
   if (n == 0) buf_addstr(&text, "the driver gave no diagnostics");
   if (cut) buf_addstr(&text, " ... (the whole text is in the error's diagnostics)");
   int cancelled = c && (c->cancelled || (c->cancel_h && c->cancel_h == h));
+  if (c && c->cancelled) upk_interrupted = 0;  /* this INTERRUPTED answers the Ctrl-C */
   if (c) {
     c->cancelled = 0;
     c->cancel_h = NULL;
   }
-  if (cancelled) upk_interrupted = 0;
   const char *message = "";
   if (first) {
     lua_rawgeti(L, di, first);
