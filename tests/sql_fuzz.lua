@@ -18,7 +18,7 @@ local dir = T.tmpdir()
 local seed = tonumber(os.getenv("UPKIT_FUZZ_SEED") or "") or os.time()
 math.randomseed(seed)
 T.diag("seed " .. seed)
-local BUDGET = os.getenv("UPKIT_SANITIZED") and 40 or 20  -- seconds per test at most
+local BUDGET = os.getenv("UPKIT_SANITIZED") and 20 or 10  -- seconds per test at most
 
 -- Every code docs/errors.md lists.
 local CODES = {}
