@@ -483,7 +483,7 @@ function M.backup(db, opts)
     r.reachable, r.bytes, r.size_from = true, size, "file"
     r.sha256 = require("upkit.hash").file("sha256", seen)
     r.verified[#r.verified + 1] = "sha256"
-    if here then require("upkit._sql").rename(file, opts.to) end
+    if here then require("upkit.fs").rename(file, opts.to) end
     r.digest = "sha256:" .. r.sha256
   else
     r.digest = string.format("none: the file is on %s and not readable from this machine; the server checked it " ..
