@@ -6,7 +6,7 @@ DESTDIR ?=
 SHAREDIR = $(PREFIX)/share/upkit
 
 CC      ?= cc
-PKGS     = lua5.4 libcurl libcjson odbc libedit libcrypto
+PKGS     = lua5.4 libcurl odbc libedit libcrypto
 WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)) \
@@ -23,7 +23,7 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # Debian packages: build, run, test and benchmark.
 DEPS_BUILD = build-essential pkg-config liblua5.4-dev lua-filesystem-dev libcurl4-openssl-dev \
-	libcjson-dev unixodbc-dev unixodbc libedit-dev libssl-dev
+	unixodbc-dev unixodbc libedit-dev libssl-dev
 DEPS_TEST  = lua5.4 perl libsqliteodbc odbc-postgresql postgresql sqlite3 python3 openssl \
 	rsync curl tmux procps time util-linux
 DEPS = $(DEPS_BUILD) $(DEPS_TEST)

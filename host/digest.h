@@ -1,6 +1,6 @@
 /*
 ** digest.h: message digests shared by upkit.hash, upkit.fs and upkit.sql
-** (implemented in lhash.c, over OpenSSL's EVP interface).
+** (implemented in hash.c, over OpenSSL's EVP interface).
 */
 #ifndef UPKIT_DIGEST_H
 #define UPKIT_DIGEST_H

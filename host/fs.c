@@ -384,8 +384,7 @@ static void push_job_error(lua_State *L, const char *fn, Job *j) {
   }
   upk_pusherror(L, upk_errno_name(j->err), "%s: '%s' -> '%s': %s: %s", fn, src, j->dst,
                 j->step, strerror(j->err));
-  lua_pushinteger(L, j->err);
-  lua_setfield(L, -2, "native");
+  upk_seterrno(L, j->err);
 }
 
 /*
@@ -1084,6 +1083,6 @@ static const luaL_Reg fs_funcs[] = {
 };
 
 int luaopen_upkit_fs(lua_State *L) {
-  luaL_newlib(L, fs_funcs);
+  upk_newlib(L, fs_funcs, "fs");
   return 1;
 }

@@ -274,7 +274,7 @@ static Proc *checkproc(lua_State *L) {
 
 static Proc *checkopen(lua_State *L, const char *fn) {
   Proc *p = checkproc(L);
-  if (!p->open) upk_error(L, "ECLOSED", "%s: the process handle is closed", fn);
+  if (!p->open) upk_error(L, "CLOSED", "%s: the process handle is closed", fn);
   return p;
 }
 
@@ -621,10 +621,9 @@ int luaopen_upkit_proc(lua_State *L) {
   upk_proc_ignore_sigpipe();
   luaL_newmetatable(L, PROCESS_MT);
   luaL_setfuncs(L, proc_metameth, 0);
-  luaL_newlibtable(L, proc_meth);
-  luaL_setfuncs(L, proc_meth, 0);
+  upk_newlib(L, proc_meth, "process:");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newlib(L, proc_funcs);
+  upk_newlib(L, proc_funcs, "proc");
   return 1;
 }

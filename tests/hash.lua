@@ -67,7 +67,7 @@ T.test("close is idempotent and a closed hasher refuses updates", function()
   local h = hash.new("sha256")
   h:close()
   h:close()
-  T.raises("ECLOSED", function() h:update("x") end)
+  T.raises("CLOSED", function() h:update("x") end)
   T.match(tostring(h), "closed")
 end)
 

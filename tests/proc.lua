@@ -144,7 +144,7 @@ T.test("proc.spawn: wait with a timeout returns nil, kill ends it, close is idem
   T.eq(p:kill(), false)
   p:close()
   p:close()
-  T.raises("ECLOSED", p.wait, p)
+  T.raises("CLOSED", p.wait, p)
 end)
 
 T.test("proc.spawn: lines() iterates stdout lines of a program running beside the script", function()

@@ -13,8 +13,12 @@
 -- An HTTP status is an answer: c:get returns a 404 like a 200. With
 -- `expect = { 200, 201 }` (or one number) any other status raises HTTP_STATUS
 -- with fields status and body (its start). A transfer that fails raises an
--- error object whose code is libcurl's name: CURLE_COULDNT_CONNECT,
--- CURLE_OPERATION_TIMEDOUT, CURLE_PEER_FAILED_VERIFICATION, ...
+-- error object with a code of docs/errors.md: CONNECT_FAILED (refused,
+-- unreachable, a name that does not resolve), TIMEOUT, TLS_FAILED,
+-- NETWORK_ERROR (the connection broke, nothing received, too many
+-- redirects), AUTH_FAILED, EINVAL (a malformed URL), INTERRUPTED; libcurl's
+-- own name and text are in the fields curl_code ("CURLE_COULDNT_CONNECT")
+-- and curl_error.
 --
 -- Retries: connection failures, timeouts, dropped replies and the statuses
 -- 429, 502, 503 and 504 are retried with exponential backoff and jitter,
@@ -45,7 +49,7 @@ local DEFAULT_SECRET_HEADERS = { "authorization", "x-octopus-apikey", "cookie", 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
-local RETRY_CODES = {
+local RETRY_CURL_CODES = {
   CURLE_COULDNT_CONNECT = true, CURLE_OPERATION_TIMEDOUT = true, CURLE_GOT_NOTHING = true,
   CURLE_SEND_ERROR = true, CURLE_RECV_ERROR = true, CURLE_PARTIAL_FILE = true,
   CURLE_HTTP2 = true, CURLE_HTTP2_STREAM = true, CURLE_COULDNT_RESOLVE_HOST = true,
@@ -107,7 +111,7 @@ M.redact = redact
 -- Configuration -----------------------------------------------------------
 
 local function cfg_of(c)
-  if not c:is_open() then upkit.error("ECLOSED", "http: the http client is closed") end
+  if not c:is_open() then upkit.error("CLOSED", "http: the http client is closed") end
   return c:_config()
 end
 
@@ -389,8 +393,9 @@ local function decide(st, ok, r)
     trace_result(st, true, r)
     if st.follow and REDIRECT[r.status] and r.redirect_url then
       if st.redirects >= st.cfg.max_redirects then
-        return "error", upkit.new_error("CURLE_TOO_MANY_REDIRECTS",
-          string.format("http: %s: more than %d redirects", st.label, st.cfg.max_redirects))
+        return "error", upkit.new_error("NETWORK_ERROR",
+          string.format("http: %s: more than %d redirects", st.label, st.cfg.max_redirects),
+          { url = redact(st.nreq.url, st.secrets) })
       end
       redirect(st, r)
       return "again", 0
@@ -407,10 +412,10 @@ local function decide(st, ok, r)
   if not upkit.is_error(r) then error(r, 0) end
   r.message = redact(r.message, st.secrets)
   trace_result(st, false, r)
-  if RETRY_CODES[r.code] and can_retry(st) then
+  if r.curl_code and RETRY_CURL_CODES[r.curl_code] and can_retry(st) then
     local d = backoff(st)
-    emit(st.cfg, "warn", string.format("%s [%s]; retry %d of %d in %.2f s",
-      r.message, r.code, st.attempt, st.retries, d))
+    emit(st.cfg, "warn", string.format("%s [%s %s]; retry %d of %d in %.2f s",
+      r.message, r.code, r.curl_code, st.attempt, st.retries, d))
     st.attempt = st.attempt + 1
     return "again", d
   end

@@ -2,7 +2,7 @@
 --   upkit.error(code, message [, fields])   raise an error object
 --   upkit.new_error(code, message [, fields]) -> error object
 --   upkit.is_error(v) -> boolean
---   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc, cjson }
+--   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc }
 --   upkit.roots() -> library roots in search order
 --   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd)
 local core = require "upkit._core"

@@ -1,5 +1,5 @@
 /*
-** lhash.c: upkit.hash, message digests and HMAC through OpenSSL's EVP.
+** hash.c: upkit.hash, message digests and HMAC through OpenSSL's EVP.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,7 +108,7 @@ static int hash_new(lua_State *L) {
 
 static Hasher *checkopen(lua_State *L, const char *fn) {
   Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  if (!h->ctx) upk_error(L, "ECLOSED", "%s: hasher is closed", fn);
+  if (!h->ctx) upk_error(L, "CLOSED", "%s: hasher is closed", fn);
   return h;
 }
 
@@ -230,10 +230,9 @@ static const luaL_Reg hasher_metameth[] = {
 int luaopen_upkit_hash(lua_State *L) {
   luaL_newmetatable(L, HASHER_MT);
   luaL_setfuncs(L, hasher_metameth, 0);
-  luaL_newlibtable(L, hasher_meth);
-  luaL_setfuncs(L, hasher_meth, 0);
+  upk_newlib(L, hasher_meth, "hasher:");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newlib(L, hash_funcs);
+  upk_newlib(L, hash_funcs, "hash");
   return 1;
 }
