@@ -10,11 +10,31 @@
 --   fs.write(path, data [, { mode = "0600" }]) ; fs.read(path) ; fs.exists(path)
 --   fs.stat(path) ; fs.mkdirs(path [, { mode }]) ; fs.remove(path [, { recursive }])
 --   fs.free(path) ; fs.tempdir([prefix])
+--   fs.temp_path(path [, { resumable }]) ; fs.commit(tmp, path [, { overwrite = true }])
+--   fs.discard(tmp) ; fs.rename(old, new)
+--
+-- Temporary files: every module writes through one scheme. A temporary
+-- for <folder>/<name> lives in the private folder <folder>/.upkit-tmp/
+-- (0700), named <name>.<pid>-<8 hex digits>; fs.commit renames it into
+-- place, removes the private folder when it is empty and fsyncs the folder.
+-- Only names inside a .upkit-tmp folder whose process no longer runs are
+-- ever removed as stale, so a user's file is never taken for a temporary.
+-- fs.mirror does not copy a source folder named .upkit-tmp: it lists it in
+-- result.temporaries (and warns). A resumable temporary (a download's
+-- <name>.part) keeps its name across runs and is never removed as stale.
+--
+-- A file that changes while it is copied (its size, modification or change
+-- time differ before and after, or it shrinks) is copied again once
+-- (result.changed / mirror result.changed lists it); when it changes again
+-- the copy raises SOURCE_CHANGED naming it, and nothing is written.
+-- fs.mirror refuses a destination inside the source and a source inside
+-- the destination (links resolved) with EINVAL before it changes anything.
 --
 -- Errors are raised as upkit error objects whose code is the errno name
--- (ENOENT, EEXIST, ENOSPC...), CHECKSUM_MISMATCH, EINVAL for bad arguments,
--- or REFUSED when fs.remove is asked to remove /, the home folder or an
--- ancestor of the current folder.
+-- (ENOENT, EEXIST, ENOSPC...; field errno), CHECKSUM_MISMATCH,
+-- SOURCE_CHANGED, or EINVAL for bad arguments, an overlapping mirror, and
+-- fs.remove asked to remove /, the home folder or an ancestor of the
+-- current folder.
 --
 -- Progress: with `progress = function(p)` the function is called with
 -- { files, files_total, bytes, bytes_total, rate (bytes/s), eta (s) };
@@ -24,30 +44,11 @@ local upkit = require "upkit"
 local native = require "upkit._fs"
 local hash = require "upkit.hash"
 
+local util = require "upkit.util"
+
 local M = {}
 
-local function einval(fmt, ...)
-  upkit.error("EINVAL", string.format(fmt, ...))
-end
-
-local function checkopts(fn, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
-    if not want:find(type(v), 1, true) then
-      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
-    end
-  end
-  return opts
-end
-
-local function checkpath(fn, what, p)
-  if type(p) ~= "string" or p == "" then
-    einval("%s: %s must be a non-empty string, got %s", fn, what, p == "" and "''" or type(p))
-  end
-end
+local einval, checkopts, checkpath = util.einval, util.check_opts, util.check_path
 
 local function parse_mode(fn, mode)
   if mode == nil then return nil end
@@ -177,11 +178,7 @@ local function parse_manifest(fn, text)
   return list
 end
 
-local function join(a, b) return a .. "/" .. b end
-
-local function dirname(p)
-  return p:match("^(.*)/[^/]*$") or "."
-end
+local join, dirname = util.join, util.dirname
 
 -- The manifest's path relative to root when it lies inside root, else nil.
 local function inside(root, file)
@@ -196,6 +193,38 @@ end
 
 --------------------------------------------------------------------------
 -- fs.mirror
+
+-- The real path of p, or of its nearest existing ancestor with the rest appended.
+local function resolve(p)
+  local rest = {}
+  while true do
+    local ok, real = pcall(native.realpath, p)
+    if ok then
+      for i = #rest, 1, -1 do real = join(real, rest[i]) end
+      return real
+    end
+    local parent = dirname(p)
+    if parent == p then return p end
+    rest[#rest + 1] = p:match("[^/]*$")
+    p = parent
+  end
+end
+
+local function within(inner, outer)
+  return inner == outer or inner:sub(1, #outer + 1) == outer .. "/" or outer == "/"
+end
+
+-- EINVAL when one of src and dst is inside the other (after resolving links).
+local function refuse_overlap(fn, src, dst)
+  local rs, rd = resolve(src), resolve(dst)
+  if within(rd, rs) then
+    upkit.error("EINVAL", string.format("%s: the destination '%s' is inside the source '%s'%s", fn, dst, src,
+      rd == rs and " (they are the same folder)" or ""), { path = src, destination = dst })
+  elseif within(rs, rd) then
+    upkit.error("EINVAL", string.format("%s: the source '%s' is inside the destination '%s'", fn, src, dst),
+      { path = src, destination = dst })
+  end
+end
 
 local mirror_spec = {
   delete = "boolean", exclude = "table", compare = "string", manifest = "string", verify = "boolean",
@@ -226,6 +255,7 @@ function M.mirror(src, dst, opts)
   local t0 = upkit.now()
 
   native.check_dir(src, "fs.mirror")  -- a missing source raises before the destination is made
+  refuse_overlap("fs.mirror", src, dst)
   native.mkdirs(dst)
   local sents, sfails, dents, dfails = native.scan_pair(src, dst, "fs.mirror")
   local failures = {}
@@ -241,7 +271,7 @@ function M.mirror(src, dst, opts)
   for _, e in ipairs(dents) do dmap[e.path] = e end
 
   -- what to do, in tree order: folders first, then the files inside them
-  local plan, wanted = {}, {}
+  local plan, wanted, temporaries = {}, {}, {}
   local files_total, bytes_total = 0, 0
   local skip_prefix
   for _, e in ipairs(sents) do
@@ -250,6 +280,11 @@ function M.mirror(src, dst, opts)
       goto continue
     end
     skip_prefix = nil
+    if e.type == "dir" and rel:match("[^/]*$") == ".upkit-tmp" then
+      temporaries[#temporaries + 1] = rel  -- upkit's private folder name: listed, not copied
+      skip_prefix = rel .. "/"
+      goto continue
+    end
     if excluded(rel) or rel == manifest_rel then
       if e.type == "dir" then skip_prefix = rel .. "/" end
       goto continue
@@ -275,7 +310,7 @@ function M.mirror(src, dst, opts)
   end
 
   local result = { files = files_total, copied = 0, skipped = 0, deleted = 0, bytes = 0,
-                   failures = failures }
+                   failures = failures, changed = {}, temporaries = temporaries }
   local digests = {}
   local touched = {}  -- folders whose entries changed (their times are set last)
   local function touch(rel) touched[rel:match("^(.*)/[^/]*$") or ""] = true end
@@ -322,6 +357,7 @@ function M.mirror(src, dst, opts)
           done_files = done_files + 1
           done_bytes = done_bytes + r.bytes
           digests[item.rel] = r.sha256
+          if r.changed then result.changed[#result.changed + 1] = item.rel end
         end
         touch(item.rel)
       end
@@ -422,6 +458,10 @@ function M.mirror(src, dst, opts)
     native.write(opts.manifest, table.concat(lines), 420)
   end
   result.special = special
+  if #temporaries > 0 then
+    require("upkit.log").warn("fs.mirror: %s: %d folder(s) named .upkit-tmp (upkit's temporary files) not copied: %s",
+      src, #temporaries, table.concat(temporaries, ", ", 1, math.min(#temporaries, 5)))
+  end
   if #special > 0 then
     require("upkit.log").warn("fs.mirror: %s: %d FIFO(s), socket(s) or device(s) not copied: %s%s", src, #special,
       table.concat(special, ", ", 1, math.min(#special, 5)), #special > 5 and ", ..." or "")
@@ -518,7 +558,7 @@ function M.remove(path, opts)
       why = "it holds the current folder"
     end
     if why then
-      upkit.error("REFUSED", string.format("fs.remove: '%s': refusing to remove it: %s", path, why))
+      upkit.error("EINVAL", string.format("fs.remove: '%s': refusing to remove it: %s", path, why), { path = path })
     end
   end
   return native.remove(path, opts.recursive)
@@ -531,7 +571,37 @@ end
 
 -- fs.tempdir([prefix]) -> a fresh private folder under TMPDIR (the caller removes it)
 function M.tempdir(prefix)
+  if prefix ~= nil and type(prefix) ~= "string" then einval("fs.tempdir: prefix must be a string") end
   return native.tempdir(prefix)
+end
+
+-- fs.temp_path(path [, { resumable = false }]) -> a temporary path for path
+-- (see the top of this file). Write it, then fs.commit(tmp, path), or fs.discard(tmp).
+function M.temp_path(path, opts)
+  checkpath("fs.temp_path", "path", path)
+  opts = checkopts("fs.temp_path", opts, { resumable = "boolean" })
+  return native.temp_path(path, opts.resumable)
+end
+
+-- fs.commit(tmp, path [, { overwrite = true }]): rename into place, durable.
+function M.commit(tmp, path, opts)
+  checkpath("fs.commit", "temporary", tmp)
+  checkpath("fs.commit", "path", path)
+  opts = checkopts("fs.commit", opts, { overwrite = "boolean" })
+  return native.commit(tmp, path, opts.overwrite ~= false)
+end
+
+-- fs.discard(tmp): remove a temporary that will not be committed.
+function M.discard(tmp)
+  checkpath("fs.discard", "temporary", tmp)
+  return native.discard(tmp)
+end
+
+-- fs.rename(old, new): rename, then fsync both folders (a failed fsync raises).
+function M.rename(old, new)
+  checkpath("fs.rename", "source", old)
+  checkpath("fs.rename", "destination", new)
+  return native.rename(old, new)
 end
 
 return M

@@ -41,6 +41,7 @@ local native = require "upkit._http"
 local json = require "upkit.json"
 local upkit = require "upkit"
 local log = require "upkit.log"
+local util = require "upkit.util"
 
 local M = {}
 local Client = native.Client
@@ -73,22 +74,7 @@ local DOWNLOAD_OPTS = {
 }
 local ALL_OPTS = { concurrency = "number", retries = "number" }
 
-local function check_opts(fn, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    upkit.error("EINVAL", string.format("%s: options must be a table, got %s", fn, type(opts)))
-  end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then
-      upkit.error("EINVAL", string.format("%s: unknown option '%s'", fn, tostring(k)))
-    end
-    if not want:find(type(v), 1, true) then
-      upkit.error("EINVAL", string.format("%s: option '%s' must be a %s, got %s", fn, k, want, type(v)))
-    end
-  end
-  return opts
-end
+local check_opts = util.check_opts
 
 -- Redaction ---------------------------------------------------------------
 

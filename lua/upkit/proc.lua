@@ -26,11 +26,11 @@
 local upkit = require "upkit"
 local native = require "upkit._proc"
 
+local util = require "upkit.util"
+
 local M = {}
 
-local function einval(fmt, ...)
-  upkit.error("EINVAL", string.format(fmt, ...))
-end
+local einval = util.einval
 
 local spec = {
   cwd = "string", env = "table", env_mode = "string", stdin = "string table",
@@ -39,17 +39,11 @@ local spec = {
 }
 local run_spec = { timeout = "number", grace = "number", ok = "table" }
 
+local full_spec = setmetatable({}, { __index = spec })
+for k, v in pairs(run_spec) do full_spec[k] = v end
+
 local function checkopts(fn, opts, extra)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k] or (extra and extra[k])
-    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
-    if not want:find(type(v), 1, true) then
-      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
-    end
-  end
-  return opts
+  return util.check_opts(fn, opts, extra and full_spec or spec)
 end
 
 local function redactor(secrets)
@@ -130,7 +124,7 @@ local function reraise(err, hide)
     err.message = hide(err.message)
     error(err, 0)
   end
-  error(hide(tostring(err)), 0)
+  upkit.error("LUA_ERROR", hide(tostring(err)))
 end
 
 local function start(fn, argv, opts, hide)
