@@ -497,11 +497,7 @@ end
 -- Downloads ---------------------------------------------------------------
 
 local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return 0 end
-  local n = f:seek("end")
-  f:close()
-  return n
+  return util.file_size(path) or 0
 end
 
 local function sha256_file(path)
@@ -510,7 +506,8 @@ end
 
 -- c:download(url, file, { sha256, resume = true, progress, timeout, retries, headers, query })
 --   -> { file, bytes, sha256, seconds, url, status, resumes }
--- Streams to file .. ".part" beside the target, resumes a broken transfer
+-- Streams to the resumable temporary of file (fs.temp_path: <folder>/.upkit-tmp/<name>.part),
+-- resumes a broken transfer
 -- with a Range request (also across runs when resume is on), checks the
 -- digest, then renames into place. timeout here is the longest stall.
 function Client:download(url, file, opts)
@@ -523,14 +520,16 @@ function Client:download(url, file, opts)
   st.nreq.timeout = nil
   st.nreq.stall = opts.timeout or cfg.timeout
   st.nreq.encoding = false
-  st.nreq.file = file .. ".part"
+  local fs = require "upkit.fs"
+  st.nreq.file = fs.temp_path(file, { resumable = true })
   st.nreq.progress = opts.progress
   local resume = opts.resume ~= false
   warn_unverified(cfg, st.label)
   local t0, resumes = upkit.now(), 0
-  if not resume then os.remove(st.nreq.file) end
+  if not resume then fs.discard(st.nreq.file) end
   local final
   while true do
+    st.nreq.file = fs.temp_path(file, { resumable = true })  -- (re)makes the private folder
     st.nreq.offset = resume and file_size(st.nreq.file) or 0
     trace_request(st)
     local ok, r = pcall(self._download, self, st.nreq)
@@ -540,7 +539,9 @@ function Client:download(url, file, opts)
       if total == st.nreq.offset then
         r.status = 206
       else
-        os.remove(st.nreq.file)
+        fs.discard(st.nreq.file)
+        st.nreq.file = fs.temp_path(file, { resumable = true })
+        st.nreq.offset = 0
         ok, r = pcall(self._download, self, st.nreq)
       end
     end
@@ -549,7 +550,7 @@ function Client:download(url, file, opts)
     local action, v = decide(st, ok, r)
     if action == "done" then final = v break end
     if action == "error" then
-      if v.code == "HTTP_STATUS" then os.remove(st.nreq.file) end
+      if v.code == "HTTP_STATUS" then fs.discard(st.nreq.file) end
       error(v, 0)
     end
     if partial and resume then resumes = resumes + 1 end
@@ -559,15 +560,12 @@ function Client:download(url, file, opts)
   if opts.progress then opts.progress(size, size) end
   local digest = sha256_file(st.nreq.file)
   if opts.sha256 and digest ~= opts.sha256:lower() then
-    os.remove(st.nreq.file)
+    fs.discard(st.nreq.file)
     upkit.error("CHECKSUM_MISMATCH", string.format(
       "http.download: %s: sha256 %s, expected %s; the download was removed",
       st.label, digest, opts.sha256:lower()), { expected = opts.sha256:lower(), actual = digest })
   end
-  local ok, err = os.rename(st.nreq.file, file)
-  if not ok then
-    upkit.error("EIO", string.format("http.download: %s: cannot rename into '%s': %s", st.label, file, err))
-  end
+  fs.commit(st.nreq.file, file)
   return { file = file, bytes = size, sha256 = digest, seconds = upkit.now() - t0,
            url = redact(final.url or st.nreq.url, st.secrets), status = final.status, resumes = resumes }
 end
