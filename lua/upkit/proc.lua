@@ -1,7 +1,7 @@
 -- upkit.proc: start programs from an argv array (never a shell).
 --
 --   proc.run(argv [, opts]) --> { code, signal, stdout, stderr, seconds, timed_out,
---                                 stdout_truncated, stderr_truncated, pid }
+--                                 stdout_truncated, stderr_truncated, pid, lingered }
 --   proc.spawn(argv [, opts]) --> process with :wait([timeout]) -> result or nil,
 --       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close()
 --
@@ -20,6 +20,16 @@
 -- the last lines of stderr; a timeout raises TIMEOUT).
 -- A program that cannot start raises ENOENT/EACCES naming it and the
 -- folder. Ctrl-C while waiting ends the process group and raises INTERRUPTED.
+--
+-- Grandchildren (a background process the program started, which inherited
+-- its stdout or stderr): the pipes are read until they close, so such a
+-- process keeps its output and does not die of SIGPIPE while it writes.
+-- After the program itself exits this goes on for at most `linger` seconds
+-- (default 5, never past `timeout`); if the pipes are still held open then,
+-- upkit stops reading and closes its ends (a grandchild writing after that
+-- gets EPIPE/SIGPIPE), the result says lingered = true, and a warning names
+-- the command. So output is never lost silently and proc.run never hangs
+-- on a grandchild. Start a daemon with its output redirected to avoid this.
 -- proc.spawn: stdout read with :lines() is not kept in result.stdout; an
 -- undrained pipe fills and blocks the program, so give stdout = "null"
 -- or "inherit" to a chatty program whose output you do not read.
@@ -35,7 +45,7 @@ local einval = util.einval
 local spec = {
   cwd = "string", env = "table", env_mode = "string", stdin = "string table",
   stdout = "string", stderr = "string", capture_limit = "number",
-  on_stdout = "function", on_stderr = "function", redact = "table",
+  on_stdout = "function", on_stderr = "function", redact = "table", linger = "number",
 }
 local run_spec = { timeout = "number", grace = "number", ok = "table" }
 
@@ -134,7 +144,7 @@ local function start(fn, argv, opts, hide)
     stdin = opts.stdin, stdout = opts.stdout, stderr = opts.stderr,
     capture_limit = opts.capture_limit and math.tointeger(opts.capture_limit)
       or (opts.capture_limit and einval("%s: capture_limit must be an integer", fn)),
-    what = fn,
+    what = fn, linger = opts.linger,
   }
   for _, k in ipairs { "on_stdout", "on_stderr" } do
     local cb = opts[k]
@@ -182,6 +192,10 @@ function M.run(argv, opts)
     return p:wait(opts.timeout or math.huge, opts.grace or 5)
   end)
   if not ok then reraise(r, hide) end
+  if r.lingered then
+    require("upkit.log").warn("proc.run: '%s' exited, but a process it started still held its output after %s s; "
+      .. "stopped reading it", describe(argv, hide), tostring(math.min(opts.linger or 5, opts.timeout or math.huge)))
+  end
   if okset then
     if r.timed_out then
       upkit.error("TIMEOUT", string.format("proc.run: '%s' timed out after %s s", describe(argv, hide),
