@@ -44,7 +44,8 @@ static int core_roots(lua_State *L) {
 */
 static int core_new_error(lua_State *L) {
   const char *code = luaL_checkstring(L, 1);
-  const char *msg = luaL_checkstring(L, 2);
+  const char *msg = luaL_tolstring(L, 2, NULL);  /* any value: the message of a wrapped error */
+  lua_replace(L, 2);
   upk_pusherror(L, code, "%s", msg);
   if (lua_istable(L, 3)) {
     lua_pushnil(L);
@@ -115,6 +116,12 @@ static int core_fsync(lua_State *L) {
   return 0;
 }
 
+/* core.errno_name(n) -> the error code of errno n ("ENOENT"; "EIO" for one docs/errors.md does not name) */
+static int core_errno_name(lua_State *L) {
+  lua_pushstring(L, upk_errno_name((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 /* core.pid() -> this process's id */
 static int core_pid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
@@ -124,6 +131,7 @@ static int core_pid(lua_State *L) {
 static const luaL_Reg core_funcs[] = {
   {"fsync", core_fsync},
   {"pid", core_pid},
+  {"errno_name", core_errno_name},
   {"versions", core_versions},
   {"roots", core_roots},
   {"new_error", core_new_error},

@@ -167,7 +167,7 @@ local function parse_manifest(fn, text)
     if line ~= "" then
       local esc, digest, name = line:match("^(\\?)(%x+) [ *](.+)$")
       if not digest then
-        upkit.error("EINVAL", string.format("%s: manifest line %d is not in sha256sum format", fn, n))
+        upkit.error("BAD_FORMAT", string.format("%s: manifest line %d is not in sha256sum format", fn, n), { line = n })
       end
       if esc == "\\" then
         name = name:gsub("\\(.)", { ["\\"] = "\\", n = "\n", r = "\r" })

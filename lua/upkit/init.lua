@@ -4,7 +4,8 @@
 --   upkit.is_error(v) -> boolean
 --   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc }
 --   upkit.roots() -> library roots in search order
---   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd)
+--   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd), upkit.pid()
+--   upkit.errno_name(n) -> "ENOENT": the error code of an errno (io.open's third result)
 local core = require "upkit._core"
 
 local M = {}

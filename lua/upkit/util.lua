@@ -12,6 +12,8 @@
 --   util.read_file(path), util.write_file(path, data [, { mode }])
 --                                         fs.read / fs.write (atomic, durable)
 --   util.mkdirs(path [, { mode }])        fs.mkdirs
+--   util.open(fn, path, mode)             io.open that raises the real cause
+--                                         (ENOENT, EACCES, EISDIR...; field errno)
 --   util.temp_path(path) / util.commit / util.discard   fs.temp_path, fs.commit, fs.discard
 --
 -- Modules above the primitives (procedures, the Octopus client, sql's Lua
@@ -63,6 +65,13 @@ end
 function M.join(a, b)
   if a:sub(-1) == "/" then return a .. b end
   return a .. "/" .. b
+end
+
+function M.open(fn, path, mode)
+  local f, msg, errno = io.open(path, mode)
+  if f then return f end
+  upkit.error(errno and upkit.errno_name(errno) or "EIO", string.format("%s: %s", fn, msg),
+    { path = path, errno = errno })
 end
 
 -- The modules below are loaded on first use: upkit.fs itself uses this file.
