@@ -308,10 +308,36 @@ T.test("close is idempotent; a closed client raises CLOSED", function()
   T.match(tostring(c), "closed")
 end)
 
-T.test("a client left open is collected by __gc", function()
-  do local _ = client() end
+T.test("a client left open is closed by __gc: it leaves the open handles", function()
+  local function open_clients()
+    local n = 0
+    for _, t in ipairs(upkit.open_handles()) do if t == "upkit.http.Client" then n = n + 1 end end
+    return n
+  end
+  local before = open_clients()
+  local weak = setmetatable({}, { __mode = "v" })
+  do
+    local c = client()
+    weak[1] = c
+    T.eq(c:get("/echo").status, 200)
+    T.eq(open_clients(), before + 1)
+  end
   collectgarbage()
   collectgarbage()
+  T.eq(weak[1], nil, "the client was collected")
+  T.eq(open_clients(), before)
+end)
+
+T.test("a bad request in c:all raises EINVAL and leaves the client working", function()
+  local c <close> = client()
+  local e = T.raises("EINVAL", c._all, c, { { method = "GET", url = srv.url .. "/echo", headers = {} }, 5 })
+  T.contains(e.message, "request 2")
+  e = T.raises("EINVAL", c._all, c, { { method = "GET", url = srv.url .. "/echo", headers = {} }, { method = "GET" } })
+  T.contains(e.message, "no url")
+  local res, failures = c:all { { path = "/echo" }, { path = "/echo" } }
+  T.eq(failures, 0)
+  T.eq(res[2].status, 200)
+  T.eq(c:get("/echo").status, 200)
 end)
 
 srv:stop()
