@@ -22,7 +22,7 @@
 #define THREAD_MIN (BUFSZ * 2)   /* smaller files are hashed inline */
 #define TICK_EVERY 0.2           /* seconds between progress calls */
 #define CHECKSUM_MISMATCH (-1)   /* pseudo errno of a failed readback */
-#define SOURCE_CHANGED (-2)      /* pseudo errno: the source changed during the copy, twice */
+#define SOURCE_CHANGED UPK_SOURCE_CHANGED  /* the source changed during the copy (twice: an error) */
 
 static void pushhex(lua_State *L, const unsigned char *d, unsigned n) {
   char buf[EVP_MAX_MD_SIZE * 2];
@@ -203,6 +203,16 @@ static int hash_copy(int in, int out, uint64_t size, int sparse, const EVP_MD *m
   if (!err && out >= 0 && sparse) err = upk_fs_truncate(out, size);
   if (!err) EVP_DigestFinal_ex(p.ctx, digest, dlen);
   EVP_MD_CTX_free(p.ctx);
+  return err;
+}
+
+int upk_hash_fd(int fd, uint64_t size, const EVP_MD *md, unsigned char *digest, unsigned *dlen) {
+  Bufs B = {{NULL}};
+  Prog prog;
+  prog_init(&prog, NULL, 0);  /* no progress function: it only stops on Ctrl-C */
+  upk_fs_advise_sequential(fd);
+  int err = hash_copy(fd, -1, size, 0, md, &B, digest, dlen, &prog);
+  bufs_free(&B);
   return err;
 }
 
@@ -578,6 +588,7 @@ static const luaL_Reg fs_funcs[] = {
   {"commit", fs_commit},
   {"discard", fs_discard},
   {"rename", fs_rename},
+  {"sync", fs_sync},
   {NULL, NULL}
 };
 

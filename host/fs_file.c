@@ -243,15 +243,17 @@ static int open_parent(const char *path, char *dir, size_t size, const char **ba
 }
 
 /*
-** fs.temp_path(path [, resumable]) -> a temporary path for path, in the
-** private folder beside it (made when missing; stale temporaries there
-** removed). A fresh name is reserved by creating it empty (0600); with
-** resumable, the name is "<name>.part", the same in every run, not created,
-** and never taken for stale.
+** fs.temp_path(path [, resumable [, nocreate]]) -> a temporary path for
+** path, in the private folder beside it (made when missing; stale
+** temporaries there removed). A fresh name is reserved by creating it
+** empty (0600), or with nocreate only chosen (for a writer that must
+** create the file itself, as SQLite's VACUUM INTO). With resumable, the
+** name is "<name>.part", the same in every run, not created, and never
+** taken for stale.
 */
 int fs_temp_path(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int resumable = lua_toboolean(L, 2);
+  int resumable = lua_toboolean(L, 2), nocreate = lua_toboolean(L, 3);
   char dir[PATH_MAX], tmp[NAME_MAX + 80];
   const char *base;
   int dirfd, fd, removed;
@@ -262,6 +264,8 @@ int fs_temp_path(lua_State *L) {
     err = upk_fs_temp_dir(dirfd);
     if (!err && snprintf(tmp, sizeof tmp, "%s/%.*s.part", UPK_TMP_DIR, 200, base) >= (int)sizeof tmp)
       err = ENAMETOOLONG;
+  } else if (nocreate) {
+    err = upk_fs_temp_name(dirfd, base, tmp, sizeof tmp);
   } else if ((err = upk_fs_create_temp(dirfd, base, tmp, sizeof tmp, &fd)) == 0) {
     upk_fs_close(fd);
   }
@@ -330,5 +334,18 @@ int fs_rename(lua_State *L) {
     }
   }
   if (err) return upk_errno_error(L, err, "fs.rename: '%s' -> '%s': %s", old, path, step);
+  return 0;
+}
+
+/* fs.sync(path): flush a file's (or a folder's) data and metadata to stable storage */
+int fs_sync(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd;
+  int err = upk_fs_open_read(path, &fd);
+  if (!err) {
+    err = upk_fs_fsync(fd);
+    upk_fs_close(fd);
+  }
+  if (err) return upk_errno_error(L, err, "fs.sync: '%s'", path);
   return 0;
 }

@@ -34,5 +34,6 @@ int fs_temp_path(lua_State *L);
 int fs_commit(lua_State *L);
 int fs_discard(lua_State *L);
 int fs_rename(lua_State *L);
+int fs_sync(lua_State *L);
 
 #endif

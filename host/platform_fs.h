@@ -95,6 +95,8 @@ int upk_fs_set_times_at(int dirfd, const char *name, int64_t mtime_ns);
 int upk_fs_fsync(int fd);
 /* Start writing a file's dirty pages back, without waiting. */
 void upk_fs_start_writeback(int fd);
+/* Tell the kernel fd will be read from start to end (a hint; never fails). */
+void upk_fs_advise_sequential(int fd);
 /* Flush everything on the file system that holds fd. */
 int upk_fs_syncfs(int fd);
 

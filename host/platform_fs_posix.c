@@ -352,6 +352,10 @@ int upk_fs_fsync(int fd) {
   return fsync(fd) != 0 ? errno : 0;
 }
 
+void upk_fs_advise_sequential(int fd) {
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+}
+
 void upk_fs_start_writeback(int fd) {
   sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }

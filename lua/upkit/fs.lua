@@ -11,7 +11,8 @@
 --   fs.stat(path) ; fs.mkdirs(path [, { mode }]) ; fs.remove(path [, { recursive }])
 --   fs.free(path) ; fs.tempdir([prefix])
 --   fs.temp_path(path [, { resumable }]) ; fs.commit(tmp, path [, { overwrite = true }])
---   fs.discard(tmp) ; fs.rename(old, new)
+--   fs.discard(tmp) ; fs.rename(old, new) ; fs.sync(path)
+--   fs.scan(dir) --> entries, failures ; fs.tree_size(path) --> bytes
 --
 -- Temporary files: every module writes through one scheme. A temporary
 -- for <folder>/<name> lives in the private folder <folder>/.upkit-tmp/
@@ -575,12 +576,41 @@ function M.tempdir(prefix)
   return native.tempdir(prefix)
 end
 
--- fs.temp_path(path [, { resumable = false }]) -> a temporary path for path
+-- fs.temp_path(path [, { resumable = false, create = true }]) -> a temporary path for path
 -- (see the top of this file). Write it, then fs.commit(tmp, path), or fs.discard(tmp).
+-- create = false only chooses the name (for a writer that must create the file itself).
 function M.temp_path(path, opts)
   checkpath("fs.temp_path", "path", path)
-  opts = checkopts("fs.temp_path", opts, { resumable = "boolean" })
-  return native.temp_path(path, opts.resumable)
+  opts = checkopts("fs.temp_path", opts, { resumable = "boolean", create = "boolean" })
+  return native.temp_path(path, opts.resumable, opts.create == false)
+end
+
+-- fs.sync(path): fsync a file or a folder (its data and metadata are on disk when it returns).
+function M.sync(path)
+  checkpath("fs.sync", "path", path)
+  return native.sync(path)
+end
+
+-- fs.scan(dir) -> entries, failures: every entry under dir, depth first, names
+-- sorted, links not followed: { path (relative), type ("file", "dir", "link",
+-- "other"), size, mtime (ns), mode, target }; unreadable folders are failures
+-- { path, code, message }. A missing dir raises.
+function M.scan(dir)
+  checkpath("fs.scan", "folder", dir)
+  return native.scan(dir, false, "fs.scan")
+end
+
+-- fs.tree_size(path) -> bytes in the files under path (a file: its size; nothing there: 0)
+function M.tree_size(path)
+  checkpath("fs.tree_size", "path", path)
+  local st = native.stat(path)
+  if not st then return 0 end
+  if st.type ~= "dir" then return st.size end
+  local total = 0
+  for _, e in ipairs(native.scan(path, false, "fs.tree_size")) do
+    if e.type == "file" then total = total + e.size end
+  end
+  return total
 end
 
 -- fs.commit(tmp, path [, { overwrite = true }]): rename into place, durable.
