@@ -32,7 +32,7 @@ UPKIT    = build/upkit
 PROVE    = prove -j2 --timer --exec '$(CURDIR)/tests/lib/runtest'
 TESTS    = $(sort $(wildcard tests/*.lua))
 
-.PHONY: all deps test check bench demo install uninstall sandbox repl clean
+.PHONY: all deps test check fuzz bench demo install uninstall sandbox repl clean
 
 all: $(UPKIT)
 
@@ -87,6 +87,15 @@ check: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PROVE) $(TESTS)
+
+# The JSON decoder's fuzz test (also run, for a few seconds, by check) for longer under the sanitizers.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory build/asan/upkit
+	UPKIT_FUZZ_SECONDS=$(FUZZ_SECONDS) UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
+	build/asan/upkit run tests/json_fuzz.lua
 
 bench: deps
 	@$(MAKE) --no-print-directory $(UPKIT)
