@@ -494,7 +494,7 @@ static int fs_copy_batch(lua_State *L) {
     lua_getfield(L, -4, "mtime");
     j->link_mtime = (int64_t)lua_tointeger(L, -1);
     lua_pop(L, 5);  /* strings stay alive in the items table */
-    if (!j->src && !j->link) luaL_error(L, "%s: item %d has neither src nor link", what, (int)i);
+    if (!j->src && !j->link) upk_error(L, "EINVAL", "%s: item %d has neither src nor link", what, (int)i);
     j->md = md;
     j->readback = readback && md;
     j->overwrite = 1;

@@ -235,8 +235,13 @@ static int guard_call(lua_State *L) {
     } else if (strncmp(msg, "bad argument", 12) == 0 || strncmp(msg, "calling '", 9) == 0) {
       /* drop lauxlib's " to '?'": the guard names the function itself */
       const char *to = strstr(msg, " to '"), *close = to ? strstr(to + 5, "' ") : NULL;
-      if (to && close) upk_pusherror(L, "EINVAL", "%s: %.*s%s", fn, (int)(to - msg), msg, close + 1);
-      else upk_pusherror(L, "EINVAL", "%s: %s", fn, msg);
+      if (to && close) {
+        lua_pushlstring(L, msg, (size_t)(to - msg));
+        lua_pushstring(L, close + 1);
+        lua_concat(L, 2);
+        msg = lua_tostring(L, -1);
+      }
+      upk_pusherror(L, "EINVAL", "%s: %s", fn, msg);
     }
   }
   return lua_error(L);

@@ -104,11 +104,14 @@ T.test("an unreadable file raises EACCES", function()
   end
 end)
 
-T.test("wrong argument types are refused", function()
-  T.raises(nil, hash.file, "sha256")
-  T.raises(nil, hash.new)
+T.test("wrong argument types are refused with EINVAL error objects naming the function", function()
+  local e = T.raises("EINVAL", hash.file, "sha256")
+  T.contains(e.message, "hash.file: bad argument #2")
+  T.raises("EINVAL", hash.new)
   local h <close> = hash.new("sha256")
-  T.raises(nil, h.update, h, {})
+  e = T.raises("EINVAL", h.update, h, {})
+  T.contains(e.message, "hasher:update")
+  T.raises("EINVAL", hash.file, "sha256", "/dev/null")  -- not a regular file
 end)
 
 T.done()
