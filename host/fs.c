@@ -583,7 +583,6 @@ static const luaL_Reg fs_funcs[] = {
   {"realpath", fs_realpath},
   {"cwd", fs_cwd},
   {"setmeta", fs_setmeta},
-  {"syncdir", fs_syncdir},
   {"temp_path", fs_temp_path},
   {"commit", fs_commit},
   {"discard", fs_discard},

@@ -220,17 +220,15 @@ int fs_setmeta(lua_State *L) {
   return 0;
 }
 
-/* fs.syncdir(path): make a folder's entries durable */
-int fs_syncdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+/* fsync what is at path (a file or a folder); 0 or an errno */
+static int sync_path(const char *path) {
   int fd;
-  int err = upk_fs_open_dir(path, &fd);
+  int err = upk_fs_open_read(path, &fd);
   if (!err) {
     err = upk_fs_fsync(fd);
     upk_fs_close(fd);
   }
-  if (err) return upk_errno_error(L, err, "fs.syncdir: '%s'", path);
-  return 0;
+  return err;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -323,15 +321,10 @@ int fs_rename(lua_State *L) {
   int err = upk_fs_split(old, odir, sizeof odir, &obase);
   if (!err) err = upk_fs_split(path, ndir, sizeof ndir, &nbase);
   if (!err) err = upk_fs_rename_path(old, path);
-  for (int k = 0; k < 2 && !err; k++) {
-    const char *d = k ? odir : ndir;
-    int fd;
-    if (k && strcmp(odir, ndir) == 0) break;
+  if (!err) {
     step = "folder fsync";
-    if ((err = upk_fs_open_dir(d, &fd)) == 0) {
-      err = upk_fs_fsync(fd);
-      upk_fs_close(fd);
-    }
+    err = sync_path(ndir);
+    if (!err && strcmp(odir, ndir) != 0) err = sync_path(odir);
   }
   if (err) return upk_errno_error(L, err, "fs.rename: '%s' -> '%s': %s", old, path, step);
   return 0;
@@ -340,12 +333,7 @@ int fs_rename(lua_State *L) {
 /* fs.sync(path): flush a file's (or a folder's) data and metadata to stable storage */
 int fs_sync(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int fd;
-  int err = upk_fs_open_read(path, &fd);
-  if (!err) {
-    err = upk_fs_fsync(fd);
-    upk_fs_close(fd);
-  }
+  int err = sync_path(path);
   if (err) return upk_errno_error(L, err, "fs.sync: '%s'", path);
   return 0;
 }

@@ -29,7 +29,6 @@ int fs_tempdir(lua_State *L);
 int fs_realpath(lua_State *L);
 int fs_cwd(lua_State *L);
 int fs_setmeta(lua_State *L);
-int fs_syncdir(lua_State *L);
 int fs_temp_path(lua_State *L);
 int fs_commit(lua_State *L);
 int fs_discard(lua_State *L);

@@ -4,20 +4,14 @@
 -- an implementation choose; upkit's choice is asserted and documented in
 -- host/json.c. Every accepted document must encode back and decode to the
 -- same value.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
 
 local null = json.null
 
 -- Deep equality that tells integers from floats and keeps every byte.
-local function same(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then return math.type(a) == math.type(b) and a == b end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = require("exact").same
 
 local y = {
   -- structure

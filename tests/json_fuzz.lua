@@ -3,6 +3,7 @@
 -- crash, never another error); whatever it returns encodes without error
 -- and decodes to the same value. `make check` runs this under ASan/UBSan.
 -- UPKIT_FUZZ_SECONDS (default 4) bounds the time; UPKIT_FUZZ_SEED repeats a run.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
 local upkit = require "upkit"
@@ -11,14 +12,7 @@ local seconds = tonumber(os.getenv("UPKIT_FUZZ_SECONDS")) or 4
 local seed = tonumber(os.getenv("UPKIT_FUZZ_SEED")) or os.time()
 math.randomseed(seed)
 
-local function same(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then return math.type(a) == math.type(b) and a == b end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = require("exact").same
 
 local seeds = {
   '{"Id":"Machines-1","Name":"web01","IsDisabled":false,"Roles":["web","db"],"Thumbprint":"AB\\u0000CD"}',
