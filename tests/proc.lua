@@ -130,6 +130,11 @@ T.test("bad arguments raise EINVAL", function()
   T.raises("EINVAL", proc.run, { "true" }, { timeout = "10" })
   T.raises("EINVAL", proc.run, { "true", {} })
   T.raises("EINVAL", proc.spawn, { "true" }, { stdout = "file" })
+  T.raises("EINVAL", proc.run, { "true" }, { linger = -1 })
+  T.raises("EINVAL", proc.run, { "true" }, { linger = "5" })
+  local p <close> = proc.spawn { "true" }
+  local e = T.raises("EINVAL", p.wait, p, "soon")
+  T.contains(e.message, "process:wait")
 end)
 
 T.test("proc.spawn: wait with a timeout returns nil, kill ends it, close is idempotent", function()
