@@ -73,6 +73,16 @@ T.test("a source folder named .upkit-tmp is not copied, and is listed and warned
   T.eq(ls(dst .. "/sub"), "b.txt\n")
 end)
 
+T.test("a source file at the manifest's path is not copied, and is named", function()
+  local src, dst = fresh("src"), fresh("dst")
+  T.write_file(src .. "/SHA256SUMS", "the user's own file")
+  T.write_file(src .. "/a", "a")
+  local r = fs.mirror(src, dst, { manifest = dst .. "/SHA256SUMS" })
+  T.eq(r.shadowed, "SHA256SUMS")
+  T.eq(r.copied, 1)
+  T.contains(T.read_file(dst .. "/SHA256SUMS"), "  a\n")
+end)
+
 T.test("fs.temp_path, fs.commit and fs.discard: one scheme for every module", function()
   local d = fresh("api")
   local tmp = fs.temp_path(d .. "/db.bak")

@@ -21,7 +21,9 @@
 -- Only names inside a .upkit-tmp folder whose process no longer runs are
 -- ever removed as stale, so a user's file is never taken for a temporary.
 -- fs.mirror does not copy a source folder named .upkit-tmp: it lists it in
--- result.temporaries (and warns). A resumable temporary (a download's
+-- result.temporaries (and warns); a source entry at the manifest's own path
+-- is not copied either, and is named in result.shadowed (and a warning).
+-- A resumable temporary (a download's
 -- <name>.part) keeps its name across runs and is never removed as stale.
 --
 -- A file that changes while it is copied (its size, modification or change
@@ -272,7 +274,7 @@ function M.mirror(src, dst, opts)
   for _, e in ipairs(dents) do dmap[e.path] = e end
 
   -- what to do, in tree order: folders first, then the files inside them
-  local plan, wanted, temporaries = {}, {}, {}
+  local plan, wanted, temporaries, shadowed = {}, {}, {}, nil
   local files_total, bytes_total = 0, 0
   local skip_prefix
   for _, e in ipairs(sents) do
@@ -286,7 +288,12 @@ function M.mirror(src, dst, opts)
       skip_prefix = rel .. "/"
       goto continue
     end
-    if excluded(rel) or rel == manifest_rel then
+    if rel == manifest_rel then
+      shadowed = rel  -- the manifest is written there: listed, not copied
+      if e.type == "dir" then skip_prefix = rel .. "/" end
+      goto continue
+    end
+    if excluded(rel) then
       if e.type == "dir" then skip_prefix = rel .. "/" end
       goto continue
     end
@@ -311,7 +318,7 @@ function M.mirror(src, dst, opts)
   end
 
   local result = { files = files_total, copied = 0, skipped = 0, deleted = 0, bytes = 0,
-                   failures = failures, changed = {}, temporaries = temporaries }
+                   failures = failures, changed = {}, temporaries = temporaries, shadowed = shadowed }
   local digests = {}
   local touched = {}  -- folders whose entries changed (their times are set last)
   local function touch(rel) touched[rel:match("^(.*)/[^/]*$") or ""] = true end
@@ -459,6 +466,9 @@ function M.mirror(src, dst, opts)
     native.write(opts.manifest, table.concat(lines), 420)
   end
   result.special = special
+  if shadowed then
+    require("upkit.log").warn("fs.mirror: %s: '%s' not copied: the manifest is written at that path", src, shadowed)
+  end
   if #temporaries > 0 then
     require("upkit.log").warn("fs.mirror: %s: %d folder(s) named .upkit-tmp (upkit's temporary files) not copied: %s",
       src, #temporaries, table.concat(temporaries, ", ", 1, math.min(#temporaries, 5)))
