@@ -123,6 +123,19 @@ T.test("progress is called with growing byte counts and ends at the total", func
   T.eq(calls[#calls], { SIZE, SIZE })
 end)
 
+T.test("a program started during a download does not inherit the file being written", function()
+  local c <close> = client()
+  local f = target()
+  local listing
+  c:download("/data?size=" .. SIZE, f, { progress = function()
+    if not listing then
+      listing = require("upkit.proc").run({ "sh", "-c", "ls -l /proc/$$/fd" }).stdout
+    end
+  end })
+  T.ok(listing, "a program ran during the download")
+  T.ok(not listing:find(".part", 1, true), "the download's descriptor leaked:\n" .. listing)
+end)
+
 T.test("an error in the progress callback aborts the transfer and is raised", function()
   local c <close> = client()
   local upkit = require "upkit"
