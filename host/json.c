@@ -467,7 +467,7 @@ static int enc_value(Enc *e, int idx, int depth, const char *path);
 
 static int enc_table(Enc *e, int idx, int depth, const char *path) {
   lua_State *L = e->L;
-  if (depth > MAX_DEPTH) return fail(e, path, "nesting deeper than 1000");
+  if (depth >= MAX_DEPTH) return fail(e, path, "nesting deeper than 1000");
   if (!lua_checkstack(L, 8)) return fail(e, path, "nesting too deep for the stack");
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->cycles) != LUA_TNIL) { lua_pop(L, 1); return fail(e, path, "cycle"); }

@@ -147,9 +147,11 @@ for _, c in ipairs(n) do
   end)
 end
 
-T.test("i_ nesting of 1000 levels is accepted", function()
+T.test("i_ nesting of 1000 levels is accepted, and the encoder has the same limit", function()
   local v = json.decode(string.rep("[", 1000) .. string.rep("]", 1000))
   T.eq(type(v), "table")
+  T.eq(json.encode(v), string.rep("[", 1000) .. string.rep("]", 1000))
+  T.raises("EINVAL", json.encode, { v })
 end)
 
 T.test("offsets name the offending byte", function()
