@@ -1,0 +1,575 @@
+-- upkit.remote: run commands on other machines through the system's OpenSSH client.
+--
+--   local r <close> = remote.connect("ssh://admin@octo2:22" [, opts])
+--   r:run(argv [, opts])      --> { code, signal, stdout, stderr, seconds, timed_out, ... } like proc.run
+--   r:put(local, remote)      --> { bytes, sha256, seconds }   (sftp; verified; atomic)
+--   r:get(remote, local)      --> { bytes, sha256, seconds }
+--   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
+--   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
+--   r.shell                   -- "posix", "cmd" or "powershell" (detected, or opts.shell)
+--   remote.quote_posix(s), remote.quote_cmd(s), remote.quote_powershell(s)
+--
+-- connect opts: user, port (override the target's); known_hosts (a file: only
+-- it is trusted; default: the operator's own files); identity (a private key
+-- file; then only it is offered); ssh_config (a client config file instead of
+-- the operator's ~/.ssh/config); options (table of extra ssh options,
+-- { ServerAliveInterval = 10 }); connect_timeout (seconds, default 10);
+-- persist (seconds the master stays up with no client, default 300); shell
+-- ("posix", "cmd", "powershell": default, ask the node); ssh, sftp (the
+-- programs, default "ssh" and "sftp").
+--
+-- One master connection per node (ControlMaster, its socket in a private
+-- 0700 folder); every run and transfer goes through it. BatchMode and
+-- StrictHostKeyChecking=yes: nothing is asked, and a host key that is
+-- unknown or differs from known_hosts raises HOST_KEY naming the key's
+-- fingerprint (field fingerprint). Refused keys raise AUTH_FAILED; a host
+-- that cannot be reached, CONNECT_FAILED (within connect_timeout).
+--
+-- r:run opts are proc.run's: timeout, grace, ok, redact, stdin, cwd, env,
+-- env_mode, capture_limit, on_stdout, on_stderr. On a POSIX node the
+-- command runs under a watchdog holding the session's input: when the ssh
+-- client ends (a timeout, Ctrl-C, a dropped connection) the session's
+-- whole process group is ended on the node (TERM, KILL after grace). The
+-- exit code is the command's; a command ended by signal N shows as code
+-- 128+N, as a POSIX shell reports it. cwd, env and stdin need a POSIX node.
+local upkit = require "upkit"
+local proc = require "upkit.proc"
+local fs = require "upkit.fs"
+local hash = require "upkit.hash"
+local json = require "upkit.json"
+local shell = require "upkit.remote.shell"
+
+local M = {}
+M.quote_posix = shell.quote_posix
+M.quote_cmd = shell.quote_cmd
+M.quote_powershell = shell.quote_powershell
+M.command_line = shell.command_line
+
+local function einval(fmt, ...)
+  upkit.error("EINVAL", string.format(fmt, ...))
+end
+
+local function checkopts(fn, opts, spec)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
+    if not want:find(type(v), 1, true) then
+      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
+    end
+  end
+  return opts
+end
+
+local connect_spec = {
+  user = "string", port = "number", known_hosts = "string", identity = "string",
+  ssh_config = "string", options = "table", connect_timeout = "number", persist = "number",
+  shell = "string", ssh = "string", sftp = "string",
+}
+local run_spec = {
+  timeout = "number", grace = "number", ok = "table", redact = "table", stdin = "string table",
+  cwd = "string", env = "table", env_mode = "string", capture_limit = "number",
+  on_stdout = "function", on_stderr = "function",
+}
+local transfer_spec = { timeout = "number" }
+local upkit_spec = {
+  path = "string", into = "string", cwd = "string", timeout = "number", grace = "number",
+  ok = "table", redact = "table", env = "table", on_stdout = "function", on_stderr = "function",
+}
+
+-- ssh://[user@]host[:port], host a name, an IPv4 address or [IPv6].
+function M.parse_target(target)
+  if type(target) ~= "string" then einval("remote.connect: target must be a string, got %s", type(target)) end
+  local rest = target:match("^ssh://(.+)$")
+  if not rest then einval("remote.connect: '%s' is not ssh://[user@]host[:port]", target) end
+  local user, hostport = rest:match("^([^@]+)@(.+)$")
+  hostport = hostport or rest
+  local host, port = hostport:match("^%[([%x:%.]+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([%w][%w%.%-_]*):?(%d*)$") end
+  if not host or (user and not user:match("^[%w][%w%.%-_\\]*$")) then
+    einval("remote.connect: '%s' is not ssh://[user@]host[:port]", target)
+  end
+  port = port ~= "" and math.tointeger(tonumber(port)) or nil
+  if port and (port < 1 or port > 65535) then einval("remote.connect: port %d out of range in '%s'", port, target) end
+  return user, host, port
+end
+
+-- A value for an ssh -o option: % and spaces would be read as tokens and separators.
+local function cfgval(what, v)
+  v = tostring(v)
+  if v:find('[\r\n"]') then einval("remote.connect: %s '%s' holds a quote or a line break", what, v) end
+  v = v:gsub("%%", "%%%%")
+  if v:find("%s") then v = '"' .. v .. '"' end
+  return v
+end
+
+local Remote = {}
+Remote.__index = Remote
+
+local function describe(self)
+  return string.format("ssh://%s%s%s", self.user and (self.user .. "@") or "",
+    self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host, self.port and (":" .. self.port) or "")
+end
+
+-- ssh's own messages, without its debug lines.
+local function ssh_messages(stderr)
+  local out = {}
+  for line in stderr:gmatch("[^\r\n]+") do
+    if not line:match("^debug%d:") and not line:match("^@+$") then out[#out + 1] = line end
+  end
+  return table.concat(out, "\n")
+end
+
+-- Raise the error that ssh's standard error describes (exit status 255).
+local function ssh_error(self, what, r)
+  local err = r.stderr or ""
+  local fields = { target = self.target, exit_code = r.code }
+  local msgs = ssh_messages(err)
+  local fp = err:match("Server host key: %S+ (SHA256:[%w%+/=]+)")
+    or err:match("key sent by the remote host is\r?\n(SHA256:[%w%+/=]+)")
+  fields.fingerprint = fp
+  local code, why
+  if r.timed_out then
+    code, why = "CONNECT_FAILED", string.format("no answer within %s s", tostring(self.connect_timeout))
+  elseif err:find("IDENTIFICATION HAS CHANGED", 1, true) or err:find("has changed and you have requested", 1, true) then
+    code = "HOST_KEY"
+    why = string.format("the host key (%s) differs from the one in known_hosts%s; it may have been replaced, "
+      .. "or someone is in the middle", fp or "fingerprint not shown",
+      self.known_hosts and (" ('" .. self.known_hosts .. "')") or "")
+  elseif err:find("Host key verification failed", 1, true) or err:find("host key is known for", 1, true) then
+    code = "HOST_KEY"
+    why = string.format("the host key (%s) is not in known_hosts%s; check the fingerprint with the node's "
+      .. "administrator and add the key", fp or "fingerprint not shown",
+      self.known_hosts and (" ('" .. self.known_hosts .. "')") or "")
+  elseif err:find("Permission denied", 1, true) or err:find("Too many authentication failures", 1, true) then
+    code, why = "AUTH_FAILED", "the server refused the key: " .. msgs
+  else
+    code, why = "CONNECT_FAILED", msgs ~= "" and msgs or ("ssh exited with code " .. tostring(r.code))
+  end
+  upkit.error(code, string.format("remote: %s: %s: %s", self.target, what, why), fields)
+end
+
+-- ssh options every client of this connection uses.
+local function common_options(self, opts)
+  local o = {}
+  local function add(k, v) o[#o + 1] = "-o"; o[#o + 1] = k .. "=" .. v end
+  if opts.ssh_config then o[#o + 1] = "-F"; o[#o + 1] = opts.ssh_config end
+  add("BatchMode", "yes")
+  add("StrictHostKeyChecking", "yes")
+  add("UpdateHostKeys", "no")
+  add("ControlPath", cfgval("control path", self.control))
+  add("ConnectTimeout", tostring(math.max(1, math.ceil(self.connect_timeout))))
+  add("ServerAliveInterval", "15")
+  add("ServerAliveCountMax", "3")
+  if opts.known_hosts then
+    add("UserKnownHostsFile", cfgval("known_hosts", opts.known_hosts))
+    add("GlobalKnownHostsFile", "/dev/null")
+  end
+  if opts.identity then
+    add("IdentityFile", cfgval("identity", opts.identity))
+    add("IdentitiesOnly", "yes")
+  end
+  if self.user then add("User", cfgval("user", self.user)) end
+  if self.port then add("Port", tostring(self.port)) end
+  local keys = {}
+  for k in pairs(opts.options or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if type(k) ~= "string" or not k:match("^%a+$") then einval("remote.connect: options key %s is not an ssh option", tostring(k)) end
+    add(k, cfgval("option " .. k, opts.options[k]))
+  end
+  return o
+end
+
+local function argv_of(...)
+  local argv = {}
+  for _, part in ipairs { ... } do
+    for _, a in ipairs(part) do argv[#argv + 1] = a end
+  end
+  return argv
+end
+
+-- The command line for the node's ssh server: the master socket, then the command.
+function Remote:_ssh(command)
+  return argv_of({ self.ssh }, self.common, { "-o", "ControlMaster=no", "-T", "--", self.host, command })
+end
+
+local function closed_check(self, fn)
+  if self.closed then upkit.error("CLOSED", string.format("remote.%s: the connection to %s is closed", fn, self.target)) end
+end
+
+-- Run a command line (already quoted for the node's shell) over the master.
+function Remote:_raw(command, popts, what)
+  local r = proc.run(self:_ssh(command), popts)
+  if r.code == 255 and not r.timed_out then
+    local msgs = ssh_messages(r.stderr)
+    if msgs:match("^ssh: ") or msgs:find("Connection closed by", 1, true) or msgs:find("Control socket", 1, true)
+      or msgs:find("mux_client", 1, true) or msgs:find("Connection to .* closed") or msgs:find("Broken pipe", 1, true) then
+      ssh_error(self, what, r)
+    end
+  end
+  return r
+end
+
+function M.connect(target, opts)
+  opts = checkopts("remote.connect", opts, connect_spec)
+  local user, host, port = M.parse_target(target)
+  if opts.shell and opts.shell ~= "posix" and opts.shell ~= "cmd" and opts.shell ~= "powershell" then
+    einval("remote.connect: shell must be \"posix\", \"cmd\" or \"powershell\", got '%s'", opts.shell)
+  end
+  if opts.port and (math.type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
+    einval("remote.connect: port must be an integer 1..65535, got %s", tostring(opts.port))
+  end
+  for _, k in ipairs { "known_hosts", "identity", "ssh_config" } do
+    if opts[k] and not fs.exists(opts[k]) then
+      upkit.error("ENOENT", string.format("remote.connect: %s '%s' does not exist", k, opts[k]), { path = opts[k] })
+    end
+  end
+  local self = setmetatable({
+    user = opts.user or user, host = host, port = opts.port or port,
+    connect_timeout = opts.connect_timeout or 10, known_hosts = opts.known_hosts,
+    ssh = opts.ssh or "ssh", sftp = opts.sftp or "sftp",
+  }, Remote)
+  self.target = describe(self)
+  self.dir = fs.tempdir("upkit-ssh")
+  self.control = self.dir .. "/cm"
+  local ok, err = pcall(function()
+    self.common = common_options(self, opts)
+    local master = argv_of({ self.ssh }, self.common, {
+      "-o", "ControlMaster=yes", "-o", "ControlPersist=" .. math.max(1, math.ceil(opts.persist or 300)),
+      "-o", "LogLevel=DEBUG1", "-f", "-N", "--", self.host })
+    local r = proc.run(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
+    if r.code ~= 0 then ssh_error(self, "connect", r) end
+    self.connected = true
+    -- the ssh clients' standard input: a FIFO held open here, so a session's
+    -- input ends only when its client does (see the watchdog)
+    proc.run({ "mkfifo", "-m", "600", self.dir .. "/in" }, { ok = { 0 } })
+    self.fifo_path = self.dir .. "/in"
+    self.fifo = assert(io.open(self.fifo_path, "r+"))
+    self.shell = opts.shell or self:_detect()
+  end)
+  if not ok then
+    self:close()
+    error(err, 0)
+  end
+  return self
+end
+
+function Remote:_detect()
+  local r = self:_raw(shell.PROBE, { timeout = self.connect_timeout * 2 + 10 }, "shell probe")
+  local kind = shell.classify(r.stdout)
+  if not kind then
+    upkit.error("UNSUPPORTED", string.format("remote: %s: cannot tell the node's shell from its answer %q "
+      .. "(give opts.shell)", self.target, r.stdout .. r.stderr))
+  end
+  return kind
+end
+
+-- A folder of this connection's own on the node (for stdin files), made on first use.
+function Remote:_tempdir()
+  if self.remote_tmp then return self.remote_tmp end
+  if self.shell ~= "posix" then
+    upkit.error("UNSUPPORTED", string.format("remote: %s: a temporary folder needs a POSIX node", self.target))
+  end
+  local r = self:_raw("mktemp -d \"${TMPDIR:-/tmp}/upkit-remote.XXXXXX\"", { timeout = 60 }, "mktemp")
+  local d = r.code == 0 and r.stdout:match("^(/[^\n]+)\n$")
+  if not d then
+    upkit.error("EXIT_CODE", string.format("remote: %s: mktemp -d failed: %s", self.target, r.stderr),
+      { exit_code = r.code })
+  end
+  self.remote_tmp = d
+  return d
+end
+
+local function okset(list)
+  if not list then return nil end
+  local s = {}
+  for _, c in ipairs(list) do s[c] = true end
+  return s
+end
+
+local function redactor(secrets)
+  local list = {}
+  for _, s in ipairs(secrets or {}) do
+    if type(s) == "string" and s ~= "" then list[#list + 1] = s end
+  end
+  table.sort(list, function(a, b) return #a > #b end)
+  return function(s)
+    for _, secret in ipairs(list) do
+      s = s:gsub(secret:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"), "***")
+    end
+    return s
+  end
+end
+
+-- r:run(argv [, opts]) -> proc.run's result for the command on the node.
+function Remote:run(argv, opts)
+  closed_check(self, "run")
+  opts = checkopts("remote.run", opts, run_spec)
+  if type(argv) ~= "table" or #argv == 0 then einval("remote.run: argv must be a non-empty array of strings") end
+  local args = {}
+  for i, a in ipairs(argv) do
+    if type(a) == "number" then a = tostring(a) end
+    if type(a) ~= "string" then einval("remote.run: argv[%d] must be a string, got %s", i, type(a)) end
+    args[i] = a
+  end
+  if opts.timeout and opts.timeout < 0 then einval("remote.run: timeout must be >= 0") end
+  if opts.env_mode and opts.env_mode ~= "add" and opts.env_mode ~= "replace" then
+    einval("remote.run: env_mode must be \"add\" or \"replace\", got '%s'", opts.env_mode)
+  end
+  for k, v in pairs(opts.env or {}) do
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then einval("remote.run: env key %s is not a variable name", tostring(k)) end
+    if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
+      einval("remote.run: env.%s must be a string, a number or false, got %s", k, type(v))
+    end
+  end
+  local hide = redactor(opts.redact)
+  local command
+  local stdin_remote
+  if self.shell == "posix" then
+    if opts.stdin then stdin_remote = self:_stdin_file(opts.stdin) end
+    command = shell.posix_wrapper(args, { grace = opts.grace, cwd = opts.cwd, stdin = stdin_remote,
+      env = opts.env, env_mode = opts.env_mode })
+  else
+    for _, k in ipairs { "cwd", "env", "env_mode", "stdin" } do
+      if opts[k] then
+        upkit.error("UNSUPPORTED", string.format("remote.run: option '%s' needs a POSIX node; %s runs %s",
+          k, self.target, self.shell))
+      end
+    end
+    command = shell.command_line(self.shell, args)
+  end
+  local shown = hide(table.concat(args, " "))
+  local r = self:_raw(command, {
+    timeout = opts.timeout, grace = opts.grace, redact = opts.redact, stdin = { file = self.fifo_path },
+    capture_limit = opts.capture_limit, on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
+  }, "'" .. shown .. "'")
+  if stdin_remote then self:_raw("rm -f -- " .. shell.quote_posix(stdin_remote), { timeout = 60 }, "rm") end
+  if opts.cwd and r.code == 127 and r.stderr:sub(-#shell.NO_CWD) == shell.NO_CWD then
+    upkit.error("ENOENT", string.format("remote.run: %s: cannot enter folder '%s' to run '%s'", self.target,
+      opts.cwd, shown), { path = opts.cwd, target = self.target })
+  end
+  r.pid = nil
+  if r.timed_out then r.code, r.signal, r.signal_name = nil, nil, nil end
+  local accept = okset(opts.ok)
+  if accept then
+    if r.timed_out then
+      upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", self.target, shown,
+        tostring(opts.timeout)), { result = r, target = self.target })
+    end
+    if not accept[r.code] then
+      local tail = {}
+      for line in r.stderr:gmatch("[^\n]+") do
+        tail[#tail + 1] = line
+        if #tail > 10 then table.remove(tail, 1) end
+      end
+      upkit.error("EXIT_CODE", hide(string.format("remote.run: %s: '%s' exited with code %d%s", self.target,
+        table.concat(args, " "), r.code, #tail > 0 and (": " .. table.concat(tail, "\n")) or "")),
+        { exit_code = r.code, result = r, target = self.target })
+    end
+  end
+  return r
+end
+
+-- The stdin option as a file on the node.
+function Remote:_stdin_file(stdin)
+  local path = stdin
+  local tmp
+  if type(stdin) == "table" then
+    path = stdin.file
+    if type(path) ~= "string" then einval("remote.run: stdin must be a string or { file = path }") end
+  else
+    tmp = self.dir .. "/stdin"
+    fs.write(tmp, stdin, { mode = "0600" })
+    path = tmp
+  end
+  local dest = self:_tempdir() .. "/stdin"
+  self:_sftp({ "put " .. M.sftp_quote(path) .. " " .. M.sftp_quote(dest) }, "stdin upload", 3600)
+  if tmp then os.remove(tmp) end
+  return dest
+end
+
+-- A path as one word of an sftp batch line: quoted, with \, " and the glob characters escaped.
+function M.sftp_quote(p)
+  if type(p) ~= "string" or p == "" then einval("remote: a path must be a non-empty string") end
+  if p:find("[\r\n%z]") then einval("remote: path %q holds a line break or NUL, which sftp cannot take", p) end
+  return '"' .. p:gsub('[\\"*?%[%]]', "\\%0") .. '"'
+end
+
+-- Run sftp with a batch of commands over the master connection.
+function Remote:_sftp(lines, what, timeout)
+  local batch = self.dir .. "/batch"
+  fs.write(batch, table.concat(lines, "\n") .. "\n", { mode = "0600" })
+  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, { "-o", "ControlMaster=no", "--", self.host })
+  local r = proc.run(argv, { timeout = timeout })
+  os.remove(batch)
+  if r.timed_out then
+    upkit.error("TIMEOUT", string.format("remote: %s: sftp %s timed out after %s s", self.target, what,
+      tostring(timeout)), { target = self.target })
+  end
+  if r.code ~= 0 then
+    local msgs = ssh_messages(r.stderr)
+    if msgs:find("No such file", 1, true) then
+      upkit.error("ENOENT", string.format("remote: %s: sftp %s: %s", self.target, what, msgs), { target = self.target })
+    elseif msgs:find("Permission denied", 1, true) then
+      upkit.error("EACCES", string.format("remote: %s: sftp %s: %s", self.target, what, msgs), { target = self.target })
+    end
+    upkit.error("EXIT_CODE", string.format("remote: %s: sftp %s failed (code %s): %s", self.target, what,
+      tostring(r.code), msgs), { exit_code = r.code, target = self.target })
+  end
+  return r
+end
+
+-- The SHA-256 of a file on the node.
+function Remote:sha256(path)
+  closed_check(self, "sha256")
+  local r = self:_raw(shell.sha256_command(self.shell, path), { timeout = 3600 }, "sha256")
+  local hex = r.code == 0 and shell.parse_sha256(self.shell, r.stdout)
+  if not hex then
+    local msg = ssh_messages(r.stderr) .. r.stdout
+    upkit.error(msg:find("No such file", 1, true) and "ENOENT" or "BAD_RESPONSE",
+      string.format("remote: %s: cannot hash '%s': %s", self.target, path, msg), { path = path, target = self.target })
+  end
+  return hex
+end
+
+-- Compare two digests of one transfer; raise CHECKSUM_MISMATCH when they differ.
+function M.check_digest(what, src, want, dst, got)
+  if want ~= got then
+    upkit.error("CHECKSUM_MISMATCH", string.format("%s: '%s' (sha256 %s) arrived as '%s' with sha256 %s; "
+      .. "the damaged copy was removed", what, src, tostring(want), dst, tostring(got)), { path = dst })
+  end
+end
+
+local function split_remote(shell_kind, path)
+  local sep = shell_kind == "posix" and "/" or "[/\\]"
+  local dir, base = path:match("^(.*" .. sep .. ")([^/\\]+)$")
+  if not dir then return "", path end
+  return dir, base
+end
+
+local function random_tag()
+  return string.format("%d-%06x", upkit.pid(), math.random(0, 0xffffff))
+end
+
+-- r:put(local, remote): upload to a temporary name beside remote, compare
+-- the node's SHA-256 with the local one, then rename into place.
+function Remote:put(src, dst, opts)
+  closed_check(self, "put")
+  opts = checkopts("remote.put", opts, transfer_spec)
+  if type(src) ~= "string" or src == "" then einval("remote.put: local path must be a non-empty string") end
+  local t0 = upkit.now()
+  local st = fs.stat(src)
+  if not st then upkit.error("ENOENT", string.format("remote.put: '%s' does not exist", src), { path = src }) end
+  if st.type ~= "file" then einval("remote.put: '%s' is not a file", src) end
+  local want = hash.file("sha256", src)
+  local dir, base = split_remote(self.shell, dst)
+  local tmp = dir .. "." .. base .. ".upkit-" .. random_tag() .. ".part"
+  local what = string.format("put '%s' -> '%s'", src, dst)
+  self:_sftp({ "put " .. M.sftp_quote(src) .. " " .. M.sftp_quote(tmp) }, what, opts.timeout)
+  local ok, err = pcall(function()
+    M.check_digest("remote.put: " .. self.target, src, want, tmp, self:sha256(tmp))
+    self:_sftp({ "rename " .. M.sftp_quote(tmp) .. " " .. M.sftp_quote(dst) }, what, 600)
+  end)
+  if not ok then
+    pcall(self._sftp, self, { "-rm " .. M.sftp_quote(tmp) }, "remove " .. tmp, 600)
+    error(err, 0)
+  end
+  return { bytes = st.size, sha256 = want, seconds = upkit.now() - t0 }
+end
+
+-- r:get(remote, local): hash on the node, download into this connection's
+-- private folder, compare, then copy into place atomically (fs.copy).
+function Remote:get(src, dst, opts)
+  closed_check(self, "get")
+  opts = checkopts("remote.get", opts, transfer_spec)
+  if type(dst) ~= "string" or dst == "" then einval("remote.get: local path must be a non-empty string") end
+  local t0 = upkit.now()
+  local want = self:sha256(src)
+  local tmp = self.dir .. "/get-" .. random_tag()
+  local ok, err = pcall(function()
+    self:_sftp({ "get " .. M.sftp_quote(src) .. " " .. M.sftp_quote(tmp) },
+      string.format("get '%s' -> '%s'", src, dst), opts.timeout)
+    M.check_digest("remote.get: " .. self.target, src, want, tmp, hash.file("sha256", tmp))
+    local c = fs.copy(tmp, dst, { overwrite = true, verify = "sha256", progress = false })
+    M.check_digest("remote.get: " .. self.target, src, want, dst, c.sha256)
+    return c
+  end)
+  os.remove(tmp)
+  if not ok then error(err, 0) end
+  return { bytes = err.bytes, sha256 = want, seconds = upkit.now() - t0 }
+end
+
+-- The run folder a procedure run printed: its text line or its JSON summary.
+function M.run_folder(stdout)
+  local dir = stdout:match("\nrun folder: ([^\r\n]+)") or stdout:match("^run folder: ([^\r\n]+)")
+  if dir then return dir end
+  for line in stdout:gmatch("[^\r\n]+") do
+    if line:sub(1, 1) == "{" then
+      local ok, rec = pcall(json.decode, line)
+      if ok and type(rec) == "table" and rec.event == "summary" and type(rec.run) == "string" then return rec.run end
+    end
+  end
+  return nil
+end
+
+-- r:upkit(args [, opts]): run upkit on the node (opts.path, default "upkit"),
+-- then copy the run folder's journal and log into opts.into/<run folder name>.
+function Remote:upkit(args, opts)
+  closed_check(self, "upkit")
+  opts = checkopts("remote.upkit", opts, upkit_spec)
+  if type(args) ~= "table" then einval("remote.upkit: args must be an array of strings") end
+  local argv = { opts.path or "upkit" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = self:run(argv, { timeout = opts.timeout, grace = opts.grace, redact = opts.redact, cwd = opts.cwd,
+    env = opts.env, on_stdout = opts.on_stdout, on_stderr = opts.on_stderr })
+  if r.timed_out then
+    upkit.error("TIMEOUT", string.format("remote.upkit: %s: '%s' timed out after %s s", self.target,
+      table.concat(argv, " "), tostring(opts.timeout)), { result = r, target = self.target })
+  end
+  local run_dir = M.run_folder(r.stdout)
+  if run_dir then
+    if opts.cwd and not shell.is_absolute(self.shell, run_dir) then run_dir = opts.cwd .. "/" .. run_dir end
+    r.run_dir = run_dir
+    if opts.into then
+      local name = run_dir:match("([^/\\]+)[/\\]*$")
+      r.into = opts.into .. "/" .. name
+      fs.mkdirs(r.into)
+      r.journal = r.into .. "/journal.jsonl"
+      self:get(run_dir .. "/journal.jsonl", r.journal)
+      local okl, errl = pcall(self.get, self, run_dir .. "/log.txt", r.into .. "/log.txt")
+      if okl then r.log = r.into .. "/log.txt"
+      elseif not (upkit.is_error(errl) and errl.code == "ENOENT") then error(errl, 0) end
+    end
+  end
+  local accept = okset(opts.ok or { 0 })
+  if not accept[r.code] then
+    upkit.error("EXIT_CODE", string.format("remote.upkit: %s: '%s' exited with code %d%s", self.target,
+      table.concat(argv, " "), r.code, r.into and (" (journal and log in '" .. r.into .. "')") or ""),
+      { exit_code = r.code, result = r, target = self.target })
+  end
+  return r
+end
+
+-- r:close(): end the master connection and remove the private folder. Never raises.
+function Remote:close()
+  if self.closed then return end
+  self.closed = true
+  if self.remote_tmp then
+    pcall(self._raw, self, "rm -rf -- " .. shell.quote_posix(self.remote_tmp), { timeout = 30 }, "rm")
+  end
+  if self.connected then
+    pcall(proc.run, argv_of({ self.ssh }, self.common, { "-O", "exit", "--", self.host }), { timeout = 30 })
+  end
+  if self.fifo then self.fifo:close(); self.fifo = nil end
+  if self.dir then pcall(fs.remove, self.dir, { recursive = true }) end
+end
+
+Remote.__close = Remote.close
+Remote.__gc = Remote.close
+function Remote:__tostring()
+  return string.format("upkit.remote (%s%s)", self.target, self.closed and ", closed" or "")
+end
+
+return M
