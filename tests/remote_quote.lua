@@ -205,8 +205,9 @@ T.test("the run folder is read from upkit's text output or its JSON summary", fu
   T.eq(remote.run_folder("nothing here\n"), nil)
 end)
 
-T.test("sftp batch words: quotes, backslashes and glob characters escaped; line breaks refused", function()
-  T.eq(remote.sftp_quote('a "b"\\*?[c]'), '"a \\"b\\"\\\\\\*\\?\\[c\\]"')
+T.test("sftp batch words: quotes and backslashes escaped, glob characters quoted; line breaks refused", function()
+  T.eq(remote.sftp_quote('a "b"\\*?[c]'), '"a \\"b\\"\\\\*?[c]"')
+  T.eq(remote.sftp_quote("-x"), '"./-x"')
   T.raises("EINVAL", remote.sftp_quote, "a\nb")
   T.raises("EINVAL", remote.sftp_quote, "")
 end)

@@ -2,6 +2,7 @@
 --
 --   local r <close> = remote.connect("ssh://admin@octo2:22" [, opts])
 --   r:run(argv [, opts])      --> { code, signal, stdout, stderr, seconds, timed_out, ... } like proc.run
+--   r:spawn(argv [, opts])    --> process: :wait([timeout]) -> result or nil, :kill(), :running(), :close()
 --   r:put(local, remote)      --> { bytes, sha256, seconds }   (sftp; verified; atomic)
 --   r:get(remote, local)      --> { bytes, sha256, seconds }
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
@@ -72,6 +73,9 @@ local run_spec = {
   cwd = "string", env = "table", env_mode = "string", capture_limit = "number",
   on_stdout = "function", on_stderr = "function",
 }
+local spawn_spec = {}
+for k, v in pairs(run_spec) do spawn_spec[k] = v end
+spawn_spec.timeout, spawn_spec.ok = nil, nil
 local transfer_spec = { timeout = "number" }
 local upkit_spec = {
   path = "string", into = "string", cwd = "string", timeout = "number", grace = "number",
@@ -202,14 +206,18 @@ end
 -- Run a command line (already quoted for the node's shell) over the master.
 function Remote:_raw(command, popts, what)
   local r = proc.run(self:_ssh(command), popts)
-  if r.code == 255 and not r.timed_out then
-    local msgs = ssh_messages(r.stderr)
-    if msgs:match("^ssh: ") or msgs:find("Connection closed by", 1, true) or msgs:find("Control socket", 1, true)
-      or msgs:find("mux_client", 1, true) or msgs:find("Connection to .* closed") or msgs:find("Broken pipe", 1, true) then
-      ssh_error(self, what, r)
-    end
-  end
+  if r.code == 255 and not r.timed_out then self:_check_ssh(r, what) end
   return r
+end
+
+-- Exit status 255 is ssh's own failure when its messages say so (else the command's code).
+function Remote:_check_ssh(r, what)
+  local msgs = ssh_messages(r.stderr)
+  if msgs:match("^ssh: ") or msgs:find("Connection closed by", 1, true) or msgs:find("Control socket", 1, true)
+    or msgs:find("mux_client", 1, true) or msgs:find("Connection to .* closed") or msgs:find("Broken pipe", 1, true)
+    or msgs:find("Host key verification failed", 1, true) or msgs:find("Permission denied (", 1, true) then
+    ssh_error(self, what, r)
+  end
 end
 
 function M.connect(target, opts)
@@ -303,59 +311,72 @@ local function redactor(secrets)
   end
 end
 
--- r:run(argv [, opts]) -> proc.run's result for the command on the node.
-function Remote:run(argv, opts)
-  closed_check(self, "run")
-  opts = checkopts("remote.run", opts, run_spec)
-  if type(argv) ~= "table" or #argv == 0 then einval("remote.run: argv must be a non-empty array of strings") end
+-- Check argv and options; build the command line for the node's shell.
+local function prepare(self, fn, argv, opts, spec)
+  closed_check(self, fn)
+  opts = checkopts("remote." .. fn, opts, spec)
+  if type(argv) ~= "table" or #argv == 0 then einval("remote.%s: argv must be a non-empty array of strings", fn) end
   local args = {}
   for i, a in ipairs(argv) do
     if type(a) == "number" then a = tostring(a) end
-    if type(a) ~= "string" then einval("remote.run: argv[%d] must be a string, got %s", i, type(a)) end
+    if type(a) ~= "string" then einval("remote.%s: argv[%d] must be a string, got %s", fn, i, type(a)) end
     args[i] = a
   end
-  if opts.timeout and opts.timeout < 0 then einval("remote.run: timeout must be >= 0") end
+  if opts.timeout and opts.timeout < 0 then einval("remote.%s: timeout must be >= 0", fn) end
   if opts.env_mode and opts.env_mode ~= "add" and opts.env_mode ~= "replace" then
-    einval("remote.run: env_mode must be \"add\" or \"replace\", got '%s'", opts.env_mode)
+    einval("remote.%s: env_mode must be \"add\" or \"replace\", got '%s'", fn, opts.env_mode)
   end
   for k, v in pairs(opts.env or {}) do
-    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then einval("remote.run: env key %s is not a variable name", tostring(k)) end
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then einval("remote.%s: env key %s is not a variable name", fn, tostring(k)) end
     if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
-      einval("remote.run: env.%s must be a string, a number or false, got %s", k, type(v))
+      einval("remote.%s: env.%s must be a string, a number or false, got %s", fn, k, type(v))
     end
   end
-  local hide = redactor(opts.redact)
-  local command
-  local stdin_remote
+  local job = { fn = fn, args = args, opts = opts, hide = redactor(opts.redact) }
+  job.shown = job.hide(table.concat(args, " "))
   if self.shell == "posix" then
-    if opts.stdin then stdin_remote = self:_stdin_file(opts.stdin) end
-    command = shell.posix_wrapper(args, { grace = opts.grace, cwd = opts.cwd, stdin = stdin_remote,
+    if opts.stdin then job.stdin_remote = self:_stdin_file(opts.stdin) end
+    job.command = shell.posix_wrapper(args, { grace = opts.grace, cwd = opts.cwd, stdin = job.stdin_remote,
       env = opts.env, env_mode = opts.env_mode })
   else
     for _, k in ipairs { "cwd", "env", "env_mode", "stdin" } do
       if opts[k] then
-        upkit.error("UNSUPPORTED", string.format("remote.run: option '%s' needs a POSIX node; %s runs %s",
-          k, self.target, self.shell))
+        upkit.error("UNSUPPORTED", string.format("remote.%s: option '%s' needs a POSIX node; %s runs %s",
+          fn, k, self.target, self.shell))
       end
     end
-    command = shell.command_line(self.shell, args)
+    job.command = shell.command_line(self.shell, args)
   end
-  local shown = hide(table.concat(args, " "))
-  local r = self:_raw(command, {
-    timeout = opts.timeout, grace = opts.grace, redact = opts.redact, stdin = { file = self.fifo_path },
-    capture_limit = opts.capture_limit, on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
-  }, "'" .. shown .. "'")
-  if stdin_remote then self:_raw("rm -f -- " .. shell.quote_posix(stdin_remote), { timeout = 60 }, "rm") end
-  if opts.cwd and r.code == 127 and r.stderr:sub(-#shell.NO_CWD) == shell.NO_CWD then
-    upkit.error("ENOENT", string.format("remote.run: %s: cannot enter folder '%s' to run '%s'", self.target,
-      opts.cwd, shown), { path = opts.cwd, target = self.target })
+  job.popts = { redact = opts.redact, stdin = { file = self.fifo_path }, capture_limit = opts.capture_limit,
+    on_stdout = opts.on_stdout, on_stderr = opts.on_stderr }
+  return job
+end
+
+-- The result of a finished job: ssh's own failures and a missing cwd raised.
+local function finish(self, job, r)
+  if job.stdin_remote then
+    pcall(self._raw, self, "rm -f -- " .. shell.quote_posix(job.stdin_remote), { timeout = 60 }, "rm")
+  end
+  if r.code == 255 and not r.timed_out then self:_check_ssh(r, "'" .. job.shown .. "'") end
+  if job.opts.cwd and r.code == 127 and r.stderr:sub(-#shell.NO_CWD) == shell.NO_CWD then
+    upkit.error("ENOENT", string.format("remote.%s: %s: cannot enter folder '%s' to run '%s'", job.fn, self.target,
+      job.opts.cwd, job.shown), { path = job.opts.cwd, target = self.target })
   end
   r.pid = nil
   if r.timed_out then r.code, r.signal, r.signal_name = nil, nil, nil end
+  return r
+end
+
+-- r:run(argv [, opts]) -> proc.run's result for the command on the node.
+function Remote:run(argv, opts)
+  local job = prepare(self, "run", argv, opts, run_spec)
+  opts = job.opts
+  job.popts.timeout, job.popts.grace = opts.timeout, opts.grace
+  local r = finish(self, job, proc.run(self:_ssh(job.command), job.popts))
   local accept = okset(opts.ok)
   if accept then
     if r.timed_out then
-      upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", self.target, shown,
+      upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", self.target, job.shown,
         tostring(opts.timeout)), { result = r, target = self.target })
     end
     if not accept[r.code] then
@@ -364,13 +385,55 @@ function Remote:run(argv, opts)
         tail[#tail + 1] = line
         if #tail > 10 then table.remove(tail, 1) end
       end
-      upkit.error("EXIT_CODE", hide(string.format("remote.run: %s: '%s' exited with code %d%s", self.target,
-        table.concat(args, " "), r.code, #tail > 0 and (": " .. table.concat(tail, "\n")) or "")),
+      upkit.error("EXIT_CODE", job.hide(string.format("remote.run: %s: '%s' exited with code %d%s", self.target,
+        table.concat(job.args, " "), r.code, #tail > 0 and (": " .. table.concat(tail, "\n")) or "")),
         { exit_code = r.code, result = r, target = self.target })
     end
   end
   return r
 end
+
+-- r:spawn(argv [, opts]) -> a remote process: :wait([timeout]) -> result (stdout and
+-- stderr kept, as r:run's) or nil,
+-- :kill() (ends the command on the node, as a timeout does), :running(), :close().
+-- opts: run's, without timeout and ok.
+local RemoteProcess = {}
+RemoteProcess.__index = RemoteProcess
+
+function Remote:spawn(argv, opts)
+  local job = prepare(self, "spawn", argv, opts, spawn_spec)
+  -- proc.spawn keeps stdout in the result only when lines go to a callback
+  job.popts.on_stdout = job.popts.on_stdout or function() end
+  local ok, p = pcall(proc.spawn, self:_ssh(job.command), job.popts)
+  if not ok then
+    if job.stdin_remote then finish(self, job, { code = 0 }) end
+    error(p, 0)
+  end
+  return setmetatable({ p = p, job = job, remote = self }, RemoteProcess)
+end
+
+function RemoteProcess:wait(timeout)
+  if self.result then return self.result end
+  local r = self.p:wait(timeout)
+  if not r then return nil end
+  self.p:close()
+  self.result = finish(self.remote, self.job, r)
+  return self.result
+end
+
+function RemoteProcess:kill()
+  if not self.result and self.p:running() then self.p:kill("TERM") end
+end
+
+function RemoteProcess:running()
+  return not self.result and self.p:running()
+end
+
+function RemoteProcess:close()
+  self.p:close()
+end
+RemoteProcess.__close = RemoteProcess.close
+RemoteProcess.__gc = RemoteProcess.close
 
 -- The stdin option as a file on the node.
 function Remote:_stdin_file(stdin)
@@ -390,18 +453,28 @@ function Remote:_stdin_file(stdin)
   return dest
 end
 
--- A path as one word of an sftp batch line: quoted, with \, " and the glob characters escaped.
+-- A path as one word of an sftp batch line. Inside double quotes sftp reads
+-- \" and \\ as the characters and takes ? [ * literally (it escapes them
+-- itself for its globbing); a leading - would be read as a flag.
 function M.sftp_quote(p)
   if type(p) ~= "string" or p == "" then einval("remote: a path must be a non-empty string") end
   if p:find("[\r\n%z]") then einval("remote: path %q holds a line break or NUL, which sftp cannot take", p) end
-  return '"' .. p:gsub('[\\"*?%[%]]', "\\%0") .. '"'
+  if p:sub(1, 1) == "-" then p = "./" .. p end
+  return '"' .. p:gsub('[\\"]', "\\%0") .. '"'
 end
 
 -- Run sftp with a batch of commands over the master connection.
 function Remote:_sftp(lines, what, timeout)
   local batch = self.dir .. "/batch"
+  for _, line in ipairs(lines) do
+    if #line > 2000 then
+      upkit.error("ENAMETOOLONG", string.format("remote: %s: sftp %s: the paths are too long for an sftp command "
+        .. "(%d bytes; sftp reads at most 2047)", self.target, what, #line))
+    end
+  end
   fs.write(batch, table.concat(lines, "\n") .. "\n", { mode = "0600" })
-  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, { "-o", "ControlMaster=no", "--", self.host })
+  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, { "-o", "ControlMaster=no", "--",
+    self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host })
   local r = proc.run(argv, { timeout = timeout })
   os.remove(batch)
   if r.timed_out then
@@ -443,8 +516,9 @@ function M.check_digest(what, src, want, dst, got)
 end
 
 local function split_remote(shell_kind, path)
-  local sep = shell_kind == "posix" and "/" or "[/\\]"
-  local dir, base = path:match("^(.*" .. sep .. ")([^/\\]+)$")
+  local dir, base
+  if shell_kind == "posix" then dir, base = path:match("^(.*/)([^/]+)$")
+  else dir, base = path:match("^(.*[/\\:])([^/\\:]+)$") end
   if not dir then return "", path end
   return dir, base
 end
