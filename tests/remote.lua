@@ -85,16 +85,15 @@ T.test("a closed port is CONNECT_FAILED at once; a silent server within connect_
   T.contains(e.message, "refused")
   T.ok(upkit.now() - t0 < 10)
   -- a listener that accepts and never speaks SSH
-  local sink = io.popen("exec python3 -c 'import socket,sys,time; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-    .. "s.listen(5); print(s.getsockname()[1], flush=True); time.sleep(60)'", "r")
-  local silent = tonumber(sink:read("l"))
+  local sink = io.popen("exec python3 -c 'import os,socket,time; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+    .. "s.listen(5); print(s.getsockname()[1], os.getpid(), flush=True); time.sleep(60)'", "r")
+  local silent, sink_pid = sink:read("l"):match("^(%d+) (%d+)$")
   t0 = upkit.now()
   local e2 = T.raises("CONNECT_FAILED", remote.connect, "ssh://127.0.0.1:" .. silent, node.opts({ connect_timeout = 2 }))
   local took = upkit.now() - t0
   T.ok(took >= 1.5 and took < 15, "gave up after " .. took .. " s")
   T.contains(e2.message, "127.0.0.1")
-  local pid = T.sh("ps -eo pid=,args= | grep -F 'time.sleep(60)' | grep -v grep | awk '{print $1}'")
-  for p in pid:gmatch("%d+") do os.execute("kill " .. p) end
+  os.execute("kill " .. sink_pid)
   sink:close()
 end)
 
@@ -171,12 +170,18 @@ T.test("run: a timeout ends the remote command and everything it started; nothin
   local token = "4242.25"
   local t0 = upkit.now()
   local seen
-  local x = r:run({ "sh", "-c", "sleep " .. token .. " & echo started; sleep " .. token .. "; echo never" },
-    { timeout = 1.5, grace = 1, on_stdout = function() seen = processes_with("sleep " .. token, true) end })
+  local x = r:run({ "sh", "-c", "sleep " .. token .. " & sleep " .. token .. " & echo started; wait; echo never" },
+    { timeout = 2, grace = 1, on_stdout = function()
+      for _ = 1, 20 do
+        seen = processes_with("sleep " .. token, true)
+        if #seen == 2 then break end
+        upkit.sleep(0.05)
+      end
+    end })
   T.eq(x.timed_out, true)
   T.eq(x.code, nil)
   T.eq(#seen, 2, "both sleeps ran on the node while the command ran")
-  T.ok(upkit.now() - t0 < 5)
+  T.ok(upkit.now() - t0 < 6)
   local left
   for _ = 1, 100 do
     left = processes_with("sleep " .. token)
@@ -203,6 +208,18 @@ T.test("run: a timeout ends the remote command and everything it started; nothin
   T.eq(left, {})
   -- and the connection still works
   T.eq(r:run({ "echo", "still here" }).stdout, "still here\n")
+end)
+
+T.test("a master connection that went away is opened again by the next command", function()
+  local c <close> = connect()
+  local function master_running()
+    return T.sh(string.format("ssh -F %s -o ControlPath=%s -O check x 2>&1", T.q(node.ssh_config), T.q(c.control)))
+      :find("Master running", 1, true) ~= nil
+  end
+  T.sh(string.format("ssh -F %s -o ControlPath=%s -O exit x 2>&1", T.q(node.ssh_config), T.q(c.control)))
+  T.eq(master_running(), false)
+  T.eq(c:run({ "echo", "again" }, { ok = { 0 } }).stdout, "again\n")
+  T.eq(master_running(), true)
 end)
 
 T.test("spawn: commands on the node run side by side; kill ends one there", function()

@@ -196,7 +196,7 @@ end
 
 -- The command line for the node's ssh server: the master socket, then the command.
 function Remote:_ssh(command)
-  return argv_of({ self.ssh }, self.common, { "-o", "ControlMaster=no", "-T", "--", self.host, command })
+  return argv_of({ self.ssh }, self.common, self.mux, { "-T", "--", self.host, command })
 end
 
 local function closed_check(self, fn)
@@ -244,9 +244,11 @@ function M.connect(target, opts)
   self.control = self.dir .. "/cm"
   local ok, err = pcall(function()
     self.common = common_options(self, opts)
+    -- clients become the master again if it went away (ControlPersist ended it, or it was killed)
+    local persist = "ControlPersist=" .. math.max(1, math.ceil(opts.persist or 300))
+    self.mux = { "-o", "ControlMaster=auto", "-o", persist }
     local master = argv_of({ self.ssh }, self.common, {
-      "-o", "ControlMaster=yes", "-o", "ControlPersist=" .. math.max(1, math.ceil(opts.persist or 300)),
-      "-o", "LogLevel=DEBUG1", "-f", "-N", "--", self.host })
+      "-o", "ControlMaster=yes", "-o", persist, "-o", "LogLevel=DEBUG1", "-f", "-N", "--", self.host })
     local r = proc.run(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
     if r.code ~= 0 then ssh_error(self, "connect", r) end
     self.connected = true
@@ -473,7 +475,7 @@ function Remote:_sftp(lines, what, timeout)
     end
   end
   fs.write(batch, table.concat(lines, "\n") .. "\n", { mode = "0600" })
-  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, { "-o", "ControlMaster=no", "--",
+  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, self.mux, { "--",
     self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host })
   local r = proc.run(argv, { timeout = timeout })
   os.remove(batch)
