@@ -210,6 +210,61 @@ T.test("run: a timeout ends the remote command and everything it started; nothin
   T.eq(r:run({ "echo", "still here" }).stdout, "still here\n")
 end)
 
+-- A coordinator (a child upkit) runs a long command on the node and is then
+-- interrupted (SIGINT, as Ctrl-C) or killed (SIGKILL): the command must end on the node.
+local function coordinator(token)
+  local proc = require "upkit.proc"
+  local json = require "upkit.json"
+  local script = dir .. "/coordinator.lua"
+  T.write_file(script, [[
+local remote = require "upkit.remote"
+local json = require "upkit.json"
+local o = json.decode(os.getenv("UPK_NODE"))
+local r = remote.connect(o.target, o.opts)
+io.stdout:write("dir ", r.dir, "\n")
+local ok, e = pcall(r.run, r, { "sh", "-c", "echo started; exec sleep " .. o.token }, {
+  on_stdout = function(l) io.stdout:write(l, "\n"); io.stdout:flush() end })
+io.stdout:write("result ", tostring(ok), " ", tostring(type(e) == "table" and e.code), "\n")
+r:close()
+]])
+  local p = proc.spawn({ T.upkit_bin(), "run", script },
+    { env = { UPK_NODE = json.encode({ target = node.target, opts = node.opts(), token = token }) } })
+  local rdir = (p:read_line(30) or ""):match("^dir (.+)$")
+  T.ok(rdir, "the coordinator connected")
+  T.eq(p:read_line(30), "started")
+  T.eq(#processes_with("sleep " .. token, true), 1)
+  return p, rdir
+end
+
+local function gone(token)
+  local left
+  for _ = 1, 200 do
+    left = processes_with("sleep " .. token)
+    if #left == 0 then break end
+    upkit.sleep(0.05)
+  end
+  return left
+end
+
+T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function()
+  local token = "4444.125"
+  local p <close>, rdir = coordinator(token)
+  os.execute("kill -INT " .. p:pid())
+  T.eq(p:read_line(30), "result false INTERRUPTED")
+  T.eq(gone(token), {})
+  p:wait(30)
+  T.eq(fs.exists(rdir), false, "the coordinator closed its connection")
+end)
+
+T.test("a coordinator killed outright leaves no command running on the node", function()
+  local token = "4545.375"
+  local p <close>, rdir = coordinator(token)
+  os.execute("kill -KILL " .. p:pid())
+  T.eq(p:wait(30).signal, 9)
+  T.eq(gone(token), {})
+  fs.remove(rdir, { recursive = true })
+end)
+
 T.test("a master connection that went away is opened again by the next command", function()
   local c <close> = connect()
   local function master_running()

@@ -252,11 +252,9 @@ function M.connect(target, opts)
     local r = proc.run(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
     if r.code ~= 0 then ssh_error(self, "connect", r) end
     self.connected = true
-    -- the ssh clients' standard input: a FIFO held open here, so a session's
-    -- input ends only when its client does (see the watchdog)
     proc.run({ "mkfifo", "-m", "600", self.dir .. "/in" }, { ok = { 0 } })
     self.fifo_path = self.dir .. "/in"
-    self.fifo = assert(io.open(self.fifo_path, "r+"))
+    self:_hold_input()
     self.shell = opts.shell or self:_detect()
   end)
   if not ok then
@@ -264,6 +262,15 @@ function M.connect(target, opts)
     error(err, 0)
   end
   return self
+end
+
+-- The ssh clients' standard input: a FIFO that this process holds open and
+-- never writes, so a session's input stays open while its client runs and
+-- ends when the client ends (then the node's watchdog ends the command).
+-- When this process dies, its end of the clients' output pipes closes and
+-- OpenSSH ends the sessions the same way (tested with SIGKILL).
+function Remote:_hold_input()
+  if not self.fifo then self.fifo = assert(io.open(self.fifo_path, "r+")) end
 end
 
 function Remote:_detect()
@@ -503,7 +510,7 @@ function Remote:sha256(path)
   local hex = r.code == 0 and shell.parse_sha256(self.shell, r.stdout)
   if not hex then
     local msg = ssh_messages(r.stderr) .. r.stdout
-    upkit.error(msg:find("No such file", 1, true) and "ENOENT" or "BAD_RESPONSE",
+    upkit.error(shell.is_missing(msg) and "ENOENT" or "BAD_RESPONSE",
       string.format("remote: %s: cannot hash '%s': %s", self.target, path, msg), { path = path, target = self.target })
   end
   return hex
@@ -543,8 +550,8 @@ function Remote:put(src, dst, opts)
   local dir, base = split_remote(self.shell, dst)
   local tmp = dir .. "." .. base .. ".upkit-" .. random_tag() .. ".part"
   local what = string.format("put '%s' -> '%s'", src, dst)
-  self:_sftp({ "put " .. M.sftp_quote(src) .. " " .. M.sftp_quote(tmp) }, what, opts.timeout)
   local ok, err = pcall(function()
+    self:_sftp({ "put " .. M.sftp_quote(src) .. " " .. M.sftp_quote(tmp) }, what, opts.timeout)
     M.check_digest("remote.put: " .. self.target, src, want, tmp, self:sha256(tmp))
     self:_sftp({ "rename " .. M.sftp_quote(tmp) .. " " .. M.sftp_quote(dst) }, what, 600)
   end)

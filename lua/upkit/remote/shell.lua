@@ -200,6 +200,13 @@ function M.parse_sha256(shell, out)
   return nil
 end
 
+-- Does a hashing command's output say the file is not there? sha256sum,
+-- certutil (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND) and Get-FileHash.
+function M.is_missing(out)
+  return out:find("No such file", 1, true) ~= nil or out:find("_NOT_FOUND", 1, true) ~= nil
+    or out:find("Cannot find path", 1, true) ~= nil
+end
+
 -- Is path absolute on that shell's system?
 function M.is_absolute(shell, path)
   if shell == "posix" then return path:sub(1, 1) == "/" end
