@@ -29,6 +29,28 @@ local function processes_with(token, exact)
   return found
 end
 
+-- How many processes on the node are exactly token, once there are n (or after 10 s).
+local function count_when(token, n)
+  local seen
+  for _ = 1, 200 do
+    seen = processes_with(token, true)
+    if #seen == n then break end
+    upkit.sleep(0.05)
+  end
+  return #seen
+end
+
+-- The processes on the node that hold token, once there are none (or after 10 s).
+local function gone(token)
+  local left
+  for _ = 1, 200 do
+    left = processes_with("sleep " .. token)
+    if #left == 0 then break end
+    upkit.sleep(0.05)
+  end
+  return left
+end
+
 T.test("connect opens one master connection in a private folder; close ends it and removes the folder", function()
   local r <close> = connect()
   T.eq(r.shell, "posix")
@@ -171,41 +193,19 @@ T.test("run: a timeout ends the remote command and everything it started; nothin
   local t0 = upkit.now()
   local seen
   local x = r:run({ "sh", "-c", "sleep " .. token .. " & sleep " .. token .. " & echo started; wait; echo never" },
-    { timeout = 2, grace = 1, on_stdout = function()
-      for _ = 1, 20 do
-        seen = processes_with("sleep " .. token, true)
-        if #seen == 2 then break end
-        upkit.sleep(0.05)
-      end
-    end })
+    { timeout = 2, grace = 1, on_stdout = function() seen = count_when("sleep " .. token, 2) end })
   T.eq(x.timed_out, true)
   T.eq(x.code, nil)
-  T.eq(#seen, 2, "both sleeps ran on the node while the command ran")
+  T.eq(seen, 2, "both sleeps ran on the node while the command ran")
   T.ok(upkit.now() - t0 < 6)
-  local left
-  for _ = 1, 100 do
-    left = processes_with("sleep " .. token)
-    if #left == 0 then break end
-    upkit.sleep(0.05)
-  end
-  T.eq(left, {}, "processes left on the node")
+  T.eq(gone(token), {}, "processes left on the node")
   local e = T.raises("TIMEOUT", r.run, r, { "sleep", token }, { timeout = 0.5, ok = { 0 } })
   T.contains(e.message, "timed out")
-  for _ = 1, 100 do
-    left = processes_with("sleep " .. token)
-    if #left == 0 then break end
-    upkit.sleep(0.05)
-  end
-  T.eq(left, {})
+  T.eq(gone(token), {})
   -- a command that ignores TERM is killed after grace
   x = r:run({ "sh", "-c", "trap '' TERM; sleep " .. token }, { timeout = 0.5, grace = 1 })
   T.eq(x.timed_out, true)
-  for _ = 1, 100 do
-    left = processes_with("sleep " .. token)
-    if #left == 0 then break end
-    upkit.sleep(0.05)
-  end
-  T.eq(left, {})
+  T.eq(gone(token), {})
   -- and the connection still works
   T.eq(r:run({ "echo", "still here" }).stdout, "still here\n")
 end)
@@ -232,18 +232,8 @@ r:close()
   local rdir = (p:read_line(30) or ""):match("^dir (.+)$")
   T.ok(rdir, "the coordinator connected")
   T.eq(p:read_line(30), "started")
-  T.eq(#processes_with("sleep " .. token, true), 1)
+  T.eq(count_when("sleep " .. token, 1), 1)
   return p, rdir
-end
-
-local function gone(token)
-  local left
-  for _ = 1, 200 do
-    left = processes_with("sleep " .. token)
-    if #left == 0 then break end
-    upkit.sleep(0.05)
-  end
-  return left
 end
 
 T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function()
@@ -263,6 +253,20 @@ T.test("a coordinator killed outright leaves no command running on the node", fu
   T.eq(p:wait(30).signal, 9)
   T.eq(gone(token), {})
   fs.remove(rdir, { recursive = true })
+end)
+
+T.test("a node that goes away after connecting: the next command is CONNECT_FAILED, not an exit code", function()
+  local gone_node = sshd.start()
+  local c <close> = remote.connect(gone_node.target, gone_node.opts())
+  T.eq(c:run({ "true" }).code, 0)
+  gone_node.stop(true)
+  local t0 = upkit.now()
+  local e = T.raises("CONNECT_FAILED", c.run, c, { "true" })
+  T.contains(e.message, gone_node.target)
+  T.ok(upkit.now() - t0 < 15)
+  T.raises("CONNECT_FAILED", c.put, c, dir .. "/coordinator.lua", "/tmp/x")
+  c:close()
+  gone_node.stop()
 end)
 
 T.test("a master connection that went away is opened again by the next command", function()
@@ -292,17 +296,11 @@ T.test("spawn: commands on the node run side by side; kill ends one there", func
   local p <close> = r:spawn({ "sleep", token })
   T.eq(p:wait(0.5), nil)
   T.eq(p:running(), true)
-  T.eq(#processes_with("sleep " .. token, true), 1)
+  T.eq(count_when("sleep " .. token, 1), 1, "the command runs on the node")
   p:kill()
   local x = p:wait(10)
   T.ok(x.signal or x.code, "a result")
-  local left
-  for _ = 1, 100 do
-    left = processes_with("sleep " .. token)
-    if #left == 0 then break end
-    upkit.sleep(0.05)
-  end
-  T.eq(left, {})
+  T.eq(gone(token), {})
   T.raises("EINVAL", r.spawn, r, { "true" }, { timeout = 1 })
 end)
 

@@ -215,7 +215,8 @@ function Remote:_check_ssh(r, what)
   local msgs = ssh_messages(r.stderr)
   if msgs:match("^ssh: ") or msgs:find("Connection closed by", 1, true) or msgs:find("Control socket", 1, true)
     or msgs:find("mux_client", 1, true) or msgs:find("Connection to .* closed") or msgs:find("Broken pipe", 1, true)
-    or msgs:find("Host key verification failed", 1, true) or msgs:find("Permission denied (", 1, true) then
+    or msgs:find("Host key verification failed", 1, true) or msgs:find("Permission denied (", 1, true)
+    or msgs:find("^Connection closed%.?%s*$") or msgs:find("\nConnection closed%.?%s*$") then
     ssh_error(self, what, r)
   end
 end
@@ -482,7 +483,7 @@ function Remote:_sftp(lines, what, timeout)
     end
   end
   fs.write(batch, table.concat(lines, "\n") .. "\n", { mode = "0600" })
-  local argv = argv_of({ self.sftp, "-q", "-b", batch }, self.common, self.mux, { "--",
+  local argv = argv_of({ self.sftp, "-b", batch }, self.common, self.mux, { "--",
     self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host })
   local r = proc.run(argv, { timeout = timeout })
   os.remove(batch)
@@ -491,6 +492,7 @@ function Remote:_sftp(lines, what, timeout)
       tostring(timeout)), { target = self.target })
   end
   if r.code ~= 0 then
+    self:_check_ssh(r, "sftp " .. what)
     local msgs = ssh_messages(r.stderr)
     if msgs:find("No such file", 1, true) then
       upkit.error("ENOENT", string.format("remote: %s: sftp %s: %s", self.target, what, msgs), { target = self.target })

@@ -10,7 +10,8 @@
 --   node.fingerprint  -- the host key's SHA256 fingerprint ("SHA256:...")
 --   node.ssh_config   -- an empty client config file (so the operator's own is not read)
 --   node.opts()       -- options for remote.connect: known_hosts, identity, ssh_config
---   node.stop()       -- stop the server and its connections (by pid); idempotent
+--   node.stop([keep_files]) -- stop the server and its connections (by pid), then
+--                     remove its folder unless keep_files; idempotent
 --   sshd.keygen(path) -- a new ed25519 key pair at path and path .. ".pub"
 --   sshd.fingerprint(pubfile) -- "SHA256:..."
 --
@@ -18,7 +19,9 @@
 -- (/usr/sbin/sshd -D -e -f CONFIG) with a host key, a user key and a
 -- config it generates in a temporary folder of its own, on a free port of
 -- 127.0.0.1. It stops itself after a bounded life (default 900 s) even if
--- the test dies, and is stopped when the table is collected.
+-- the test dies, and is stopped when the table is collected. As root it
+-- needs /run/sshd (made here); as another user, an account that is not
+-- locked (sshd with UsePAM no refuses one, such as nobody's).
 local M = {}
 
 local SSHD = "/usr/sbin/sshd"
@@ -164,8 +167,11 @@ function M.start(opts)
 
   function self.log() return read(d .. "/sshd.log") or "" end
 
-  function self.stop()
-    if not self.pid then return end
+  function self.stop(keep_files)
+    if not self.pid then
+      if not keep_files then os.execute("rm -rf " .. q(d)) end
+      return
+    end
     local pid = self.pid
     self.pid = nil
     local kids = descendants(pid)
@@ -179,7 +185,7 @@ function M.start(opts)
     end
     os.execute("kill -KILL " .. pid .. " 2>/dev/null")
     for _, k in ipairs(kids) do os.execute("kill -KILL " .. k .. " 2>/dev/null") end
-    os.execute("rm -rf " .. q(d))
+    if not keep_files then os.execute("rm -rf " .. q(d)) end
   end
 
   return setmetatable(self, { __gc = function(t) t.stop() end })
