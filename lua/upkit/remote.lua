@@ -253,9 +253,14 @@ function M.connect(target, opts)
     local r = proc.run(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
     if r.code ~= 0 then ssh_error(self, "connect", r) end
     self.connected = true
-    proc.run({ "mkfifo", "-m", "600", self.dir .. "/in" }, { ok = { 0 } })
+    -- The ssh clients' standard input: a FIFO that this process holds open and
+    -- never writes, so a session's input stays open while its client runs and
+    -- ends when the client ends (then the node's watchdog ends the command).
+    -- When this process dies, its end of the clients' output pipes closes and
+    -- OpenSSH ends the sessions the same way (tested with SIGKILL).
     self.fifo_path = self.dir .. "/in"
-    self:_hold_input()
+    proc.run({ "mkfifo", "-m", "600", self.fifo_path }, { ok = { 0 } })
+    self.fifo = assert(io.open(self.fifo_path, "r+"))
     self.shell = opts.shell or self:_detect()
   end)
   if not ok then
@@ -263,15 +268,6 @@ function M.connect(target, opts)
     error(err, 0)
   end
   return self
-end
-
--- The ssh clients' standard input: a FIFO that this process holds open and
--- never writes, so a session's input stays open while its client runs and
--- ends when the client ends (then the node's watchdog ends the command).
--- When this process dies, its end of the clients' output pipes closes and
--- OpenSSH ends the sessions the same way (tested with SIGKILL).
-function Remote:_hold_input()
-  if not self.fifo then self.fifo = assert(io.open(self.fifo_path, "r+")) end
 end
 
 function Remote:_detect()
