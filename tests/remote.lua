@@ -131,6 +131,8 @@ T.test("run: exit code exact, stdout and stderr kept apart", function()
   for _, c in ipairs { 0, 1, 42, 200, 254, 255 } do
     T.eq(r:run({ "sh", "-c", "exit " .. c }).code, c)
   end
+  -- a command ended by a signal shows as 128 + the signal's number, as a shell reports it
+  T.eq(r:run({ "sh", "-c", "kill -TERM $$" }).code, 143)
   local big = r:run({ "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x" })
   T.eq(#big.stdout, 3000000)
 end)

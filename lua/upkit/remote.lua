@@ -27,7 +27,10 @@
 -- that cannot be reached, CONNECT_FAILED (within connect_timeout).
 --
 -- r:run opts are proc.run's: timeout, grace, ok, redact, stdin, cwd, env,
--- env_mode, capture_limit, on_stdout, on_stderr. On a POSIX node the
+-- env_mode, capture_limit, on_stdout, on_stderr; as with proc.run, redact
+-- hides secrets in messages and in the lines given to the callbacks, and the
+-- result keeps the output as it came. r:spawn takes the same but timeout and
+-- ok, and keeps stdout in the result of :wait. On a POSIX node the
 -- command runs under a watchdog holding the session's input: when the ssh
 -- client ends (a timeout, Ctrl-C, a dropped connection) the session's
 -- whole process group is ended on the node (TERM, KILL after grace). The
