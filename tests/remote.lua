@@ -377,7 +377,8 @@ T.test("a damaged transfer is refused with CHECKSUM_MISMATCH and leaves nothing 
   bad.stop()
 end)
 
-T.test("r:upkit runs upkit on the node and brings back its run's journal and log", function()
+-- A folder holding a tiny procedure, and the absolute path of the binary under test.
+local function tiny_procedure()
   local work = T.tmpdir()
   T.write_file(work .. "/tiny.lua", [[
 return {
@@ -392,6 +393,11 @@ return {
 ]])
   local bin = T.sh("cd " .. T.q(T.upkit_bin():match("^(.*)/") or ".") .. " && pwd"):gsub("\n", "") ..
     "/" .. T.upkit_bin():match("([^/]+)$")
+  return work, bin
+end
+
+T.test("r:upkit runs upkit on the node and brings back its run's journal and log", function()
+  local work, bin = tiny_procedure()
   local into = dir .. "/coordinator-runs"
   local x = r:upkit({ "run", "tiny.lua", "--yes" }, { path = bin, cwd = work, into = into, timeout = 120 })
   T.eq(x.code, 0)
@@ -410,6 +416,28 @@ return {
   T.contains(e.message, e.result.into)
   -- upkit missing on the node
   T.eq(r:upkit({ "--version" }, { path = work .. "/no-upkit", ok = { 127 } }).code, 127)
+end)
+
+T.test("remote.connect(\"local\"): this machine as a node, with the same methods", function()
+  local l <close> = remote.connect("local")
+  T.eq(l.shell, "posix")
+  T.eq(l.target, "local")
+  local x = l:run({ "sh", "-c", "echo out; echo err >&2; exit 3" })
+  T.eq({ x.code, x.stdout, x.stderr }, { 3, "out\n", "err\n" })
+  T.eq(T.raises("EXIT_CODE", l.run, l, { "false" }, { ok = { 0 } }).exit_code, 1)
+  T.raises("EINVAL", l.run, l, { "true" }, { timout = 1 })
+  local p <close> = l:spawn({ "sh", "-c", "echo spawned" })
+  T.eq(p:wait(20).stdout, "spawned\n")
+  local src = dir .. "/local-src.bin"
+  local digest = random_file(src, 100000)
+  T.eq(l:put(src, dir .. "/local-put.bin").sha256, digest)
+  T.eq(l:get(dir .. "/local-put.bin", dir .. "/local-get.bin").sha256, digest)
+  T.eq(l:sha256(dir .. "/local-get.bin"), digest)
+  local work, bin = tiny_procedure()
+  local u = l:upkit({ "run", "tiny.lua" }, { path = bin, cwd = work, into = dir .. "/local-runs", timeout = 120 })
+  T.contains(T.read_file(u.journal), '"run-finished"')
+  l:close()
+  T.raises("CLOSED", l.run, l, { "true" })
 end)
 
 r:close()

@@ -7,6 +7,7 @@
 --   r:get(remote, local)      --> { bytes, sha256, seconds }
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
 --   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
+--   remote.connect("local")   -- this machine, with the same methods (proc and fs underneath)
 --   r.shell                   -- "posix", "cmd" or "powershell" (detected, or opts.shell)
 --   remote.quote_posix(s), remote.quote_cmd(s), remote.quote_powershell(s)
 --
@@ -226,6 +227,7 @@ end
 
 function M.connect(target, opts)
   opts = checkopts("remote.connect", opts, connect_spec)
+  if target == "local" then return M.local_node() end
   local user, host, port = M.parse_target(target)
   if opts.shell and opts.shell ~= "posix" and opts.shell ~= "cmd" and opts.shell ~= "powershell" then
     einval("remote.connect: shell must be \"posix\", \"cmd\" or \"powershell\", got '%s'", opts.shell)
@@ -418,7 +420,7 @@ function Remote:spawn(argv, opts)
     if job.stdin_remote then finish(self, job, { code = 0 }) end
     error(p, 0)
   end
-  return setmetatable({ p = p, job = job, remote = self }, RemoteProcess)
+  return setmetatable({ p = p, finish = function(r) return finish(self, job, r) end }, RemoteProcess)
 end
 
 function RemoteProcess:wait(timeout)
@@ -426,7 +428,7 @@ function RemoteProcess:wait(timeout)
   local r = self.p:wait(timeout)
   if not r then return nil end
   self.p:close()
-  self.result = finish(self.remote, self.job, r)
+  self.result = self.finish(r)
   return self.result
 end
 
@@ -652,6 +654,52 @@ end
 
 Remote.__close = Remote.close
 Remote.__gc = Remote.close
+
+-- The coordinator as a node: remote.connect("local") gives the same methods
+-- over proc and fs, so a cluster's list may name this machine too. Commands
+-- run here as proc.run runs them (a signal is reported as signal, not
+-- 128+N); put and get are fs.copy with SHA-256 verification.
+local Local = { shell = "posix", target = "local" }
+Local.__index = Local
+Local.__tostring = function(self) return "upkit.remote (local" .. (self.closed and ", closed)" or ")") end
+
+function M.local_node()
+  return setmetatable({}, Local)
+end
+
+function Local:run(argv, opts)
+  closed_check(self, "run")
+  return proc.run(argv, checkopts("remote.run", opts, run_spec))
+end
+
+function Local:spawn(argv, opts)
+  closed_check(self, "spawn")
+  local popts = {}
+  for k, v in pairs(checkopts("remote.spawn", opts, spawn_spec)) do popts[k] = v end
+  popts.grace = nil
+  popts.on_stdout = popts.on_stdout or function() end
+  local p = proc.spawn(argv, popts)
+  return setmetatable({ p = p, finish = function(r) r.pid = nil; return r end }, RemoteProcess)
+end
+
+local function local_copy(self, fn, src, dst, opts)
+  closed_check(self, fn)
+  checkopts("remote." .. fn, opts, transfer_spec)
+  local c = fs.copy(src, dst, { overwrite = true, verify = "sha256", progress = false })
+  return { bytes = c.bytes, sha256 = c.sha256, seconds = c.seconds }
+end
+function Local:put(src, dst, opts) return local_copy(self, "put", src, dst, opts) end
+function Local:get(src, dst, opts) return local_copy(self, "get", src, dst, opts) end
+
+function Local:sha256(path)
+  closed_check(self, "sha256")
+  return hash.file("sha256", path)
+end
+
+Local.upkit = Remote.upkit
+
+function Local:close() self.closed = true end
+Local.__close = Local.close
 function Remote:__tostring()
   return string.format("upkit.remote (%s%s)", self.target, self.closed and ", closed" or "")
 end
