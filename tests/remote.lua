@@ -72,6 +72,17 @@ T.test("connect opens one master connection in a private folder; close ends it a
   T.contains(T.raises("CLOSED", r.run, r, { "true" }).message, node.target)
 end)
 
+T.test("the operator's ssh config is read, but cannot weaken host key checking or add a command", function()
+  local cfg = dir .. "/operator_ssh_config"
+  T.write_file(cfg, "Host *\n  StrictHostKeyChecking no\n  RemoteCommand echo hijacked\n  LocalForward 1 127.0.0.1:1\n"
+    .. "  ExitOnForwardFailure yes\n  SetEnv UPK_FROM_CONFIG=yes\n")
+  local empty = dir .. "/known_hosts.empty2"
+  T.write_file(empty, "")
+  T.raises("HOST_KEY", connect, { ssh_config = cfg, known_hosts = empty })
+  local c <close> = connect({ ssh_config = cfg })
+  T.eq(c:run({ "echo", "mine" }).stdout, "mine\n")
+end)
+
 T.test("an unknown host key is refused with HOST_KEY naming its fingerprint", function()
   local empty = dir .. "/known_hosts.empty"
   T.write_file(empty, "")
