@@ -29,6 +29,11 @@ local function processes_with(token, exact)
   return found
 end
 
+local function random_file(path, n)
+  T.sh(string.format("head -c %d /dev/urandom > %s", n, T.q(path)))
+  return hash.file("sha256", path)
+end
+
 -- How many processes on the node are exactly token, once there are n (or after 10 s).
 local function count_when(token, n)
   local seen
@@ -282,6 +287,21 @@ T.test("a node that goes away after connecting: the next command is CONNECT_FAIL
   gone_node.stop()
 end)
 
+local ok6, v6 = pcall(sshd.start, { ipv6 = true })
+if not ok6 then
+  T.skip("an IPv6 target: ssh://user@[::1]:port, commands and transfers", "no IPv6 loopback here: " .. tostring(v6))
+else T.test("an IPv6 target: ssh://user@[::1]:port, commands and transfers", function()
+  local c <close> = remote.connect(string.format("ssh://%s@[::1]:%d", v6.user, v6.port), v6.opts())
+  T.eq(c.target, string.format("ssh://%s@[::1]:%d", v6.user, v6.port))
+  T.eq(c:run({ "echo", "six" }).stdout, "six\n")
+  local src = dir .. "/v6.bin"
+  local digest = random_file(src, 5000)
+  T.eq(c:put(src, dir .. "/v6-put.bin").sha256, digest)
+  T.eq(c:get(dir .. "/v6-put.bin", dir .. "/v6-get.bin").sha256, digest)
+  c:close()
+  v6.stop()
+end) end
+
 T.test("a master connection that went away is opened again by the next command", function()
   local c <close> = connect()
   local function master_running()
@@ -317,10 +337,6 @@ T.test("spawn: commands on the node run side by side; kill ends one there", func
   T.raises("EINVAL", r.spawn, r, { "true" }, { timeout = 1 })
 end)
 
-local function random_file(path, n)
-  T.sh(string.format("head -c %d /dev/urandom > %s", n, T.q(path)))
-  return hash.file("sha256", path)
-end
 
 T.test("put and get: verified by SHA-256 on both ends, into place, hostile names", function()
   local rdir = T.tmpdir()

@@ -2,7 +2,8 @@
 --
 --   package.path = "tests/lib/?.lua;" .. package.path
 --   local sshd = require "sshd"
---   local node = sshd.start([{ sftp = "/path/to/sftp-server wrapper", config = "extra lines" }])
+--   local node = sshd.start([{ sftp = "/path/to/sftp-server wrapper", config = "extra lines",
+--                               ipv6 = true (also listen on [::1]), life = seconds }])
 --   node.target       -- "ssh://USER@127.0.0.1:PORT"
 --   node.port, node.user, node.dir, node.pid
 --   node.identity     -- the user's private key (its public half is authorized)
@@ -116,6 +117,7 @@ function M.start(opts)
     write(d .. "/sshd_config", table.concat({
       "Port " .. self.port,
       "ListenAddress 127.0.0.1",
+      opts.ipv6 and "ListenAddress [::1]" or "",
       "HostKey " .. d .. "/host_key",
       "PidFile " .. d .. "/sshd.pid",
       "AuthorizedKeysFile " .. d .. "/authorized_keys",
@@ -157,7 +159,7 @@ function M.start(opts)
   self.target = string.format("ssh://%s@127.0.0.1:%d", self.user, self.port)
   self.known_hosts = d .. "/known_hosts"
   local pub = read(d .. "/host_key.pub"):match("^(%S+ %S+)")
-  write(self.known_hosts, string.format("[127.0.0.1]:%d %s\n", self.port, pub), "600")
+  write(self.known_hosts, string.format("[127.0.0.1]:%d,[::1]:%d %s\n", self.port, self.port, pub), "600")
 
   function self.opts(extra)
     local o = { known_hosts = self.known_hosts, identity = self.identity, ssh_config = self.ssh_config }
