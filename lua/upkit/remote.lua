@@ -5,6 +5,7 @@
 --   r:spawn(argv [, opts])    --> process: :wait([timeout]) -> result or nil, :kill(), :running(), :close()
 --   r:put(local, remote)      --> { bytes, sha256, seconds }   (sftp; verified; atomic)
 --   r:get(remote, local)      --> { bytes, sha256, seconds }
+--   r:sha256(remote)          --> hex digest of a file on the node
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
 --   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
 --   remote.connect("local")   -- this machine, with the same methods (proc and fs underneath)
@@ -33,8 +34,8 @@
 -- result keeps the output as it came. r:spawn takes the same but timeout and
 -- ok, and keeps stdout in the result of :wait. On a POSIX node the
 -- command runs under a watchdog holding the session's input: when the ssh
--- client ends (a timeout, Ctrl-C, a dropped connection) the session's
--- whole process group is ended on the node (TERM, KILL after grace). The
+-- client ends (a timeout, Ctrl-C, :kill(), this process killed) the
+-- session's whole process group is ended on the node (TERM, KILL after grace). The
 -- exit code is the command's; a command ended by signal N shows as code
 -- 128+N, as a POSIX shell reports it. cwd, env and stdin need a POSIX node.
 local upkit = require "upkit"
