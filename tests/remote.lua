@@ -149,6 +149,11 @@ T.test("run: exit code exact, stdout and stderr kept apart", function()
   end
   -- a command ended by a signal shows as 128 + the signal's number, as a shell reports it
   T.eq(r:run({ "sh", "-c", "kill -TERM $$" }).code, 143)
+  -- the largest command line a node takes, and one byte more
+  local room = 128 * 1024 - 1 - #remote.command_line("posix", { "sh", "-c", "printf %s \"$1\" | wc -c", "sh", "" })
+  local fits = string.rep("x", room - 400)
+  T.eq(r:run({ "sh", "-c", "printf %s \"$1\" | wc -c", "sh", fits }, { ok = { 0 } }).stdout:match("%d+"), tostring(#fits))
+  T.contains(T.raises("E2BIG", r.run, r, { "echo", string.rep("x", 200000) }).message, "stdin")
   local big = r:run({ "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x" })
   T.eq(#big.stdout, 3000000)
 end)

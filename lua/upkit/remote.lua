@@ -327,6 +327,8 @@ local function redactor(secrets)
   end
 end
 
+local MAX_COMMAND = 128 * 1024 - 1
+
 -- Check argv and options; build the command line for the node's shell.
 local function prepare(self, fn, argv, opts, spec)
   closed_check(self, fn)
@@ -362,6 +364,12 @@ local function prepare(self, fn, argv, opts, spec)
       end
     end
     job.command = shell.command_line(self.shell, args)
+  end
+  -- sshd hands the command to the shell as one argument: Linux takes at most 128 KiB in one
+  if #job.command > MAX_COMMAND then
+    upkit.error("E2BIG", string.format("remote.%s: %s: the command line for '%s' is %d bytes; a node takes at "
+      .. "most %d (pass large data with stdin or a file)", fn, self.target, job.shown:sub(1, 80), #job.command,
+      MAX_COMMAND))
   end
   job.popts = { redact = opts.redact, stdin = { file = self.fifo_path }, capture_limit = opts.capture_limit,
     on_stdout = opts.on_stdout, on_stderr = opts.on_stderr }
