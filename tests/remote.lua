@@ -450,6 +450,46 @@ T.test("r:upkit runs upkit on the node and brings back its run's journal and log
   T.eq(r:upkit({ "--version" }, { path = work .. "/no-upkit", ok = { 127 } }).code, 127)
 end)
 
+T.test("run_all: commands on several nodes side by side, a bounded number at once, each node's outcome kept", function()
+  local n2, n3 = sshd.start(), sshd.start()
+  local c2 <close> = remote.connect(n2.target, n2.opts())
+  local c3 <close> = remote.connect(n3.target, n3.opts())
+  local nodes = { r, c2, c3 }
+  local function sleepers()
+    local jobs = {}
+    for i, c in ipairs(nodes) do jobs[i] = { node = c, argv = { "sh", "-c", "sleep 1; echo node " .. i } } end
+    return jobs
+  end
+  local t0 = upkit.now()
+  local all = remote.run_all(sleepers())
+  local together = upkit.now() - t0
+  for i, e in ipairs(all) do
+    T.eq(e.ok, true)
+    T.eq(e.target, nodes[i].target)
+    T.eq(e.result.stdout, "node " .. i .. "\n")
+  end
+  T.ok(together < 2.5, "three 1 s commands side by side took " .. together .. " s")
+  t0 = upkit.now()
+  remote.run_all(sleepers(), { limit = 1 })
+  T.ok(upkit.now() - t0 >= 3, "one at a time")
+  local token = "4747.625"
+  local mixed = remote.run_all({
+    { node = r, argv = { "true" } },
+    { node = c2, argv = { "sh", "-c", "echo broken >&2; exit 3" }, opts = { ok = { 0 } } },
+    { node = c3, argv = { "sleep", token }, opts = { timeout = 0.5, grace = 1 } },
+  })
+  T.eq(mixed[1].ok, true)
+  T.eq({ mixed[2].ok, mixed[2].error.code, mixed[2].error.exit_code }, { false, "EXIT_CODE", 3 })
+  T.contains(mixed[2].error.message, n2.target)
+  T.eq(mixed[2].result.stderr, "broken\n")
+  T.eq({ mixed[3].ok, mixed[3].error.code, mixed[3].result.timed_out }, { false, "TIMEOUT", true })
+  T.eq(gone(token), {})
+  T.raises("EINVAL", remote.run_all, { { argv = { "true" } } })
+  T.raises("EINVAL", remote.run_all, {}, { limt = 1 })
+  c2:close(); c3:close()
+  n2.stop(); n3.stop()
+end)
+
 T.test("remote.connect(\"local\"): this machine as a node, with the same methods", function()
   local l <close> = remote.connect("local")
   T.eq(l.shell, "posix")

@@ -9,6 +9,7 @@
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
 --   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
 --   remote.connect("local")   -- this machine, with the same methods (proc and fs underneath)
+--   remote.run_all(jobs [, { limit }]) --> per job { target, ok, result, error, seconds }
 --   r.shell                   -- "posix", "cmd" or "powershell" (detected, or opts.shell)
 --   remote.quote_posix(s), remote.quote_cmd(s), remote.quote_powershell(s)
 --
@@ -713,6 +714,86 @@ Local.upkit = Remote.upkit
 
 function Local:close() self.closed = true end
 Local.__close = Local.close
+
+-- remote.run_all(jobs [, { limit }]) -> one entry per job, in order:
+--   { target, ok, result, error, seconds }
+-- jobs: { { node = r, argv = {...}, opts = { timeout, ok, grace, ... } }, ... }
+-- Runs the jobs side by side, at most limit at once (default: all), and waits
+-- for every one: a job that fails (its exit code not in ok, its timeout,
+-- a connection lost) records its error object and the others go on. A job's
+-- timeout ends its command on the node as r:run's does.
+local run_all_job = { node = "table", argv = "table", opts = "table" }
+
+local function job_error(target, code, fmt, ...)
+  return upkit.new_error(code, string.format("remote.run_all: %s: " .. fmt, target, ...), { target = target })
+end
+
+function M.run_all(jobs, opts)
+  opts = checkopts("remote.run_all", opts, { limit = "number" })
+  if type(jobs) ~= "table" then einval("remote.run_all: jobs must be an array of { node =, argv =, opts = }") end
+  for i, job in ipairs(jobs) do
+    checkopts("remote.run_all: job " .. i, job, run_all_job)
+    if not job.node or type(job.node.spawn) ~= "function" then einval("remote.run_all: job %d has no node", i) end
+  end
+  local limit = math.max(1, math.floor(opts.limit or #jobs))
+  local out, running, nexti = {}, {}, 1
+  local function start(i)
+    local job = jobs[i]
+    local jo = job.opts or {}
+    local sopts = {}
+    for k, v in pairs(jo) do if k ~= "timeout" and k ~= "ok" then sopts[k] = v end end
+    local entry = { target = job.node.target, t0 = upkit.now() }
+    out[i] = entry
+    local ok, p = pcall(job.node.spawn, job.node, job.argv, sopts)
+    if not ok then
+      entry.ok, entry.error, entry.seconds, entry.t0 = false, p, 0, nil
+      return
+    end
+    running[#running + 1] = { i = i, p = p, timeout = jo.timeout, accept = okset(jo.ok or { 0 }), argv = job.argv }
+  end
+  local function settle(run, r, err)
+    local entry = out[run.i]
+    run.p:close()
+    entry.seconds = upkit.now() - entry.t0
+    entry.t0 = nil
+    entry.result = r
+    if err then entry.ok, entry.error = false, err
+    elseif run.timed_out then
+      r.timed_out, r.code = true, nil
+      entry.ok = false
+      entry.error = job_error(entry.target, "TIMEOUT", "'%s' timed out after %s s", table.concat(run.argv, " "),
+        tostring(run.timeout))
+    elseif not run.accept[r.code] then
+      entry.ok = false
+      entry.error = job_error(entry.target, "EXIT_CODE", "'%s' exited with code %s", table.concat(run.argv, " "),
+        tostring(r.code))
+      entry.error.exit_code = r.code
+    else
+      entry.ok = true
+    end
+  end
+  while nexti <= #jobs or #running > 0 do
+    while #running < limit and nexti <= #jobs do
+      start(nexti)
+      nexti = nexti + 1
+    end
+    -- a short wait on each in turn (proc's wait(0) does not read the pipes, so never
+    -- sees a finished process): about 20 ms per round in all
+    local slice = math.max(0.005, 0.02 / math.max(1, #running))
+    for k = #running, 1, -1 do
+      local run = running[k]
+      local ok, r = pcall(run.p.wait, run.p, slice)
+      if not ok or r then
+        table.remove(running, k)
+        settle(run, ok and r or nil, not ok and r or nil)
+      elseif run.timeout and not run.timed_out and upkit.now() - out[run.i].t0 > run.timeout then
+        run.timed_out = true
+        run.p:kill()
+      end
+    end
+  end
+  return out
+end
 function Remote:__tostring()
   return string.format("upkit.remote (%s%s)", self.target, self.closed and ", closed" or "")
 end
