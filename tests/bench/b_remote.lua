@@ -1,6 +1,7 @@
 -- upkit.remote: r:run of `true` over the multiplexed master connection, against
 -- a fresh `ssh host true` per command (a login each time), on a loopback sshd;
--- and r:put of a 64 MiB file (sftp + SHA-256 on both ends) against a plain `sftp put`.
+-- r:put of a 64 MiB file (sftp + SHA-256 on both ends) against a plain `sftp put`;
+-- and remote.run_all of a 1 s command on 1, 3 and 6 nodes against one node.
 package.path = "tests/bench/?.lua;tests/lib/?.lua;" .. package.path
 local B = require "benchlib"
 local remote = require "upkit.remote"
@@ -39,4 +40,30 @@ local ok, err = pcall(function()
   os.execute("rm -rf " .. B.q(dir))
 end)
 node.stop()
+if not ok then error(err, 0) end
+
+-- remote.run_all: a 1 s command on 1, 3 and 6 nodes side by side against the
+-- same command on one node with r:run: the ratio is how close N nodes come to
+-- the time of one (1.00x: no cost for the extra nodes).
+local nodes, conns = {}, {}
+ok, err = pcall(function()
+  for i = 1, 6 do
+    nodes[i] = sshd.start()
+    conns[i] = remote.connect(nodes[i].target, nodes[i].opts())
+  end
+  local one = B.time(function() conns[1]:run({ "sleep", "1" }, { ok = { 0 } }) end, 3)
+  for _, n in ipairs { 1, 3, 6 } do
+    local jobs = {}
+    for i = 1, n do jobs[i] = { node = conns[i], argv = { "sleep", "1" } } end
+    local t = B.time(function()
+      for _, e in ipairs(remote.run_all(jobs)) do assert(e.ok, e.error) end
+    end, 3)
+    B.report { name = string.format("remote.run_all sleep 1 on %d node%s", n, n > 1 and "s" or ""),
+               unit = "runs/s", upkit = 1 / t, tool = "r:run sleep 1 on one node", other = 1 / one }
+  end
+end)
+for i = 1, 6 do
+  if conns[i] then conns[i]:close() end
+  if nodes[i] then nodes[i].stop() end
+end
 if not ok then error(err, 0) end
