@@ -84,7 +84,7 @@ T.test("the operator's ssh config is read, but cannot weaken host key checking o
   local empty = dir .. "/known_hosts.empty2"
   T.write_file(empty, "")
   T.raises("HOST_KEY", connect, { ssh_config = cfg, known_hosts = empty })
-  local c <close> = connect({ ssh_config = cfg })
+  local c <close> = connect({ ssh_config = cfg, options = { ServerAliveInterval = 5, Compression = "yes" } })
   T.eq(c:run({ "echo", "mine" }).stdout, "mine\n")
 end)
 

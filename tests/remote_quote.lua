@@ -199,6 +199,12 @@ T.test("connect checks its options before connecting: an unknown one is EINVAL n
   T.raises("EINVAL", remote.connect, "ssh://127.0.0.1", { port = "22" })
   T.raises("EINVAL", remote.connect, "ssh://127.0.0.1", { shell = "fish" })
   T.raises("EINVAL", remote.connect, "ssh://127.0.0.1", "opts")
+  -- options may not loosen what upkit.remote sets itself
+  T.contains(T.raises("EINVAL", remote.connect, "ssh://127.0.0.1",
+    { options = { StrictHostKeyChecking = "no" } }).message, "StrictHostKeyChecking")
+  T.contains(T.raises("EINVAL", remote.connect, "ssh://127.0.0.1",
+    { options = { userknownhostsfile = "/dev/null" } }).message, "opts.known_hosts")
+  T.raises("EINVAL", remote.connect, "ssh://127.0.0.1", { options = { ["Bad Key"] = "x" } })
   local e = T.raises("ENOENT", remote.connect, "ssh://127.0.0.1", { known_hosts = "/nonexistent/known_hosts" })
   T.eq(e.path, "/nonexistent/known_hosts")
 end)

@@ -17,7 +17,8 @@
 -- it is trusted; default: the operator's own files); identity (a private key
 -- file; then only it is offered); ssh_config (a client config file instead of
 -- the operator's ~/.ssh/config); options (table of extra ssh options,
--- { ServerAliveInterval = 10 }); connect_timeout (seconds, default 10);
+-- { ServerAliveInterval = 10, ProxyJump = "bastion" }; those upkit.remote
+-- sets itself, such as StrictHostKeyChecking, are EINVAL); connect_timeout (seconds, default 10);
 -- persist (seconds the master stays up with no client, default 300); shell
 -- ("posix", "cmd", "powershell": default, ask the node); ssh, sftp (the
 -- programs, default "ssh" and "sftp").
@@ -160,6 +161,16 @@ local function ssh_error(self, what, r)
   upkit.error(code, string.format("remote: %s: %s: %s", self.target, what, why), fields)
 end
 
+-- ssh options that upkit.remote sets itself and options may not change (lower case).
+local RESERVED = {
+  batchmode = "", stricthostkeychecking = "", updatehostkeys = "", remotecommand = "",
+  clearallforwardings = "", permitlocalcommand = "", controlpath = "", controlmaster = "",
+  controlpersist = " (use opts.persist)", connecttimeout = " (use opts.connect_timeout)",
+  userknownhostsfile = " (use opts.known_hosts)", globalknownhostsfile = " (use opts.known_hosts)",
+  identityfile = " (use opts.identity)", identitiesonly = " (use opts.identity)", user = " (use opts.user)",
+  port = " (use opts.port)", requesttty = "", loglevel = "",
+}
+
 -- ssh options every client of this connection uses.
 local function common_options(self, opts)
   local o = {}
@@ -174,8 +185,6 @@ local function common_options(self, opts)
   add("PermitLocalCommand", "no")
   add("ControlPath", cfgval("control path", self.control))
   add("ConnectTimeout", tostring(math.max(1, math.ceil(self.connect_timeout))))
-  add("ServerAliveInterval", "15")
-  add("ServerAliveCountMax", "3")
   if opts.known_hosts then
     add("UserKnownHostsFile", cfgval("known_hosts", opts.known_hosts))
     add("GlobalKnownHostsFile", "/dev/null")
@@ -191,8 +200,13 @@ local function common_options(self, opts)
   table.sort(keys)
   for _, k in ipairs(keys) do
     if type(k) ~= "string" or not k:match("^%a+$") then einval("remote.connect: options key %s is not an ssh option", tostring(k)) end
+    local own = RESERVED[k:lower()]
+    if own then einval("remote.connect: options.%s is set by upkit.remote itself%s", k, own) end
     add(k, cfgval("option " .. k, opts.options[k]))
   end
+  -- first value wins in ssh: these defaults come after the caller's options
+  add("ServerAliveInterval", "15")
+  add("ServerAliveCountMax", "3")
   return o
 end
 
