@@ -330,6 +330,11 @@ T.test("spawn: commands on the node run side by side; kill ends one there", func
     ps[i]:close()
   end
   T.ok(upkit.now() - t0 < 2.8, "three 1 s commands took " .. (upkit.now() - t0) .. " s")
+  -- each with its own input
+  local a <close> = r:spawn({ "sh", "-c", "sleep 0.5; cat" }, { stdin = "input A" })
+  local b <close> = r:spawn({ "sh", "-c", "sleep 0.5; cat" }, { stdin = "input B" })
+  T.eq(a:wait(20).stdout, "input A")
+  T.eq(b:wait(20).stdout, "input B")
   local token = "4343.75"
   local p <close> = r:spawn({ "sleep", token })
   T.eq(p:wait(0.5), nil)

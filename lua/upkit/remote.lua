@@ -474,6 +474,10 @@ end
 RemoteProcess.__close = RemoteProcess.close
 RemoteProcess.__gc = RemoteProcess.close
 
+local function random_tag()
+  return string.format("%d-%06x", upkit.pid(), math.random(0, 0xffffff))
+end
+
 -- The stdin option as a file on the node.
 function Remote:_stdin_file(stdin)
   local path = stdin
@@ -486,7 +490,7 @@ function Remote:_stdin_file(stdin)
     fs.write(tmp, stdin, { mode = "0600" })
     path = tmp
   end
-  local dest = self:_tempdir() .. "/stdin"
+  local dest = self:_tempdir() .. "/stdin-" .. random_tag()  -- one per command: spawned ones overlap
   self:_sftp({ "put " .. M.sftp_quote(path) .. " " .. M.sftp_quote(dest) }, "stdin upload", 3600)
   if tmp then os.remove(tmp) end
   return dest
@@ -563,9 +567,6 @@ local function split_remote(shell_kind, path)
   return dir, base
 end
 
-local function random_tag()
-  return string.format("%d-%06x", upkit.pid(), math.random(0, 0xffffff))
-end
 
 -- r:put(local, remote): upload to a temporary name beside remote, compare
 -- the node's SHA-256 with the local one, then rename into place.
