@@ -69,9 +69,9 @@ T.test("project export and import need 2021.1: UNSUPPORTED names the version", f
 end)
 
 T.test("401 for a bad key and 403 for a non-administrator on 3.x", function()
-  T.raises("UNAUTHORIZED", connect, "API-NOTAKEYNOTAKEYNOTAKEY00")
+  T.raises("AUTH_FAILED", connect, "API-NOTAKEYNOTAKEYNOTAKEY00")
   local u <close> = connect(info.user_api_key)
-  T.raises("FORBIDDEN", u.set_maintenance, u, true)
+  T.raises("PERMISSION_DENIED", u.set_maintenance, u, true)
 end)
 
 T.test("the installer of the running version is on the download site", function()

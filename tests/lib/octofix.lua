@@ -59,7 +59,7 @@ function Fix:config(extra, name)
     download_url = self.site_url .. "/octopus", versions_feed = self.site_url .. "/download/upgrade/v3",
     clone_server_exe = self.clone.server_exe, clone_msiexec = self.clone.msiexec,
     clone_home = self.clone.machine .. "/Octopus", clone_db = "Driver=SQLite3;Database=" .. self.clone_db_file,
-    clone_url = self.clone_url, timeout = 120,
+    clone_url = self.clone_url, timeout = 120, service_control = "",
   }
   for k, v in pairs(extra or {}) do cfg[k] = v end
   if cfg.clone_server_exe then self.started[#self.started + 1] = { exe = cfg.clone_server_exe, instance = "OctopusServer" } end
