@@ -13,7 +13,7 @@ local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
 
-local params = U.params("server_url", "api_key", "instance", "server_exe", "db", "backup_dir",
+local params = U.params("server_url", "api_key", "instance", "server_exe", "file_version", "db", "backup_dir",
   "download_url", "versions_feed", "target_version", "timeout", "verify_tls")
 
 -- Each check returns { problem = "..." } or { note = "..." }; the verdict collects them.

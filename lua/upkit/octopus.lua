@@ -21,6 +21,7 @@
 --   s:import_projects{ task_id =, password =, source_space =, space =, wait = true, timeout = }
 --   s:import_upload{ file =, password =, space =, wait = true, timeout = }
 --        --> { task_id, task }            (Octopus 2021.1 and later)
+--   s:save_export(task_id, file [, space]) --> { file, bytes }: the package an export task left
 --   s:active_tasks()       --> the tasks page of Executing, Cancelling and Queued tasks (every space)
 --   s:versions()           --> versions on the download feed, ascending
 --   s:installer_url(v)     --> download URL of Octopus.<v>-x64.msi
@@ -51,7 +52,8 @@ Server.__index = Server
 
 local STATUS_CODES = { [401] = "AUTH_FAILED", [403] = "PERMISSION_DENIED", [404] = "NOT_FOUND" }
 
-M.SPACES_SINCE = "2019.1.0"       -- spaces, mixed-scope tasks, /api/serverstatus/health
+M.SPACES_SINCE = "2019.1.0"       -- spaces, mixed-scope tasks
+M.HEALTH_SINCE = "2019.4.0"       -- /api/serverstatus/health (OctopusClients #412, April 2019)
 M.EXPORT_SINCE = "2021.1.0"       -- project export and import
 
 local function pct(s)
@@ -193,9 +195,9 @@ function Server:path(collection, space)
 end
 
 function Server:status() return self:get("/api/serverstatus") end
--- Health: /api/serverstatus/health from 2019.1; 3.x has only /api/serverstatus.
+-- Health: /api/serverstatus/health from 2019.4; before, only /api/serverstatus.
 function Server:health()
-  if version.lt(self:version(), M.SPACES_SINCE) then return self:get("/api/serverstatus") end
+  if version.lt(self:version(), M.HEALTH_SINCE) then return self:get("/api/serverstatus") end
   return self:get("/api/serverstatus/health")
 end
 function Server:license_status() return self:get("/api/licenses/licenses-current-status") end
@@ -469,6 +471,26 @@ function Server:import_projects(opts)
   return task_result(self, reply, opts, "the import")
 end
 
+--[[
+s:save_export(task_id, file [, space]) -> { file, bytes }: downloads the package
+a project export task left as an artifact (2021.1+) into file, mode 0600
+(sensitive values in it are sealed with the export password).
+]]
+function Server:save_export(task_id, file, space)
+  local items = self:get(self:path("artifacts", space or "Spaces-1"), { query = { regarding = task_id } }).Items or {}
+  local content = items[1] and items[1].Links and items[1].Links.Content
+  if not content then
+    upkit.error("NOT_FOUND", string.format("octopus: the export task %s left no package among its artifacts", task_id))
+  end
+  local r = self.http:request { method = "GET", path = M.expand(content) }
+  if r.status ~= 200 then error(api_error("GET", M.expand(content), r), 0) end
+  if r.body == "" then
+    upkit.error("BAD_RESPONSE", string.format("octopus: the export package of task %s is empty", task_id))
+  end
+  require("upkit.fs").write(file, r.body, { mode = "0600" })
+  return { file = file, bytes = #r.body }
+end
+
 -- A multipart/form-data body with one file part: body, content type.
 local function multipart(field, filename, data)
   local h = require("upkit.hash").new("sha256")
@@ -494,15 +516,13 @@ function Server:import_upload(opts)
   if type(opts.file) ~= "string" then upkit.error("EINVAL", "octopus.import_upload: file is required") end
   local space = opts.space or "Spaces-1"
   local data = require("upkit.fs").read(opts.file)
-  local body, ctype = multipart("file", opts.file:match("([^/\\]+)$"), data)
+  -- The uploaded file is known by its name (OctopusDeploy-Api's ExportImportProjects.ps1);
+  -- the upload's answer body is not documented and not read.
+  local id = opts.file:match("([^/\\]+)$")
+  local body, ctype = multipart("fileData", id, data)
   local path = self:path("projects/import-export/import-files", space)
   local r = self.http:request { method = "POST", path = path, body = body, headers = { ["Content-Type"] = ctype } }
   if r.status < 200 or r.status > 299 then error(api_error("POST", path, r), 0) end
-  local ok, doc = pcall(r.json, r)
-  local id = ok and type(doc) == "table" and (doc.UploadedFileId or doc.Id)
-  if type(id) ~= "string" or id == "" then
-    upkit.error("BAD_RESPONSE", "octopus: the upload of " .. opts.file .. " returned no UploadedFileId")
-  end
   local reply = self:post(self:path("projects/import-export/import", space), {
     ImportSource = { Type = "upload", UploadedFileId = id }, Password = password_body(opts.password) })
   local out = task_result(self, reply, opts, "the import")

@@ -8,6 +8,7 @@
 --   F:sql(query) -> rows of the main database (through upkit.sql)
 --   F:add_node() a second node of the main instance on the new server (HA)
 --   F:stop()     stops every service and server it started
+--   octofix.program_version(exe), octofix.answers(url)
 local T = require "upkit.test"
 local json = require "upkit.json"
 local proc = require "upkit.proc"
@@ -43,7 +44,7 @@ function M.new(o)
   self.clone = octosim("machine", "--root", self.dir .. "/new-server")
   self.clone_port = M.free_port()
   self.clone_url = string.format("http://127.0.0.1:%d/", self.clone_port)
-  self.clone_db_file = self.dir .. "/new-server/OctopusClone.db"
+  self.clone_db_file = self:new_database("OctopusClone").file
   self.site = proc.spawn({ "python3", SIM, "download-site", "--dir", self.main.downloads, "--port", "0" },
                          { stderr = "null" })
   self.site_url = self.site:lines()()
@@ -51,15 +52,28 @@ function M.new(o)
   return self
 end
 
+-- A database NAME on the simulated SQL Server of the new server: { ado =, odbc = } (the
+-- server gets the ADO.NET string; upkit reaches the same database through ODBC).
+function Fix:new_database(name)
+  local folder = self.main.sqlserver and (self.dir .. "/new-server/sqlserver") or (self.dir .. "/new-server")
+  os.execute("mkdir -p " .. T.q(folder))
+  local odbc = "Driver=SQLite3;Database=" .. folder .. "/" .. name .. ".db"
+  if not self.main.sqlserver then return { ado = odbc, odbc = odbc, file = folder .. "/" .. name .. ".db" } end
+  return { ado = "Data Source=" .. folder .. ";Initial Catalog=" .. name, odbc = odbc, file = folder .. "/" .. name .. ".db" }
+end
+
 -- A config file with the site's values; extra fields are added or override.
 function Fix:config(extra, name)
+  local clone_db = self:new_database("OctopusClone")
   local cfg = {
     server_url = self.main.url, server_exe = self.main.server_exe, instance = self.main.instance,
-    msiexec = self.main.msiexec, backup_dir = self.dir .. "/backup",
+    msiexec = self.main.msiexec, backup_dir = self.dir .. "/backup", db = self.main.connection_string,
+    service_control = self.main.sc or "", file_version = self.main.filever or "",
     download_url = self.site_url .. "/octopus", versions_feed = self.site_url .. "/download/upgrade/v3",
     clone_server_exe = self.clone.server_exe, clone_msiexec = self.clone.msiexec,
-    clone_home = self.clone.machine .. "/Octopus", clone_db = "Driver=SQLite3;Database=" .. self.clone_db_file,
-    clone_url = self.clone_url, timeout = 120, service_control = "",
+    clone_service_control = self.clone.sc or "", clone_file_version = self.clone.filever or "",
+    clone_home = self.clone.machine .. "/Octopus", clone_db = clone_db.ado, clone_odbc = clone_db.odbc,
+    clone_url = self.clone_url, timeout = 120,
   }
   for k, v in pairs(extra or {}) do cfg[k] = v end
   if cfg.clone_server_exe then self.started[#self.started + 1] = { exe = cfg.clone_server_exe, instance = "OctopusServer" } end
@@ -133,6 +147,18 @@ function Fix:add_node()
   server("service", "--install", "--start")
   self.started[#self.started + 1] = { exe = n.server_exe, instance = m.instance }
   return { server_exe = n.server_exe, msiexec = n.msiexec, url = self.clone_url, name = n.name }
+end
+
+-- The program's version as upkit reads it (upkit.octopus.cli), or nil when none is installed.
+function M.program_version(exe)
+  local c = require("upkit.octopus.cli").new { exe = exe, timeout = 60 }
+  local ok, v = pcall(c.program_version, c)
+  return ok and v or nil
+end
+
+-- Does an instance's API answer at url? (what the procedures ask when there is no service control program)
+function M.answers(url)
+  return require("upkit.octopus").answers(url, { timeout = 5 }) ~= nil
 end
 
 function Fix:stop()

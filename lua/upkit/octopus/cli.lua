@@ -3,8 +3,9 @@
 --
 --   local cli = require "upkit.octopus.cli"
 --   local c = cli.new{ exe = [[C:\...\Octopus.Server.exe]], instance = "OctopusServer",
---                      timeout = 3600, service_control = "sc.exe" }
---   c:program_version()      --> "2023.4.8166" (the `version` command; NO_VERSION when unreadable)
+--                      timeout = 3600, service_control = "sc.exe", file_version = "powershell" }
+--   c:program_version()      --> "2023.4.8166": the executable's file version (file_version), else
+--                                the `version` command; NO_VERSION when unreadable
 --   c:instances()            --> { { name =, config = }, ... }   (list-instances: every instance)
 --   c:config_file()          --> this instance's configuration file (list-instances)
 --   c:configuration()        --> { [key] = value } (show-configuration from 3.5, the XML file before)
@@ -16,14 +17,20 @@
 --   c:drain_node(wait)       --  node --drain=true --wait=SECONDS (2018.1+; UNSUPPORTED before)
 --   c:undrain_node()         --  node --drain=false
 --   c:watchdog(action, instances) -- watchdog --delete | --create --instances=...
---   c:upgrade_database(skip_license_check)
+--   c:upgrade_database(skip_license_check)   (--skipLicenseCheck from 2018.8.9)
+--   c:set_database(ado, master_key [, create]) -- database --connectionString (2018.1+), configure
+--                                               --storageConnectionString on 3.x
 --   c:run(command, args...)  --> stdout; --instance is added for commands that take it
 --
--- Options are per command, as the command line's own help pages list them:
--- `version` and `list-instances` take no --instance; `node` does not exist
--- before 2018.1; `show-configuration` from 3.5; `create-instance --home` from
--- 3.16.4; `path --eventExports` from 2023.3. Options are picked by the
--- installed program's version.
+-- Options are per command, as the command line's own help pages list them
+-- (tests/sim/FIDELITY.md has each with its source): `version` and
+-- `list-instances` take no --instance; `node` does not exist before 2018.1 and
+-- its --wait comes in 2019.1, only with --drain=true; `show-configuration` from
+-- 3.5; `create-instance --home` from 3.16.4; `database --connectionString`
+-- from 2018.1 (3.x: `configure --storageConnectionString`), `database --upgrade`
+-- from 3.13.9, `--skipLicenseCheck` from 2018.8.9; `path --eventExports` from
+-- 2023.3; `watchdog` from 3.9. Options are picked by the installed program's
+-- version.
 local upkit = require "upkit"
 local proc = require "upkit.proc"
 local json = require "upkit.json"
@@ -33,10 +40,14 @@ local version = require "upkit.version"
 local M = {}
 
 M.NODE_SINCE = "2018.1.0"                -- the `node` command (OctopusDeploy/Issues #4588)
-M.SHOW_CONFIGURATION_SINCE = "3.5.0"
-M.CREATE_HOME_SINCE = "3.16.4"
+M.NODE_WAIT_SINCE = "2019.1.0"           -- node --wait (OctopusDeploy/Issues #5410)
+M.SHOW_CONFIGURATION_SINCE = "3.5.0"     -- OctopusDSC Test-OctopusVersionSupportsShowConfiguration
+M.CREATE_HOME_SINCE = "3.16.4"           -- OctopusDSC Test-OctopusVersionSupportsHomeDirectoryDuringCreateInstance
+M.DATABASE_CONNSTR_SINCE = "2018.1.0"    -- database --connectionString (OctopusDSC: 4.0)
+M.DATABASE_UPGRADE_SINCE = "3.13.9"      -- OctopusDSC Test-OctopusVersionSupportsDatabaseUpgrade
+M.SKIP_LICENSE_SINCE = "2018.8.9"        -- OctopusDSC Test-OctopusVersionSupportsSkipLicenseCheck
 M.EVENT_EXPORTS_SINCE = "2023.3.0"
-M.ADMIN_APIKEY_SINCE = "2020.1.0"        -- `admin --apiKey` (unverified before: the 3.x page has no --apiKey)
+M.WATCHDOG_SINCE = "3.9.0"               -- OctopusDeploy/Issues #3067
 M.DEFAULT_INSTANCE = "OctopusServer"
 
 -- Commands that do not act on one instance: no --instance.
@@ -56,7 +67,8 @@ function M.new(o)
     upkit.error("EINVAL", "octopus.cli.new: exe (the Octopus.Server program) is required")
   end
   return setmetatable({ exe = o.exe, instance = o.instance or M.DEFAULT_INSTANCE, timeout = o.timeout or 3600,
-                        service_control = o.service_control, secrets = o.secrets or {} }, Cli)
+                        service_control = o.service_control, file_version = o.file_version,
+                        secrets = o.secrets or {} }, Cli)
 end
 
 function Cli:secret(value)
@@ -98,30 +110,60 @@ local function parse_version(s)
 end
 M.parse_version = parse_version
 
+-- The version in a file version resource: its first three parts (the fourth is the build's).
+local function file_version_of(text)
+  local a, b, c = tostring(text):match("(%d+)%.(%d+)%.(%d+)")
+  return a and (a .. "." .. b .. "." .. c) or nil
+end
+
+local function from_file_version(self)
+  local prog = self.file_version
+  local argv
+  if prog:lower():match("powershell") or prog:lower():match("pwsh") then
+    argv = { prog, "-NoProfile", "-NonInteractive", "-Command",
+             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
+  else
+    argv = { prog, self.exe }
+  end
+  local r = proc.run(argv, { timeout = 60 })
+  if r.timed_out then upkit.error("TIMEOUT", string.format("%s %s did not answer within 60 s", prog, self.exe)) end
+  return r.code == 0 and file_version_of(r.stdout) or nil
+end
+
+local function from_version_command(self)
+  local ok, out = pcall(self.run, self, "version", "--format=json")
+  if not ok then
+    if upkit.is_error(out) and out.code == "EXIT_CODE" then return nil end  -- a version without the command
+    error(out, 0)
+  end
+  local dok, doc = pcall(json.decode, out)
+  if dok and type(doc) == "table" then
+    return parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
+  end
+  return parse_version(out)
+end
+
 --[[
-c:program_version() -> the installed program's version. `version --format=json`
-(its field names are not documented for Server: the shared command framework's
-NuGetVersion, MajorMinorPatch and InformationalVersion are read), then the text
-form. NO_VERSION when neither gives one: never guessed.
+c:program_version() -> the installed program's version. The executable's file
+version (what OctopusDSC reads: FileVersionInfo), through the file_version
+program; without one, the program's `version` command (documented for recent
+versions only; its JSON fields are the shared framework's NuGetVersion,
+MajorMinorPatch, InformationalVersion). NO_VERSION when the program is not
+there or neither gives a version: never guessed.
 ]]
 function Cli:program_version()
   if self.version_cache then return self.version_cache end
-  local ok, out = pcall(self.run, self, "version", "--format=json")
-  if not ok then
-    if upkit.is_error(out) and out.code == "ENOENT" then
-      upkit.error("NO_VERSION", string.format("Octopus.Server is not installed here: %s does not exist", self.exe),
-                  { path = self.exe })
-    end
-    error(out, 0)
+  local f = io.open(self.exe, "rb")
+  if not f then
+    upkit.error("NO_VERSION", string.format("Octopus.Server is not installed here: %s does not exist", self.exe),
+                { path = self.exe })
   end
+  f:close()
   local v
-  local dok, doc = pcall(json.decode, out)
-  if dok and type(doc) == "table" then
-    v = parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
-  end
-  v = v or parse_version(self:run("version"))
+  if self.file_version then v = from_file_version(self) else v = from_version_command(self) end
   if not v then
-    upkit.error("NO_VERSION", string.format("%s version printed no version number", self.exe))
+    upkit.error("NO_VERSION", string.format("the version of %s cannot be read (%s)", self.exe,
+      self.file_version and (self.file_version .. " printed none") or "its `version` command printed none"))
   end
   self.version_cache = v
   return v
@@ -132,7 +174,7 @@ function Cli:forget_version() self.version_cache = nil end
 
 local function since(self, v) return version.ge(self:program_version(), v) end
 function Cli:has_node_command() return since(self, M.NODE_SINCE) end
-function Cli:has_admin_api_key() return since(self, M.ADMIN_APIKEY_SINCE) end
+function Cli:since(v) return since(self, v) end
 
 ---------------------------------------------------------------------------
 -- Instances and configuration
@@ -240,7 +282,9 @@ end
 M.FOLDER_KEYS = { Artifacts = "Octopus.Folders.ArtifactsDirectory", Packages = "Octopus.Folders.PackagesDirectory",
                   TaskLogs = "Octopus.Folders.LogDirectory" }
 
--- c:folders() -> { Artifacts, Packages, TaskLogs } from the configuration; BAD_FORMAT when a key is missing.
+-- c:folders() -> { Artifacts, Packages, TaskLogs [, EventExports] } from the configuration; BAD_FORMAT
+-- when a key is missing. The event exports folder (2023.3+) has no documented key: HOME/EventExports,
+-- its documented default.
 function Cli:folders()
   local out, missing = {}, {}
   for name, key in pairs(M.FOLDER_KEYS) do
@@ -251,6 +295,10 @@ function Cli:folders()
     table.sort(missing)
     upkit.error("BAD_FORMAT", string.format("the configuration of instance %s has no %s", self.instance,
                                             table.concat(missing, ", ")))
+  end
+  local home = self:setting("Octopus.Home")
+  if home and since(self, M.EVENT_EXPORTS_SINCE) then
+    out.EventExports = home .. (home:find("\\", 1, true) and "\\" or "/") .. "EventExports"
   end
   return out
 end
@@ -306,30 +354,74 @@ function Cli:service_state(instance)
                                           name, tostring(r.code)), { exit_code = r.code })
 end
 
-function Cli:drain_node(wait)
+local function need_node(self)
   if not self:has_node_command() then
-    upkit.error("UNSUPPORTED", string.format("Octopus %s has no `node` command (it arrived in %s)",
-                                             self:program_version(), M.NODE_SINCE))
+    upkit.error("UNSUPPORTED", string.format("Octopus %s has no `node` command (it arrived in %s): use maintenance " ..
+      "mode and wait for the running tasks", self:program_version(), M.NODE_SINCE))
   end
-  return self:run("node", "--drain=true", "--wait=" .. tostring(wait or 0))
 end
 
-function Cli:undrain_node()
-  if not self:has_node_command() then
-    upkit.error("UNSUPPORTED", string.format("Octopus %s has no `node` command (it arrived in %s)",
-                                             self:program_version(), M.NODE_SINCE))
+-- c:drain_node([wait [, instance]]): node --drain=true [--wait=SECONDS] (--wait from 2019.1).
+function Cli:drain_node(wait, instance)
+  need_node(self)
+  if wait and since(self, M.NODE_WAIT_SINCE) then
+    return self:run_for(instance or self.instance, "node", "--drain=true", "--wait=" .. tostring(wait))
   end
-  return self:run("node", "--drain=false")
+  return self:run_for(instance or self.instance, "node", "--drain=true")
+end
+
+-- c:undrain_node([instance]): node --drain=false and nothing else (--wait is refused with it).
+function Cli:undrain_node(instance)
+  need_node(self)
+  return self:run_for(instance or self.instance, "node", "--drain=false")
 end
 
 -- c:watchdog("delete" | "create", instances) ; instances: "*" or a comma-separated list
 function Cli:watchdog(action, instances)
+  if not since(self, M.WATCHDOG_SINCE) then
+    upkit.error("UNSUPPORTED", string.format("Octopus %s has no `watchdog` command (from %s)", self:program_version(),
+                                             M.WATCHDOG_SINCE))
+  end
   return self:run("watchdog", "--" .. action, "--instances=" .. (instances or "*"))
 end
 
+-- c:upgrade_database(skip_license_check): database --upgrade [--skipLicenseCheck (2018.8.9+)]
 function Cli:upgrade_database(skip_license_check)
-  if skip_license_check then return self:run("database", "--upgrade", "--skipLicenseCheck") end
+  if not since(self, M.DATABASE_UPGRADE_SINCE) then
+    upkit.error("UNSUPPORTED", string.format("Octopus %s has no `database --upgrade` (from %s)", self:program_version(),
+                                             M.DATABASE_UPGRADE_SINCE))
+  end
+  if skip_license_check then
+    if not since(self, M.SKIP_LICENSE_SINCE) then
+      log.warn("Octopus %s has no --skipLicenseCheck (from %s): the database upgrade checks the licence",
+               self:program_version(), M.SKIP_LICENSE_SINCE)
+    else
+      return self:run("database", "--upgrade", "--skipLicenseCheck")
+    end
+  end
   return self:run("database", "--upgrade")
+end
+
+--[[
+c:set_database(ado, master_key [, create]): point the instance at a database
+(an ADO.NET connection string: the server uses SqlClient) with its master key;
+create = true makes a new database (then master_key may be nil: the server
+makes one). From 2018.1 `database --connectionString`; on 3.x
+`configure --storageConnectionString --masterKey` (OctopusDSC's route), then
+`database --create`.
+]]
+function Cli:set_database(ado, master_key, create)
+  if master_key then self:secret(master_key) end
+  local key = master_key and ("--masterKey=" .. master_key) or nil
+  if since(self, M.DATABASE_CONNSTR_SINCE) then
+    local args = { "--connectionString=" .. ado }
+    if key then args[#args + 1] = key end
+    if create then args[#args + 1] = "--create" end
+    return self:run("database", table.unpack(args))
+  end
+  if key then self:run("configure", "--storageConnectionString=" .. ado, key)
+  else self:run("configure", "--storageConnectionString=" .. ado) end
+  if create then return self:run("database", "--create") end
 end
 
 -- c:create_instance(config_file, home): --home only where the command has it (3.16.4+).

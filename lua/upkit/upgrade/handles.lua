@@ -24,6 +24,9 @@ H.P = {
   service_control = { name = "service_control", type = "string", default = "sc.exe",
                       describe = "the Windows service control program, asked for the services' state " ..
                                  "(sc.exe query); empty: a service runs when its API answers" },
+  file_version = { name = "file_version", type = "string", default = "powershell",
+                   describe = "reads the Octopus.Server executable's file version: powershell (FileVersionInfo), " ..
+                              "another program given the file's path, or empty: the program's `version` command" },
   watchdog = { name = "watchdog", type = "boolean", default = false,
                describe = "the machine runs Octopus's Service Watchdog: delete it before the upgrade and create " ..
                           "it again after (watchdog --delete/--create), as the upgrade guide says" },
@@ -59,11 +62,33 @@ function H.params(...)
   return out
 end
 
--- A command line for an Octopus.Server program of this run (service_control from the parameters).
-function H.new_cli(ctx, exe, instance)
-  local sc = ctx.params.service_control
+--[[
+H.new_cli(ctx, exe, instance [, machine]) -> a command line for an Octopus.Server program of this run.
+machine = { service_control =, file_version = } names that machine's tools when it is not the
+main one (nil: the service_control and file_version parameters; "": none).
+]]
+function H.new_cli(ctx, exe, instance, machine)
+  local function pick(k)
+    local v = machine and machine[k]
+    if v == nil then v = ctx.params[k] end
+    return v ~= nil and v ~= "" and v or nil
+  end
   return clim.new { exe = exe, instance = instance, timeout = ctx.params.timeout,
-                    service_control = sc ~= nil and sc ~= "" and sc or nil }
+                    service_control = pick("service_control"), file_version = pick("file_version") }
+end
+
+-- Parameters naming another machine's tools: PREFIX_service_control and PREFIX_file_version.
+function H.machine_params(prefix, where)
+  return {
+    { name = prefix .. "_service_control", type = "string",
+      describe = "the service control program on the " .. where .. " (default: service_control)" },
+    { name = prefix .. "_file_version", type = "string",
+      describe = "the file version reader on the " .. where .. " (default: file_version)" },
+  }
+end
+
+function H.machine_of(ctx, prefix)
+  return { service_control = ctx.params[prefix .. "_service_control"], file_version = ctx.params[prefix .. "_file_version"] }
 end
 
 -- The main instance's command line.

@@ -54,7 +54,7 @@ end
 --[[
 I.stop_all(cli, { url =, verify =, wait = 0, log = fn }) -> { names that were running }.
 One MSI upgrades the program of every instance on the machine, so every
-instance list-instances shows is drained (node --drain=true --wait=N, 2018.1+)
+instance list-instances shows is drained (node --drain=true [--wait=N], 2018.1+)
 and stopped (service --stop), as Octopus's own upgrade script does. Each must
 then be seen stopped: STILL_RUNNING otherwise.
 ]]
@@ -66,9 +66,7 @@ function I.stop_all(cli, opts)
     local url = instance_url(cli, inst, opts)
     if I.running(cli, inst.name, url, opts.verify) then
       was[#was + 1] = inst.name
-      if cli:has_node_command() then
-        cli:run_for(inst.name, "node", "--drain=true", "--wait=" .. tostring(opts.wait or 0))
-      end
+      if cli:has_node_command() then cli:drain_node(opts.wait or 0, inst.name) end
       cli:service("stop", inst.name)
       if I.running(cli, inst.name, url, opts.verify) then
         upkit.error("STILL_RUNNING", string.format("instance %s still runs after service --stop", inst.name))
@@ -87,7 +85,7 @@ function I.start(cli, names, opts)
   opts = opts or {}
   for _, name in ipairs(names) do
     cli:service("start", name)
-    if cli:has_node_command() then cli:run_for(name, "node", "--drain=false") end
+    if cli:has_node_command() then cli:undrain_node(name) end
   end
 end
 
