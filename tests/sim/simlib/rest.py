@@ -866,7 +866,8 @@ class Ctx:
             b = self.need_body()
             if not b.get("Name"):
                 raise HttpError(400, "The space Name is required", ["Name is required"])
-            sid = schema.allocate(self.c, "Spaces")
+            n = self.c.execute("SELECT MAX(CAST(SUBSTR(Id, 8) AS INTEGER)) FROM Space").fetchone()[0] or 0
+            sid = "Spaces-%d" % (n + 1)
             doc = {"Id": sid, "Name": b["Name"], "Slug": b["Name"].lower().replace(" ", "-"),
                    "Description": b.get("Description") or "", "IsDefault": False,
                    "SpaceManagersTeams": b.get("SpaceManagersTeams") or ["teams-administrators"],
