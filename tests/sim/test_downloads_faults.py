@@ -154,11 +154,11 @@ class Sandbox(SimCase):
         api = Api(info["port"], info["api_key"])
         self.assertEqual(api.get("/api")["Version"], "3.17.14")
         api.close()
-        with open(os.path.join(info["home"], "octosim-service.pid")) as f:
-            pid = int(f.read())
+        pid = self.service_pid(info)
+        self.assertIsNotNone(pid)
         os.kill(p.pid, signal.SIGTERM)
         self.assertEqual(p.wait(20), 0)
-        from simlib.servercli import alive
+        from simlib.winsvc import alive
         self.assertFalse(alive(pid))
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", info["port"]), timeout=1).close()
