@@ -76,10 +76,15 @@ local function online(api)
   return names
 end
 
--- Nodes of the cluster's database not marked offline (OctopusServerNode.IsOffline).
+-- Nodes that have not marked themselves offline: OctopusServerNodeStatus (liveness from
+-- 2019, OctopusDeploy/Issues #5729), read only. nil before 2019 (no such table: a
+-- node's liveness was its LastSeen in OctopusServerNode, which the upgrade of those
+-- versions does not check).
 local function not_offline(db)
+  if not U.table_exists(db, "OctopusServerNodeStatus") then return nil end
   local names = {}
-  for row in db:rows("SELECT Name FROM OctopusServerNode WHERE IsOffline = 0 OR IsOffline IS NULL ORDER BY Name") do
+  for row in db:rows("SELECT n.Name AS Name FROM OctopusServerNodeStatus s JOIN OctopusServerNode n ON n.Id = s.Id " ..
+                     "WHERE s.IsOffline = 0 OR s.IsOffline IS NULL ORDER BY n.Name") do
     names[#names + 1] = row.Name
   end
   return names
@@ -147,9 +152,17 @@ return {
           ctx.log("%s: drained and stopped", node.label)
         end
         U.set_api(ctx, nil)
-        local db <close> = U.connect(U.db_connection(ctx))
+        local function poll()  -- a new connection each time: no snapshot or lock held while the nodes write
+          local db <close> = U.connect(U.db_connection(ctx))
+          return not_offline(db)
+        end
         local deadline = upkit.now() + ctx.params.node_offline_timeout
-        local left = not_offline(db)
+        local left = poll()
+        if not left then
+          ctx.log("Octopus %s keeps no node status (OctopusServerNodeStatus arrived in 2019): nothing to wait for",
+                  ctx.state.source_version)
+          left = {}
+        end
         while #left > 0 do
           if upkit.now() > deadline then
             upkit.error("STILL_RUNNING", string.format("after %g s these nodes have not marked themselves offline: %s; " ..
@@ -157,7 +170,7 @@ return {
               table.concat(left, ", ")))
           end
           upkit.sleep(1)
-          left = not_offline(db)
+          left = poll()
         end
         ctx.log("every node is offline")
         return { stopped_by_node = stopped }

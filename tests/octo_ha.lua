@@ -18,7 +18,9 @@ local function node_api(url, path)
   return c:get(path):json()
 end
 
-local cli_version = octofix.program_version
+local function cli_version(exe)
+  return octofix.program_version(exe, exe == F.main.server_exe and F.main.filever or F.clone.filever)
+end
 local function running(url) return octofix.answers(url) end
 
 T.test("the fixture is a cluster: two nodes online on one database", function()
@@ -54,9 +56,11 @@ T.test("a node that cannot be reached fails the check before any change", functi
 end)
 
 T.test("ha-upgrade stops both nodes, upgrades the database once, then every node, and tests the cluster", function()
-  local pidfile = F.clone.machine .. "/Octopus/octosim-service.pid"
+  local pidfile = F.clone.machine .. "/services/OctopusDeploy.pid"
   local pid_before = T.read_file(pidfile)
-  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec })
+  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec,
+                         other_service_controls = F.clone.sc, other_file_versions = F.clone.filever,
+                         node_offline_timeout = 60 })
   local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
   T.eq(code, 0, out .. err)
   T.contains(out, "(" .. node2.server_exe .. "): drained and stopped")

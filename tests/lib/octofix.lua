@@ -102,14 +102,15 @@ end
 function Fix:sql(q, ...) return M.query(self.main.connection_string, q, ...) end
 
 -- Every row of every table of a SQLite database, ordered: for row-for-row
--- comparisons. A running server's heartbeat (OctopusServerNode.LastSeen) is left out.
+-- comparisons. A running server's heartbeat (LastSeen of OctopusServerNode and
+-- OctopusServerNodeStatus) is left out.
 function M.dump(conn)
   local db <close> = sql.connect(conn)
   local out = {}
   for t in db:rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") do
     local rows = db:query("SELECT * FROM [" .. t.name .. "] ORDER BY 1")
     rows.columns = nil
-    if t.name == "OctopusServerNode" then
+    if t.name == "OctopusServerNode" or t.name == "OctopusServerNodeStatus" then
       for _, r in ipairs(rows) do r.LastSeen = nil end
     end
     out[t.name] = rows
@@ -142,16 +143,17 @@ function Fix:add_node()
     proc.run(argv, { timeout = 120, ok = { 0 } })
   end
   server("create-instance", "--config=" .. home .. "/" .. m.instance .. ".config", "--home=" .. home)
-  server("database", "--connectionString=" .. m.connection_string, "--masterKey=" .. m.master_key)
+  server("database", "--connectionString=" .. m.sql_connection_string, "--masterKey=" .. m.master_key)
   server("configure", "--home=" .. home, "--webListenPrefixes=" .. self.clone_url)
   server("service", "--install", "--start")
   self.started[#self.started + 1] = { exe = n.server_exe, instance = m.instance }
   return { server_exe = n.server_exe, msiexec = n.msiexec, url = self.clone_url, name = n.name }
 end
 
--- The program's version as upkit reads it (upkit.octopus.cli), or nil when none is installed.
-function M.program_version(exe)
-  local c = require("upkit.octopus.cli").new { exe = exe, timeout = 60 }
+-- The program's version as upkit reads it (upkit.octopus.cli, through the machine's
+-- file version stand-in), or nil when none is installed.
+function M.program_version(exe, filever)
+  local c = require("upkit.octopus.cli").new { exe = exe, timeout = 60, file_version = filever }
   local ok, v = pcall(c.program_version, c)
   return ok and v or nil
 end
