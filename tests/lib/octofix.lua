@@ -6,7 +6,8 @@
 --   F:config{ extra = ... } -> path of a config file for the procedures
 --   F:upkit(args [, env]) -> stdout, stderr, exit code
 --   F:sql(query) -> rows of the main database (through upkit.sql)
---   F:add_node() a second node of the main instance on the new server (HA)
+--   F:machine(name) another empty server; F:add_node([machine]) a second node of the
+--                main instance on the new server or that machine (HA)
 --   F:stop()     stops every service and server it started
 --   octofix.program_version(exe), octofix.answers(url)
 local T = require "upkit.test"
@@ -20,8 +21,14 @@ Fix.__index = Fix
 
 local SIM = "tests/sim/octosim.py"
 
+-- A stopped 2019+ node marks itself offline a moment later from a forked child of the
+-- simulated server, which keeps the server's listening socket meanwhile: a start within
+-- that delay fails with "Address already in use". The fixtures shorten the delay.
+M.ENV = { OCTOSIM_FAULT_NODE_OFFLINE_DELAY = "0.05" }
+local ENV_SH = "OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05"
+
 local function octosim(...)
-  local r = proc.run({ "python3", SIM, ... }, { timeout = 120, ok = { 0 } })
+  local r = proc.run({ "python3", SIM, ... }, { timeout = 120, ok = { 0 }, env = M.ENV })
   return json.decode(r.stdout)
 end
 M.octosim = octosim
@@ -46,7 +53,7 @@ function M.new(o)
   self.clone_url = string.format("http://127.0.0.1:%d/", self.clone_port)
   self.clone_db_file = self:new_database("OctopusClone").file
   self.site = proc.spawn({ "python3", SIM, "download-site", "--dir", self.main.downloads, "--port", "0" },
-                         { stderr = "null" })
+                         { stderr = "null", env = M.ENV })
   self.site_url = self.site:lines()()
   T.write_file(self.dir .. "/api-key", self.main.api_key .. "\n")
   return self
@@ -83,7 +90,7 @@ function Fix:config(extra, name)
 end
 
 -- Run upkit in the fixture's folder: stdout, stderr, exit code.
-function Fix:upkit(args, env) return T.run_upkit(self.dir, args, { env = env }) end
+function Fix:upkit(args, env) return T.run_upkit(self.dir, args, { env = ENV_SH .. " " .. (env or "") }) end
 
 -- The arguments every procedure run gets: config, API key file, runs folder.
 function Fix:args(config)
@@ -129,25 +136,44 @@ function Fix:api(path, key)
   return c:get(path):json()
 end
 
--- A second node of the main instance on the new server (high availability): the
--- main version installed, an instance on the same database with the same master
--- key, listening on clone_url, started. -> { server_exe, msiexec, url, name }
-function Fix:add_node()
-  local n, m = self.clone, self.main
+-- Another empty server: octosim machine's JSON plus url (a free port on 127.0.0.1).
+function Fix:machine(name)
+  local m = octosim("machine", "--root", self.dir .. "/" .. name)
+  m.url = string.format("http://127.0.0.1:%d/", M.free_port())
+  return m
+end
+
+-- A second node of the main instance on the new server (high availability), or on
+-- machine n: the main version installed, an instance on the same database with the
+-- same master key, listening on n.url (default clone_url), started.
+-- -> { server_exe, msiexec, sc, filever, url, name }
+function Fix:add_node(n)
+  n = n or self.clone
+  local url = n.url or self.clone_url
+  local m = self.main
   local msi = m.downloads .. "/Octopus." .. m.version .. "-x64.msi"
   proc.run({ n.msiexec, "/i", msi, "/quiet" }, { timeout = 120, ok = { 0 } })
   local home = n.machine .. "/Octopus"
   local function server(...)
     local argv = { n.server_exe, ... }
     argv[#argv + 1] = "--instance=" .. m.instance
-    proc.run(argv, { timeout = 120, ok = { 0 } })
+    proc.run(argv, { timeout = 120, ok = { 0 }, env = M.ENV })
   end
-  server("create-instance", "--config=" .. home .. "/" .. m.instance .. ".config", "--home=" .. home)
-  server("database", "--connectionString=" .. m.sql_connection_string, "--masterKey=" .. m.master_key)
-  server("configure", "--home=" .. home, "--webListenPrefixes=" .. self.clone_url)
+  local v = require "upkit.version"
+  if v.ge(m.version, "3.16.4") then
+    server("create-instance", "--config=" .. home .. "/" .. m.instance .. ".config", "--home=" .. home)
+  else
+    server("create-instance", "--config=" .. home .. "/" .. m.instance .. ".config")
+  end
+  if v.ge(m.version, "2018.1.0") then
+    server("database", "--connectionString=" .. m.sql_connection_string, "--masterKey=" .. m.master_key)
+  else
+    server("configure", "--storageConnectionString=" .. m.sql_connection_string, "--masterKey=" .. m.master_key)
+  end
+  server("configure", "--home=" .. home, "--webListenPrefixes=" .. url)
   server("service", "--install", "--start")
   self.started[#self.started + 1] = { exe = n.server_exe, instance = m.instance }
-  return { server_exe = n.server_exe, msiexec = n.msiexec, url = self.clone_url, name = n.name }
+  return { server_exe = n.server_exe, msiexec = n.msiexec, sc = n.sc, filever = n.filever, url = url, name = n.name }
 end
 
 -- The program's version as upkit reads it (upkit.octopus.cli, through the machine's
@@ -165,7 +191,7 @@ end
 
 function Fix:stop()
   for _, s in ipairs(self.started) do
-    pcall(proc.run, { s.exe, "service", "--stop", "--instance=" .. s.instance }, { timeout = 60 })
+    pcall(proc.run, { s.exe, "service", "--stop", "--instance=" .. s.instance }, { timeout = 60, env = M.ENV })
   end
   if self.site then self.site:close() self.site = nil end
 end
