@@ -180,11 +180,7 @@ return {
     S.backup_folders(),
     S.write_manifest(),
     S.upgrade("upgrade-this-node", "install each version on the path on this node and upgrade the database",
-      function(ctx)
-        local site = S.main_site(false)(ctx)
-        site.restart = ctx.state.stopped_by_node[1]
-        return site
-      end),
+      S.main_site(false)),
     {
       name = "install-other-nodes",
       describe = "install the target version on the other nodes (their database is upgraded already)",
@@ -204,16 +200,11 @@ return {
     },
     {
       name = "start-and-undrain",
-      describe = "start every node's stopped instances and take them out of drain",
+      describe = "start the instance on every node and take it out of drain",
       run = function(ctx)
-        for i, node in ipairs(nodes(ctx)) do
-          local names = { ctx.params.instance }
-          for _, n in ipairs(ctx.state.stopped_by_node[i] or {}) do
-            if n:lower() ~= ctx.params.instance:lower() then names[#names + 1] = n end
-          end
-          U.start(node.cli, names)
-        end
+        for _, node in ipairs(nodes(ctx)) do U.start(node.cli, { ctx.params.instance }) end
         U.set_api(ctx, U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
+        for i, node in ipairs(nodes(ctx)) do U.others_left_stopped(ctx, node.cli, ctx.state.stopped_by_node[i]) end
       end,
     },
     {

@@ -7,8 +7,9 @@
 -- every instance of the machine (one MSI upgrades them all); back up the
 -- database (and the folders when the major version changes); install each
 -- version of the path, checking the program's version, and upgrade the
--- database; start the instances again and undrain them; create the watchdog
--- again; test; maintenance mode off. If a step fails, `upkit run rollback` with
+-- database; start the instance again and undrain it (other instances of the
+-- machine stay stopped: their databases need their own upgrade, and the run
+-- says so); create the watchdog again; test; maintenance mode off. If a step fails, `upkit run rollback` with
 -- the same backup_dir puts the previous version back.
 local U = require "upkit.upgrade"
 local S = U.steps

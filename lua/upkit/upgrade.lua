@@ -31,6 +31,7 @@ U.installation_id, U.counts, U.previous_versions, U.schema_version = D.installat
 U.restore_database, U.new_guid, U.table_exists = D.restore, D.new_guid, D.table_exists
 U.backup_folders, U.restore_folders, U.tree_size, U.read_manifest = F.backup, F.restore, F.tree_size, F.read_manifest
 U.running, U.stop_all, U.start, U.wait_api = I.running, I.stop_all, I.start, I.wait_api
+U.others_left_stopped = I.others_left_stopped
 U.upgrade_instance, U.test_instance, U.released_versions, U.fetch = I.upgrade, I.test, I.released, I.fetch
 U.odbc_connection, U.ado_connection = C.odbc, C.ado
 U.steps = require "upkit.upgrade.steps"

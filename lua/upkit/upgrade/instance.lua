@@ -6,7 +6,8 @@
 --   I.stop_all(cli, opts)                      --> names of the instances that were running
 --   I.start(cli, names, opts)                  --  service --start, node --drain=false
 --   I.wait_api(url, api_key, verify, timeout)  --> REST server, once /api answers with the key
---   I.upgrade(ctx, target, { cli =, url =, msiexec =, db =, start =, restart = }) --> versions installed
+--   I.upgrade(ctx, target, { cli =, url =, msiexec =, db =, start = }) --> versions installed
+--   I.others_left_stopped(ctx, cli, names)     -- says which other instances stay stopped, and why
 --   I.test(ctx, api, db, expect)               --> { version }, or TEST_FAILED
 local upkit = require "upkit"
 local fs = require "upkit.fs"
@@ -123,8 +124,7 @@ function I.fetch(ctx, v)
 end
 
 --[[
-I.upgrade(ctx, target, { cli =, url =, msiexec =, db = ODBC string, start = true, restart = { names } })
--> versions installed.
+I.upgrade(ctx, target, { cli =, url =, msiexec =, db = ODBC string, start = true }) -> versions installed.
 Installs each version of the upgrade path in turn: download and check the
 installer, stop every instance of the machine, install, check the program's
 version, upgrade the database. The path starts at the older of the program's
@@ -132,8 +132,8 @@ version and the version whose database upgrade last completed (the
 installation history): after a failed database upgrade the program is newer
 than the schema. A hop whose program is installed is not installed again, so
 a resumed upgrade goes on where it stopped. At the end (unless start = false)
-the instances that ran before, and those in restart, are started again (this
-one always).
+this instance is started and undrained; other instances of the machine stay
+stopped (I.others_left_stopped).
 ]]
 function I.upgrade(ctx, target, site)
   local cli = site.cli
@@ -150,15 +150,12 @@ function I.upgrade(ctx, target, site)
   local hops = V.upgrade_path(current, target, I.released(ctx))
   if #hops == 0 then ctx.log("already at %s", current) end
   if #hops > 1 then ctx.log("upgrade path: %s -> %s", current, table.concat(hops, " -> ")) end
-  local restart = { cli.instance }
-  for _, name in ipairs(site.restart or {}) do
-    if name:lower() ~= cli.instance:lower() then restart[#restart + 1] = name end
-  end
+  local others = {}
   local done = {}
   for _, hop in ipairs(hops) do
     local inst = I.fetch(ctx, hop)
     for _, name in ipairs(I.stop_all(cli, { url = site.url, verify = ctx.params.verify_tls, log = ctx.log })) do
-      if name:lower() ~= cli.instance:lower() then restart[#restart + 1] = name end
+      others[#others + 1] = name
     end
     if version.lt(cli:program_version(), hop) then
       local r = V.install(site.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
@@ -169,8 +166,30 @@ function I.upgrade(ctx, target, site)
     cli:upgrade_database(ctx.params.skip_license_check)
     done[#done + 1] = hop
   end
-  if site.start ~= false then I.start(cli, restart) end
+  if site.start ~= false then
+    I.start(cli, { cli.instance })
+    I.others_left_stopped(ctx, cli, others)
+  end
   return done
+end
+
+--[[
+I.others_left_stopped(ctx, cli, names): the instances of names other than cli's
+own were stopped because the MSI upgrades the program of every instance on the
+machine; their databases are still at the old version, and upgrading them
+without their own backup is not this procedure's to do. They stay stopped, and
+the run says what each needs.
+]]
+function I.others_left_stopped(ctx, cli, names)
+  local seen = {}
+  for _, name in ipairs(names or {}) do
+    if name:lower() ~= cli.instance:lower() and not seen[name:lower()] then
+      seen[name:lower()] = true
+      ctx.warn("instance %s of this machine was stopped for the upgrade and stays stopped: its program is now " ..
+               "Octopus %s; back up its database, run `%s database --upgrade --instance=%s`, then start it",
+               name, cli:program_version(), cli.exe, name)
+    end
+  end
 end
 
 --[[

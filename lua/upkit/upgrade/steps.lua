@@ -269,24 +269,21 @@ end
 function S.main_site(start)
   return function(ctx)
     return { cli = H.cli(ctx), msiexec = ctx.params.msiexec, db = H.db_connection(ctx), url = ctx.params.server_url,
-             start = start, restart = ctx.state.stopped_instances }
+             start = start }
   end
 end
 
--- Start the instances stopped before (and this one), take them out of drain, wait for the API.
+-- Start the instance, take it out of drain, wait for the API; say which other instances stay stopped.
 function S.start_and_undrain(name)
   return {
     name = name or "start-and-undrain",
-    describe = "start the instances stopped for the upgrade, take them out of drain, wait until the API answers",
+    describe = "start the instance, take it out of drain, wait until the API answers",
     run = function(ctx)
       local cli = H.cli(ctx)
-      local names = { ctx.params.instance }
-      for _, n in ipairs(ctx.state.stopped_instances or {}) do
-        if n:lower() ~= ctx.params.instance:lower() then names[#names + 1] = n end
-      end
-      I.start(cli, names)
+      I.start(cli, { ctx.params.instance })
       H.set_api(ctx, I.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
-      ctx.log("started %s", table.concat(names, ", "))
+      ctx.log("instance %s started", ctx.params.instance)
+      I.others_left_stopped(ctx, cli, ctx.state.stopped_instances)
     end,
   }
 end
