@@ -146,9 +146,11 @@ end
 -- A second node of the main instance on the new server (high availability), or on
 -- machine n: the main version installed, an instance on the same database with the
 -- same master key, listening on n.url (default clone_url), started.
+-- opts.env: the environment of its commands (default octofix.ENV).
 -- -> { server_exe, msiexec, sc, filever, url, name }
-function Fix:add_node(n)
+function Fix:add_node(n, opts)
   n = n or self.clone
+  local env = opts and opts.env or M.ENV
   local url = n.url or self.clone_url
   local m = self.main
   local msi = m.downloads .. "/Octopus." .. m.version .. "-x64.msi"
@@ -157,7 +159,7 @@ function Fix:add_node(n)
   local function server(...)
     local argv = { n.server_exe, ... }
     argv[#argv + 1] = "--instance=" .. m.instance
-    proc.run(argv, { timeout = 120, ok = { 0 }, env = M.ENV })
+    proc.run(argv, { timeout = 120, ok = { 0 }, env = env })
   end
   local v = require "upkit.version"
   if v.ge(m.version, "3.16.4") then

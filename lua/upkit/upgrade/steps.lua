@@ -222,6 +222,10 @@ function S.download_installers()
   return {
     name = "download-installers",
     describe = "download and check the installers of every version on the upgrade path",
+    check = function(ctx)  -- the path exists (known stops, no broken range) before anything changes
+      V.upgrade_path(H.api(ctx):version(), H.target(ctx), I.released(ctx))
+      return true
+    end,
     run = function(ctx)
       local target = H.target(ctx)
       local hops = V.upgrade_path(ctx.state.source_version, target, I.released(ctx))
