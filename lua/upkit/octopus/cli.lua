@@ -6,6 +6,7 @@
 --                      timeout = 3600, service_control = "sc.exe", file_version = "powershell" }
 --   c:program_version()      --> "2023.4.8166": the executable's file version (file_version), else
 --                                the `version` command; NO_VERSION when unreadable
+--   c:installed_version()    --> the same read afresh, or nil when there is none
 --   c:instances()            --> { { name =, config = }, ... }   (list-instances: every instance)
 --   c:config_file()          --> this instance's configuration file (list-instances)
 --   c:configuration()        --> { [key] = value } (show-configuration from 3.5, the XML file before)
@@ -171,6 +172,16 @@ end
 
 -- Forget the cached version (after an install or an uninstall).
 function Cli:forget_version() self.version_cache = nil end
+
+-- c:installed_version() -> the program's version read afresh, or nil when none can be
+-- read (NO_VERSION: not installed); other failures raise.
+function Cli:installed_version()
+  self.version_cache = nil
+  local ok, v = pcall(self.program_version, self)
+  if ok then return v end
+  if upkit.is_error(v) and v.code == "NO_VERSION" then return nil end
+  error(v, 0)
+end
 
 local function since(self, v) return version.ge(self:program_version(), v) end
 function Cli:has_node_command() return since(self, M.NODE_SINCE) end
