@@ -669,9 +669,11 @@ class Ctx:
             d["SpaceId"] = d.get("SpaceId") or self.space
         d["Links"] = {"Self": "%s/%s/%s" % (self.prefix(), name, d["Id"])}
         if name == "artifacts":
+            d.pop("RelativePath", None)  # where the simulator keeps the file; not a resource field
             d["Links"]["Content"] = "%s/artifacts/%s/content" % (self.prefix(), d["Id"])
         if name == "projects":
-            d["Links"]["Triggers"] = "%s/projects/%s/triggers" % (self.prefix(), d["Id"])
+            d["Links"]["Triggers"] = ("%s/projects/%s/triggers{?skip,take,partialName,triggerActionType,"
+                                      "triggerActionCategory,runbooks}" % (self.prefix(), d["Id"]))
         return d
 
     def collection(self, name, rest, extra=None):
