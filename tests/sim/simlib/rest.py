@@ -1048,15 +1048,19 @@ class Ctx:
 # ------------------------------------------------------------------ download site
 
 def serve_download(req, app, root, path):
-    """The versions feed (/download/upgrade/v3), SHA256SUMS and installers (/octopus/NAME)."""
+    """The versions feed (/download/upgrade/v3) and installers (/octopus/Octopus.<version>-x64.msi)."""
     if req.command not in ("GET", "HEAD"):
         return req.send_json(405, {"ErrorMessage": "Method not allowed", "Errors": []})
     if path == "/download/upgrade/v3":
-        with open(os.path.join(root, "versions.json"), "rb") as f:
-            return req.send(200, f.read())
+        # Octopus documents "every version ... and its corresponding release date", oldest first
+        # (its script takes $versions[-1]); the other fields of versions.json are the tests' own.
+        with open(os.path.join(root, "versions.json")) as f:
+            feed = [{"Version": e["Version"], "Released": e["Released"]} for e in json.load(f)]
+        return req.send(200, json.dumps(feed).encode())
     name = path[len("/octopus/"):] if path.startswith("/octopus/") else ""
     full = os.path.join(root, name)
-    if not name or "/" in name or name.startswith(".") or not os.path.isfile(full):
+    # only installers are downloadable: no digest file is published next to them
+    if not name.endswith(".msi") or "/" in name or name.startswith(".") or not os.path.isfile(full):
         return req.send(404, b"Not Found\n", ctype="text/plain")
     size = os.path.getsize(full)
     start, end, status = 0, size - 1, 200
