@@ -745,8 +745,7 @@ class Ctx:
         app = self.app
         if rest:
             raise HttpError(404, "Not found")
-        links = {"Self": "/api/serverstatus", "SystemInfo": "/api/serverstatus/system-info",
-                 "RecentLogs": "/api/serverstatus/logs{?skip,take,includeDetail}"}
+        links = {"Self": "/api/serverstatus"}
         if has_health(app.version):
             links["Health"] = "/api/serverstatus/health"
         return 200, {"IsDatabaseEncrypted": True, "IsMajorMinorUpgrade": False,
