@@ -9,6 +9,8 @@ import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -53,6 +55,11 @@ BOOL_COLS = {"IsDisabled", "IsDefault", "IsInMaintenanceMode", "IsOffline"}
 TASK_COLS = ["Id", "Name", "Description", "QueueTime", "StartTime", "CompletedTime", "State",
              "ServerNodeId", "DurationSeconds", "HasWarningsOrErrors", "JSON"]
 DONE_STATES = ("Failed", "Canceled", "TimedOut", "Success")
+MARK_OFFLINE = ("import sqlite3, sys, time\n"
+                "time.sleep(float(sys.argv[1]))\n"
+                "c = sqlite3.connect(sys.argv[2], timeout=30)\n"
+                "c.execute('UPDATE OctopusServerNodeStatus SET IsOffline=1 WHERE Id=?', (sys.argv[3],))\n"
+                "c.commit()\n")
 
 
 class App:
@@ -126,16 +133,10 @@ class App:
             self.conn().execute("UPDATE OctopusServerNode SET IsOffline=1 WHERE Id=?", (self.node,))
             return
         delay = float(self.get_faults().get("node_offline_delay") or 2)
-        if os.fork() == 0:
-            try:
-                os.setsid()
-                time.sleep(delay)
-                c = connect(self.db_path)
-                c.execute("PRAGMA busy_timeout=30000")
-                c.execute("UPDATE OctopusServerNodeStatus SET IsOffline=1 WHERE Id=?", (self.node,))
-                c.close()
-            finally:
-                os._exit(0)
+        # a fresh process (not a fork of this threaded one) that holds none of the service's descriptors
+        subprocess.Popen([sys.executable, "-c", MARK_OFFLINE, str(delay), self.db_path, self.node],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
     # -------------------------------------------------------------- task processor
     def task_loop(self):
