@@ -176,7 +176,7 @@ class Ctx:
         for e in entries:
             if e["InstanceName"] == DEFAULT_INSTANCE:
                 return e
-        if len(entries) == 1:
+        if len(entries) == 1 and since(self.version, "2018.1.0"):
             return entries[0]
         raise SimError("There is no default instance of Octopus Server configured on this machine. Please pass "
                        "--instance=INSTANCENAME when invoking this command to target a specific instance. "
