@@ -68,8 +68,8 @@ function checkCollection(itemName, obj, where) {
   obj.Items.forEach((it, i) => check(itemName, it, `${where} Items[${i}]`));
 }
 
-test("the simulator's resources match @octopusdeploy/message-contracts (2023.4)", async (t) => {
-  const info = await serve(createServer("2023.4.8166", "mc"));
+for (const version of ["2023.4.8166", "2025.4.10700"]) test(`the simulator's resources match @octopusdeploy/message-contracts (${version})`, async (t) => {
+  const info = await serve(createServer(version, "mc"));
   t.after(() => stop(info));
   const get = async (p, key) => {
     const r = await api(info, "GET", p, undefined, key);
