@@ -57,7 +57,8 @@ class CommandLine(SimCase):
         for args in (["database", "--connectionString=" + old["sql_connection_string"]],
                      ["database", "--upgrade", "--skipLicenseCheck"],
                      ["show-master-key", "--format=json"],
-                     ["create-instance", "--instance=B", "--config=/tmp/b.config", "--serverNodeName=X"]):
+                     ["create-instance", "--instance=B", "--config=" + os.path.join(self.tmp, "b.config"),
+                      "--serverNodeName=X"]):
             r = self.exe(old, *args)
             self.assertEqual(r.returncode, 1, args)
             self.assertTrue(r.stderr.startswith("Unrecognized command line arguments: --"), r.stderr)
