@@ -18,14 +18,15 @@ import os
 import signal
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from simlib import machine as mach  # noqa: E402
 from simlib import rest, schema, servercli, winsvc  # noqa: E402
 from simlib.common import (DEFAULT_INSTANCE, SimError, VERSIONS, connect, connection_string,  # noqa: E402
-                           find_home_config, folders_of, free_port, new_master_key, odbc_connection_string,
-                           read_config, read_json)
+                           find_home_config, folders_of, free_port, load_faults, new_master_key,
+                           odbc_connection_string, read_config, read_json)
 
 
 def cli(machine, *argv):
@@ -84,6 +85,8 @@ def create(home_root, version, size="small", instance=DEFAULT_INSTANCE, port=Non
     cli(m, "service", "--instance=" + instance, "--install")
     if start:
         cli(m, "service", "--instance=" + instance, "--start")
+        if not winsvc.wait_api(port):
+            raise SimError("the started service did not answer on port %d" % port)
     f = folders_of(read_config(config))
     return {"home": home, "database": os.path.abspath(db), "connection_string": odbc_connection_string(db),
             "sql_connection_string": cs, "sqlserver": os.path.dirname(os.path.abspath(db)),
@@ -107,6 +110,8 @@ def serve(home, port, downloads=None, config=None, machine=None):
     if not version:
         raise SimError("Octopus Server is not installed on machine %s" % machine)
     cfg = read_config(config)
+    delay = float(load_faults(machine).get("startup_delay") or 0.5)
+    time.sleep(delay)  # a server takes a while to start answering after its service reports Running
     servercli.preflight(machine, cfg, version)
     app = rest.App(home, config, machine, version, downloads=downloads and os.path.abspath(downloads))
     app.start_background()
@@ -145,6 +150,8 @@ def download_site(d, port, machine=None):
 def sandbox(d, port=None):
     info = create(d, "3.17.14", port=port or free_port())
     cli(info["machine"], "service", "--start")
+    if not winsvc.wait_api(info["port"]):
+        raise SimError("the sandbox's service did not answer on port %d" % info["port"])
     print(json.dumps(info, indent=2))
     print("Octopus Server 3.17.14 sandbox running at %s/api" % info["url"])
     print("API key (administrator): %s" % info["api_key"])

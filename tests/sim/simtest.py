@@ -62,7 +62,22 @@ class SimCase(unittest.TestCase):
         r = self.exe(info, "service", "--start", "--instance=" + info["instance"], env=env)
         self.services.append((info["machine"], info["instance"]))
         self.assertEqual(r.returncode, 0, r.stderr)
+        from simlib import winsvc
+        self.assertTrue(winsvc.wait_api(info["port"]), "the service did not answer on /api")
         return info["port"]
+
+    def start_fails(self, info, text):
+        """`service --start` returns, but the server stops during its start-up: /api never answers,
+        the service is STOPPED and the log says why."""
+        r = self.exe(info, "service", "--start", "--instance=" + info["instance"])
+        self.services.append((info["machine"], info["instance"]))
+        deadline = time.time() + 20
+        while self.service_pid(info) and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertIsNone(self.service_pid(info))
+        with open(os.path.join(info["home"], "Logs", "OctopusServer.txt")) as f:
+            self.assertIn(text, f.read())
+        return r
 
     def service_pid(self, info):
         from simlib import winsvc

@@ -99,9 +99,7 @@ class CreateAndCli(SimCase):
             cfg = f.read().replace(info["master_key"], "d3Jvbmcta2V5LXdyb25nIQ==")
         with open(info["config"], "w") as f:
             f.write(cfg)
-        r = self.exe(info, "service", "--start")
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("master key does not match", r.stderr)
+        self.start_fails(info, "master key does not match")
         r = subprocess.run([sys.executable, OCTOSIM, "serve", "--home", info["home"], "--port", "0"],
                            capture_output=True, text=True, timeout=30)
         self.assertNotEqual(r.returncode, 0)
@@ -127,6 +125,8 @@ class CreateAndCli(SimCase):
             r = self.exe(new, *args)
             self.assertEqual(r.returncode, 0, (args, r.stderr))
         self.services.append((new["machine"], "OctopusServer"))
+        from simlib import winsvc
+        self.assertTrue(winsvc.wait_api(int(port)))
         api = Api(int(port), main["api_key"])
         try:
             self.assertEqual(api.get("/api/machines")["TotalResults"], 12)

@@ -57,7 +57,8 @@ class CommandLine(SimCase):
         for args in (["database", "--connectionString=" + old["sql_connection_string"]],
                      ["database", "--upgrade", "--skipLicenseCheck"],
                      ["show-master-key", "--format=json"],
-                     ["create-instance", "--instance=B", "--config=/tmp/b.config", "--serverNodeName=X"]):
+                     ["create-instance", "--instance=B", "--config=" + os.path.join(self.tmp, "b.config"),
+                      "--serverNodeName=X"]):
             r = self.exe(old, *args)
             self.assertEqual(r.returncode, 1, args)
             self.assertTrue(r.stderr.startswith("Unrecognized command line arguments: --"), r.stderr)
@@ -164,6 +165,7 @@ class Machine(SimCase):
         self.services.append((info["machine"], info["instance"]))
         self.assertIn("RUNNING", self.run_tool(sc, "query", info["service_name"]).stdout)
         self.assertEqual(self.run_tool(sc, "start", info["service_name"]).returncode, 1056 & 0xFF)
+        self.assertTrue(winsvc.wait_api(info["port"]))
         api = Api(info["port"], info["api_key"])
         self.assertEqual(api.get("/api")["Version"], "2021.1.7687")
         api.close()
@@ -250,6 +252,7 @@ class Machine(SimCase):
             r = self.run_tool(exe2, *args)
             self.assertEqual(r.returncode, 0, (args, r.stderr))
         self.services.append((m2, "OctopusServer"))
+        self.assertTrue(winsvc.wait_api(port))
         self.assertEqual(self.msiexec(info, "/i", self.msi(info, "2023.4.8166"), "/quiet").returncode, 0)
         r = self.exe(info, "database", "--upgrade")
         self.assertEqual(r.returncode, 1)
@@ -272,8 +275,32 @@ class Machine(SimCase):
         self.assertEqual(self.msiexec(info, "/i", self.msi(info, "2023.4.8166"), "/quiet").returncode, 0)
         self.assertEqual(self.exe(info, "database", "--upgrade").returncode, 0)
         fresh = self.create("2022.1.2735", "fresh")  # a database born at 2022.1 is fine
-        self.assertEqual(self.exe(fresh, "service", "--start").returncode, 0)
-        self.services.append((fresh["machine"], fresh["instance"]))
+        self.start_service(fresh)
+
+    def test_service_start_returns_before_the_server_answers(self):
+        info = self.create("2023.4.8166")
+        self.faults(info, startup_delay=2)
+        r = self.exe(info, "service", "--start")
+        self.services.append((info["machine"], info["instance"]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("RUNNING", self.run_tool(info["sc"], "query", info["service_name"]).stdout)
+        api = Api(info["port"], info["api_key"])
+        with self.assertRaises(ConnectionRefusedError):
+            api.get("/api")  # the service runs, the server does not answer yet: poll
+        api.close()
+        self.assertTrue(winsvc.wait_api(info["port"]))
+        # a server that cannot start stops after `service --start` returned 0
+        self.assertEqual(self.exe(info, "service", "--stop").returncode, 0)
+        self.assertEqual(self.msiexec(info, "/i", self.msi(info, "2024.4.7000"), "/quiet").returncode, 0)
+        r = self.start_fails(info, "database upgrade required")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("STOPPED", self.run_tool(info["sc"], "query", info["service_name"]).stdout)
+        r = self.exe(info, "service", "--start", "--instance=Nope")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(self.exe(info, "service", "--uninstall").returncode, 0)
+        r = self.exe(info, "service", "--start")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("but no service with this name was found", r.stderr)
 
     def free_port(self):
         from simlib.common import free_port

@@ -343,7 +343,7 @@ FAULT_KEYS = {
     "rest_error_status": int, "rest_error_rate": float, "rest_error_first": int,
     "retry_after": int, "rest_delay_ms": int, "rest_drop_rate": float, "rest_drop_first": int,
     "download_break_after": int, "download_break_count": int, "task_duration": float,
-    "node_stale_seconds": int, "node_offline_delay": float,
+    "node_stale_seconds": int, "node_offline_delay": float, "startup_delay": float,
 }
 
 

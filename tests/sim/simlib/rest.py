@@ -9,6 +9,8 @@ import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -53,6 +55,11 @@ BOOL_COLS = {"IsDisabled", "IsDefault", "IsInMaintenanceMode", "IsOffline"}
 TASK_COLS = ["Id", "Name", "Description", "QueueTime", "StartTime", "CompletedTime", "State",
              "ServerNodeId", "DurationSeconds", "HasWarningsOrErrors", "JSON"]
 DONE_STATES = ("Failed", "Canceled", "TimedOut", "Success")
+MARK_OFFLINE = ("import sqlite3, sys, time\n"
+                "time.sleep(float(sys.argv[1]))\n"
+                "c = sqlite3.connect(sys.argv[2], timeout=30)\n"
+                "c.execute('UPDATE OctopusServerNodeStatus SET IsOffline=1 WHERE Id=?', (sys.argv[3],))\n"
+                "c.commit()\n")
 
 
 class App:
@@ -126,16 +133,10 @@ class App:
             self.conn().execute("UPDATE OctopusServerNode SET IsOffline=1 WHERE Id=?", (self.node,))
             return
         delay = float(self.get_faults().get("node_offline_delay") or 2)
-        if os.fork() == 0:
-            try:
-                os.setsid()
-                time.sleep(delay)
-                c = connect(self.db_path)
-                c.execute("PRAGMA busy_timeout=30000")
-                c.execute("UPDATE OctopusServerNodeStatus SET IsOffline=1 WHERE Id=?", (self.node,))
-                c.close()
-            finally:
-                os._exit(0)
+        # a fresh process (not a fork of this threaded one) that holds none of the service's descriptors
+        subprocess.Popen([sys.executable, "-c", MARK_OFFLINE, str(delay), self.db_path, self.node],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
     # -------------------------------------------------------------- task processor
     def task_loop(self):
@@ -669,9 +670,11 @@ class Ctx:
             d["SpaceId"] = d.get("SpaceId") or self.space
         d["Links"] = {"Self": "%s/%s/%s" % (self.prefix(), name, d["Id"])}
         if name == "artifacts":
+            d.pop("RelativePath", None)  # where the simulator keeps the file; not a resource field
             d["Links"]["Content"] = "%s/artifacts/%s/content" % (self.prefix(), d["Id"])
         if name == "projects":
-            d["Links"]["Triggers"] = "%s/projects/%s/triggers" % (self.prefix(), d["Id"])
+            d["Links"]["Triggers"] = ("%s/projects/%s/triggers{?skip,take,partialName,triggerActionType,"
+                                      "triggerActionCategory,runbooks}" % (self.prefix(), d["Id"]))
         return d
 
     def collection(self, name, rest, extra=None):
@@ -743,8 +746,7 @@ class Ctx:
         app = self.app
         if rest:
             raise HttpError(404, "Not found")
-        links = {"Self": "/api/serverstatus", "SystemInfo": "/api/serverstatus/system-info",
-                 "RecentLogs": "/api/serverstatus/logs{?skip,take,includeDetail}"}
+        links = {"Self": "/api/serverstatus"}
         if has_health(app.version):
             links["Health"] = "/api/serverstatus/health"
         return 200, {"IsDatabaseEncrypted": True, "IsMajorMinorUpgrade": False,
@@ -1046,15 +1048,19 @@ class Ctx:
 # ------------------------------------------------------------------ download site
 
 def serve_download(req, app, root, path):
-    """The versions feed (/download/upgrade/v3), SHA256SUMS and installers (/octopus/NAME)."""
+    """The versions feed (/download/upgrade/v3) and installers (/octopus/Octopus.<version>-x64.msi)."""
     if req.command not in ("GET", "HEAD"):
         return req.send_json(405, {"ErrorMessage": "Method not allowed", "Errors": []})
     if path == "/download/upgrade/v3":
-        with open(os.path.join(root, "versions.json"), "rb") as f:
-            return req.send(200, f.read())
+        # Octopus documents "every version ... and its corresponding release date", oldest first
+        # (its script takes $versions[-1]); the other fields of versions.json are the tests' own.
+        with open(os.path.join(root, "versions.json")) as f:
+            feed = [{"Version": e["Version"], "Released": e["Released"]} for e in json.load(f)]
+        return req.send(200, json.dumps(feed).encode())
     name = path[len("/octopus/"):] if path.startswith("/octopus/") else ""
     full = os.path.join(root, name)
-    if not name or "/" in name or name.startswith(".") or not os.path.isfile(full):
+    # only installers are downloadable: no digest file is published next to them
+    if not name.endswith(".msi") or "/" in name or name.startswith(".") or not os.path.isfile(full):
         return req.send(404, b"Not Found\n", ctype="text/plain")
     size = os.path.getsize(full)
     start, end, status = 0, size - 1, 200

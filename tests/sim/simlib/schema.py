@@ -325,7 +325,9 @@ def seed(c, master_key, o, folders, node_name):
         thumb = hashlib.sha1(b"m%d" % i).hexdigest().upper()
         doc = {"Id": "Machines-%d" % i, "Name": "target-%05d" % i, "IsDisabled": False,
                "Roles": roles, "EnvironmentIds": [env], "TenantIds": [], "TenantTags": [],
-               "MachinePolicyId": "MachinePolicies-1", "Status": "Online", "HealthStatus": "Healthy",
+               "MachinePolicyId": "MachinePolicies-1", "StatusSummary": "Octopus was able to successfully "
+               "establish a connection with this machine", "HealthStatus": "Healthy",
+               "TenantedDeploymentParticipation": "Untenanted",
                "HasLatestCalamari": True, "IsInProcess": False,
                "Endpoint": {"CommunicationStyle": "TentaclePassive", "Thumbprint": thumb,
                             "Uri": "https://target-%05d.example.com:10933/" % i}}

@@ -176,7 +176,7 @@ class Ctx:
         for e in entries:
             if e["InstanceName"] == DEFAULT_INSTANCE:
                 return e
-        if len(entries) == 1:
+        if len(entries) == 1 and since(self.version, "2018.1.0"):
             return entries[0]
         raise SimError("There is no default instance of Octopus Server configured on this machine. Please pass "
                        "--instance=INSTANCENAME when invoking this command to target a specific instance. "
@@ -575,7 +575,7 @@ def start_service(machine, instance, config):
     version = installed_version(machine)
     if version is None:
         raise SimError("Octopus Server is not installed")
-    return winsvc.start(machine, instance, config, lambda cfg: preflight(machine, cfg, version), listen_port)
+    return winsvc.start(machine, instance, config, listen_port)
 
 
 def c_service(ctx):
@@ -587,7 +587,11 @@ def c_service(ctx):
     for e in entries:
         inst, cfg = e["InstanceName"], e["ConfigurationFilePath"]
         name = winsvc.service_name(inst)
-        if "stop" in o or "restart" in o:
+        restart = False
+        if "restart" in o:
+            restart = winsvc.stop(ctx.machine, inst)
+            print("Service %s %s" % (name, "stopped" if restart else "wasn't restarted as it is not running"))
+        if "stop" in o:
             print("Service %s %s" % (name, "stopped" if winsvc.stop(ctx.machine, inst) else "is not running"))
         if "uninstall" in o:
             winsvc.uninstall(ctx.machine, inst)
@@ -595,9 +599,9 @@ def c_service(ctx):
         if "install" in o or "reconfigure" in o:
             winsvc.install(ctx.machine, inst, cfg)
             print("Service %s installed" % name)
-        if "start" in o or "restart" in o:
+        if "start" in o or restart:
             if not winsvc.is_installed(ctx.machine, inst):
-                raise SimError("The service %s is not installed (run 'service --install')" % name)
+                raise SimError("Start requested for service %s, but no service with this name was found." % name)
             r = start_service(ctx.machine, inst, cfg)
             print("Service %s %s" % (name, "is already running" if r is None else "started"))
 

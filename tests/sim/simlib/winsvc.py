@@ -106,16 +106,15 @@ def stop(machine, instance):
     return True
 
 
-def start(machine, instance, config, preflight, listen_port):
-    """Start the service of `instance` (its server: `octosim.py serve`); returns (pid, port) once
-    /api answers. `preflight(cfg)` raises why the server would refuse to start."""
+def start(machine, instance, config, listen_port):
+    """Start the service of `instance` (its server: `octosim.py serve`); returns (pid, port) once the
+    process runs. The server itself checks at start-up what `preflight` checks, and stops if it fails."""
     if pid_of(machine, instance):
         return None
     cfg = read_config(config)
     home = cfg.get("Octopus.Home")
     if not home:
         raise SimError("The home folder is not configured (configure --home=DIR)")
-    preflight(cfg)
     port = listen_port(cfg)
     logdir = os.path.join(home, "Logs")
     os.makedirs(logdir, exist_ok=True)
@@ -128,25 +127,32 @@ def start(machine, instance, config, preflight, listen_port):
     os.makedirs(os.path.dirname(pf), exist_ok=True)
     with open(pf, "w") as f:
         f.write(str(p.pid))
+    # Like `service --start` on Windows (ServiceController.Start, then wait for the status Running):
+    # it returns once the process runs; the server answers on /api only when its start-up is done,
+    # and a start-up that fails (database upgrade required, wrong master key) stops it afterwards.
+    time.sleep(0.3)
+    if p.poll() is not None:
+        try:
+            os.unlink(pf)
+        except OSError:
+            pass
+        raise SimError("The service %s could not be started (process exited %s); see %s"
+                       % (service_name(instance), p.returncode, logpath))
+    return p.pid, port
+
+
+def wait_api(port, timeout=30):
+    """Poll http://127.0.0.1:PORT/api until it answers (what DSC does after `service --start`)."""
     url = "http://127.0.0.1:%d/api" % port
-    deadline = time.time() + 20
+    deadline = time.time() + timeout
     while time.time() < deadline:
-        if p.poll() is not None:
-            try:
-                os.unlink(pf)
-            except OSError:
-                pass
-            with open(logpath, "rb") as f:
-                tail = f.read()[-600:].decode(errors="replace").strip().splitlines()
-            raise SimError("The Octopus Server service failed to start: %s"
-                           % (tail[-1] if tail else "exit %s" % p.returncode))
         try:
             urllib.request.urlopen(urllib.request.Request(url, headers={"X-Octosim-Internal": "1"}),
                                    timeout=1).read()
-            return p.pid, port
+            return True
         except Exception:
             time.sleep(0.1)
-    raise SimError("The Octopus Server service did not answer on %s within 20 s" % url)
+    return False
 
 
 # ---------------------------------------------------------------- the Service Watchdog
