@@ -14,7 +14,7 @@ local U = require "upkit.upgrade"
 local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "db", "backup_dir",
-  "download_url", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
+  "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "clone_server_exe", type = "path", default = U.DEFAULT_EXE,
     describe = "Octopus.Server executable on the new server (after the install)" },
   { name = "clone_msiexec", type = "path", default = "msiexec", describe = "the installer program on the new server" },

@@ -70,6 +70,7 @@ local ok, code = xpcall(function()
     server_url = main.url, server_exe = main.server_exe, instance = main.instance, db = main.connection_string,
     service_control = main.sc, file_version = main.filever, backup_dir = dir .. "/backup",
     download_url = site_url .. "/octopus", versions_feed = site_url .. "/download/upgrade/v3",
+    installer_digests = main.downloads .. "/SHA256SUMS",
     clone_server_exe = clone.server_exe, clone_msiexec = clone.msiexec, clone_service_control = clone.sc,
     clone_file_version = clone.filever, clone_home = clone.machine .. "/Octopus",
     clone_db = "Data Source=" .. sqlserver .. ";Initial Catalog=OctopusClone",

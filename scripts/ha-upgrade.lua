@@ -28,7 +28,7 @@ local U = require "upkit.upgrade"
 local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
-  "db", "backup_dir", "download_url", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
+  "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "other_server_exes", type = "string", required = true,
     describe = "Octopus.Server executables of the other nodes, comma-separated",
     validate = function(v)

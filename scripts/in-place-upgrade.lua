@@ -15,7 +15,7 @@ local U = require "upkit.upgrade"
 local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
-  "db", "backup_dir", "download_url", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
+  "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "backup_folders", type = "choice", choices = { "auto", "always", "never" }, default = "auto",
     describe = "back up the folders: auto = when the major version changes" },
   { name = "leave_maintenance", type = "boolean", default = false,

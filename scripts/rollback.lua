@@ -16,7 +16,7 @@ local U = require "upkit.upgrade"
 local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
-  "db", "backup_dir", "download_url", "timeout", "verify_tls")
+  "db", "backup_dir", "download_url", "installer_digests", "timeout", "verify_tls")
 
 local function manifest(ctx)
   ctx._manifest = ctx._manifest or U.read_manifest(ctx.params.backup_dir)

@@ -101,5 +101,27 @@ T.test("ha-upgrade: a node that does not mark itself offline stops the run with 
   G:stop()
 end)
 
+T.test("installers: an operator's digest is checked; a list without the file stops; none published", function()
+  local V = require "upkit.upgrade.versions"
+  local http = require "upkit.http"
+  local c <close> = http.client { timeout = 30 }
+  local dir = F.dir .. "/installers-test"
+  local opts = { download_url = F.site_url .. "/octopus" }
+  T.eq(c:get(F.site_url .. "/octopus/SHA256SUMS").status, 404, "the download site publishes no digests")
+  opts.digests = string.rep("0", 64) .. "  Octopus.2025.4.10700-x64.msi\n"
+  T.raises("CHECKSUM_MISMATCH", V.fetch_installer, c, "2025.4.10700", dir, opts)
+  T.eq(io.open(dir .. "/Octopus.2025.4.10700-x64.msi"), nil, "a file that does not match is not kept")
+  opts.digests = string.rep("0", 64) .. "  Octopus.2024.4.7000-x64.msi\n"
+  T.raises("NOT_FOUND", V.fetch_installer, c, "2025.4.10700", dir, opts)
+  opts.digests = T.read_file(F.main.downloads .. "/SHA256SUMS")
+  local r = V.fetch_installer(c, "2025.4.10700", dir, opts)
+  T.eq(r.verified, true)
+  opts.digests = nil
+  r = V.fetch_installer(c, "2024.4.7000", dir, opts)
+  T.eq(r.verified, false)
+  T.eq(T.read_file(dir .. "/Octopus.2024.4.7000-x64.msi.sha256"), r.sha256 .. "  Octopus.2024.4.7000-x64.msi\n",
+       "the digest of an unverified download is kept beside it")
+end)
+
 F:stop()
 T.done()

@@ -21,9 +21,8 @@ Fix.__index = Fix
 
 local SIM = "tests/sim/octosim.py"
 
--- A stopped 2019+ node marks itself offline a moment later from a forked child of the
--- simulated server, which keeps the server's listening socket meanwhile: a start within
--- that delay fails with "Address already in use". The fixtures shorten the delay.
+-- A stopped 2019+ node marks itself offline a moment later (2 s in the simulator):
+-- the fixtures shorten the delay to keep the tests quick.
 M.ENV = { OCTOSIM_FAULT_NODE_OFFLINE_DELAY = "0.05" }
 local ENV_SH = "OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05"
 
@@ -77,6 +76,7 @@ function Fix:config(extra, name)
     msiexec = self.main.msiexec, backup_dir = self.dir .. "/backup", db = self.main.connection_string,
     service_control = self.main.sc or "", file_version = self.main.filever or "",
     download_url = self.site_url .. "/octopus", versions_feed = self.site_url .. "/download/upgrade/v3",
+    installer_digests = self.main.downloads .. "/SHA256SUMS",  -- the operator's list (Octopus publishes none)
     clone_server_exe = self.clone.server_exe, clone_msiexec = self.clone.msiexec,
     clone_service_control = self.clone.sc or "", clone_file_version = self.clone.filever or "",
     clone_home = self.clone.machine .. "/Octopus", clone_db = clone_db.ado, clone_odbc = clone_db.odbc,

@@ -37,6 +37,9 @@ H.P = {
                  describe = "folder for the backup (master key, licence, config, database, folders)" },
   download_url = { name = "download_url", type = "string", default = octopus.DOWNLOAD_BASE,
                    describe = "where installers Octopus.<version>-x64.msi are downloaded from" },
+  installer_digests = { name = "installer_digests", type = "string",
+                        describe = "SHA-256 digests of the installers (sha256sum lines), a file or an http(s) URL; " ..
+                                   "Octopus publishes none: without it a download is checked for completeness only" },
   versions_feed = { name = "versions_feed", type = "string", default = octopus.FEED_URL,
                     describe = "JSON list of released versions" },
   target_version = { name = "target_version", type = "string", default = "latest",

@@ -119,8 +119,23 @@ function I.downloads(ctx)
   return ctx._downloads
 end
 
+-- The operator's installer digests (installer_digests: a file, or an http(s) URL), once per run.
+function I.digests(ctx)
+  local src = ctx.params.installer_digests
+  if not src or src == "" then return nil end
+  if not ctx._digests then
+    if src:match("^https?://") then
+      ctx._digests = I.downloads(ctx):get(src, { expect = { 200 } }).body
+    else
+      ctx._digests = require("upkit.fs").read(src)
+    end
+  end
+  return ctx._digests
+end
+
 function I.fetch(ctx, v)
-  return V.fetch_installer(I.downloads(ctx), v, ctx.run_dir .. "/installers", { download_url = ctx.params.download_url })
+  return V.fetch_installer(I.downloads(ctx), v, ctx.run_dir .. "/installers",
+                           { download_url = ctx.params.download_url, digests = I.digests(ctx) })
 end
 
 --[[
