@@ -136,6 +136,7 @@ end)
 T.test("a server that names no folder stops the procedure: the folder map is never empty", function()
   local function ctx_with(folders, err)
     return { params = {}, state = {}, _api = {
+      version = function() return "2022.1.2735" end,
       server_folders = function() if err then error(err, 0) end return folders end } }
   end
   local e = T.raises("BAD_RESPONSE", H.server_folders, ctx_with({}))

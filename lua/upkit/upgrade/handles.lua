@@ -142,14 +142,20 @@ end
 H.server_folders(ctx) -> { Artifacts =, Packages =, TaskLogs = [, EventExports =] }.
 From the running server (GET /api/configuration/server-folders/values, as
 Octopus's upgrade script does), else from the instance's configuration
-(Octopus.Folders.ArtifactsDirectory, PackagesDirectory, LogDirectory). Never
-empty: a server that names no folder stops the procedure (BAD_RESPONSE).
+(Octopus.Folders.ArtifactsDirectory, PackagesDirectory, LogDirectory). From
+2023.3 the event exports folder is HOME/EventExports, its documented default
+(no source shows its key). Never empty: a server that names no folder stops
+the procedure (BAD_RESPONSE).
 ]]
 function H.server_folders(ctx)
   local out = {}
   local ok, f = pcall(function() return H.api(ctx):server_folders() end)
   if ok then
     out = { Artifacts = f.artifacts, Packages = f.packages, TaskLogs = f.task_logs, EventExports = f.event_exports }
+    if not out.EventExports and version.ge(H.api(ctx):version(), clim.EVENT_EXPORTS_SINCE) then
+      -- the endpoint names three folders; event exports (2023.3+) have no documented key: the default
+      out.EventExports = H.cli(ctx):folders().EventExports
+    end
   elseif upkit.is_error(f) and f.code == "NOT_FOUND" then
     out = H.cli(ctx):folders()
   else
