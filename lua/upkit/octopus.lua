@@ -228,7 +228,7 @@ end
 
 function Server:spaces()
   if not self:has_spaces() then return {} end
-  return self:get("/api/spaces/all")
+  return self:list("/api/spaces", { take = 1000 })
 end
 
 -- for item in s:each(collection, { space =, take = 100, query = }) do ... end
