@@ -143,6 +143,12 @@ return {
     {
       name = "drain-and-stop-nodes",
       describe = "drain and stop every instance of every node, then wait until every node has marked itself offline",
+      check = function(ctx)
+        for _, node in ipairs(nodes(ctx)) do
+          U.states(node.cli, { url = node.url, verify = ctx.params.verify_tls })
+        end
+        return true
+      end,
       run = function(ctx)
         local stopped = {}
         for i, node in ipairs(nodes(ctx)) do

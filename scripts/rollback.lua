@@ -56,6 +56,10 @@ return {
     {
       name = "stop-instances",
       describe = "stop every Octopus instance of this machine",
+      check = function(ctx)
+        U.states(U.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls })
+        return true
+      end,
       run = function(ctx)
         local was = U.stop_all(U.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
         return { stopped_instances = was }

@@ -37,6 +37,22 @@ T.test("#7790: from 2021.3.12912 to 2022.1.2735 is refused by the checks, before
   F:stop()
 end)
 
+T.test("a service state that cannot be known stops in-place-upgrade in its checks, before any change", function()
+  local F = octofix.new { version = "2019.1.5", files = 2 }
+  local sc = F.dir .. "/sc-broken"
+  T.write_file(sc, "#!/bin/sh\necho 'Access is denied.'\nexit 5\n")
+  T.sh("chmod +x " .. T.q(sc))
+  local before = octofix.dump(F.main.connection_string)
+  local out, err, code = F:upkit("run in-place-upgrade --yes " .. F:args(F:config({ service_control = sc })))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "check of step 'drain-and-stop' failed")
+  T.contains(out .. err, "printed no STATE")
+  T.contains(err, "nothing was changed")
+  T.eq(octofix.dump(F.main.connection_string), before)
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+  F:stop()
+end)
+
 local F = octofix.new { version = "2023.4.8166", files = 3 }
 
 -- A second instance on the main machine, with its own database, running.

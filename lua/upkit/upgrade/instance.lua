@@ -3,6 +3,7 @@
 -- again, upgrade it along the upgrade path, test it.
 --
 --   I.running(cli, instance, url [, verify])   --> boolean (service control, else the API answering)
+--   I.states(cli, opts)                        --> { [instance] = running? } (read only)
 --   I.stop_all(cli, opts)                      --> names of the instances that were running
 --   I.start(cli, names, opts)                  --  service --start, node --drain=false
 --   I.wait_api(url, api_key, verify, timeout)  --> REST server, once /api answers with the key
@@ -50,6 +51,20 @@ end
 local function instance_url(cli, inst, opts)
   if opts.url and inst.name:lower() == cli.instance:lower() then return opts.url end
   return inst.config and listen_url(inst.config)
+end
+
+--[[
+I.states(cli, { url =, verify = }) -> { [instance name] = running? } for every instance
+list-instances shows: read only, for the checks before any change (a state that
+cannot be known raises: UNSUPPORTED, BAD_FORMAT, TIMEOUT).
+]]
+function I.states(cli, opts)
+  opts = opts or {}
+  local out = {}
+  for _, inst in ipairs(cli:instances()) do
+    out[inst.name] = I.running(cli, inst.name, instance_url(cli, inst, opts), opts.verify)
+  end
+  return out
 end
 
 --[[

@@ -164,6 +164,10 @@ function S.drain_and_stop(name)
   return {
     name = name or "drain-and-stop",
     describe = "drain and stop every Octopus instance of this machine (list-instances)",
+    check = function(ctx)  -- every instance's service state can be known before anything changes
+      I.states(H.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls })
+      return true
+    end,
     run = function(ctx)
       local cli = H.cli(ctx)
       if not cli:has_node_command() then
