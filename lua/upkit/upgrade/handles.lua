@@ -80,12 +80,21 @@ function H.new_cli(ctx, exe, instance, machine)
                     service_control = pick("service_control"), file_version = pick("file_version") }
 end
 
--- Parameters naming another machine's tools: PREFIX_service_control and PREFIX_file_version.
+-- Parameters naming another machine's tools: PREFIX_service_control and
+-- PREFIX_file_version. Their names are written out here (not built from the
+-- prefix) so that the engine, which reads procedure files as text to tell a
+-- config key of another procedure from a typo, finds them.
+local MACHINE_PARAMS = {
+  clone = { "clone_service_control", "clone_file_version" },
+  test = { "test_service_control", "test_file_version" },
+}
+
 function H.machine_params(prefix, where)
+  local names = MACHINE_PARAMS[prefix] or upkit.error("EINVAL", "no machine parameters for " .. tostring(prefix))
   return {
-    { name = prefix .. "_service_control", type = "string",
+    { name = names[1], type = "string",
       describe = "the service control program on the " .. where .. " (default: service_control)" },
-    { name = prefix .. "_file_version", type = "string",
+    { name = names[2], type = "string",
       describe = "the file version reader on the " .. where .. " (default: file_version)" },
   }
 end
