@@ -56,6 +56,8 @@ local function checkopts(fn, opts, extra)
   return util.check_opts(fn, opts, extra and full_spec or spec)
 end
 
+-- proc.redactor(secrets) -> function(s): s with every secret (longest first)
+-- replaced by "***"; non-strings pass through. upkit.remote uses it too.
 local function redactor(secrets)
   local list = {}
   for _, s in ipairs(secrets or {}) do
@@ -211,5 +213,7 @@ function M.run(argv, opts)
   end
   return r
 end
+
+M.redactor = redactor
 
 return M

@@ -328,19 +328,7 @@ local function okset(list)
   return s
 end
 
-local function redactor(secrets)
-  local list = {}
-  for _, s in ipairs(secrets or {}) do
-    if type(s) == "string" and s ~= "" then list[#list + 1] = s end
-  end
-  table.sort(list, function(a, b) return #a > #b end)
-  return function(s)
-    for _, secret in ipairs(list) do
-      s = s:gsub(secret:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"), "***")
-    end
-    return s
-  end
-end
+local redactor = proc.redactor
 
 local MAX_COMMAND = 128 * 1024 - 1
 
