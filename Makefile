@@ -15,7 +15,8 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)
 LFS_A    = $(shell $(CC) -print-file-name=liblua5.4-filesystem.a)
 LIBS     = $(LFS_A) $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
 
-SRC      = $(wildcard host/*.c)
+# host/*_win.c are the Windows implementations (mk/windows.mk builds them).
+SRC      = $(filter-out %_win.c,$(wildcard host/*.c))
 HDR      = $(wildcard host/*.h)
 OBJ      = $(SRC:host/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:host/%.c=build/asan/obj/%.o)
@@ -36,8 +37,8 @@ TESTS    = $(sort $(wildcard tests/*.lua))
 
 all: $(UPKIT)
 
-deps:
-	@missing=""; for p in $(DEPS); do \
+# $(call install_missing,PACKAGES): apt-get install those not installed yet.
+install_missing = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -46,6 +47,9 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
+
+deps:
+	@$(call install_missing,$(DEPS))
 
 build/gen/modules.h: $(SRC)
 	@mkdir -p $(@D)
@@ -113,3 +117,6 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# The Windows build: deps-windows, windows-libs, test-windows (see mk/windows.mk).
+include mk/windows.mk
