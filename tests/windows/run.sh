@@ -5,6 +5,7 @@
 #
 # 1. The sources lock refuses a file whose digest differs.
 # 2. smoke.exe (Lua + lfs + libcurl, linked statically) against the loopback HTTP server.
+# 3. unit.exe: paths, platform.h and command-line quoting (BatBadBut) in C.
 set -u
 dir=$1
 : "${WINE:?WINE is not set}" "${WINEPREFIX:?WINEPREFIX is not set}"
@@ -56,6 +57,11 @@ smoke() {
   "$WINE" "$dir/smoke.exe" "$url"
 }
 check "smoke.exe: Lua, lfs and libcurl (Schannel build) under Wine against $url" smoke
+sed 's/^/#   /' "$tmp/out"
+
+# 3. unit.exe.
+check "unit.exe: UTF-16 and long paths, platform.h, command lines for programs and batch files" \
+  "$WINE" "$dir/unit.exe"
 sed 's/^/#   /' "$tmp/out"
 
 [ $failed -eq 0 ] && say "test-windows: all passed" || say "test-windows: $failed failed"
