@@ -50,10 +50,10 @@ $(WIN_DIR)/smoke.exe: tests/windows/smoke.c $(WIN_LIBS)
 	$(WIN_CC) $(WIN_CFLAGS) $< -o $@ -static -L$(WIN_LIBDIR)/lib -llfs -lcurl -llua $(WIN_SYSLIBS)
 
 # The Windows helpers in C (paths, platform.h, command lines), without Lua.
-WIN_UNIT_SRC = host/win_utf_win.c host/win_argv_win.c host/platform_win.c
-$(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platform.h
+WIN_UNIT_SRC = host/win_utf_win.c host/win_argv_win.c host/platform_win.c host/evp_win.c
+$(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platform.h $(wildcard host/win/openssl/*.h)
 	@mkdir -p $(@D)
-	$(WIN_CC) $(WIN_CFLAGS) -Ihost $< $(WIN_UNIT_SRC) -o $@ -static
+	$(WIN_CC) $(WIN_CFLAGS) -Ihost -Ihost/win $< $(WIN_UNIT_SRC) -o $@ -static -lbcrypt
 
 win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe
 	$(WINE_ENV) tests/windows/run.sh $(WIN_DIR)
