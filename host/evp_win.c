@@ -11,6 +11,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 struct evp_md_st {
   const wchar_t *alg;     /* BCRYPT_*_ALGORITHM */
@@ -120,4 +121,32 @@ int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *in) {
 
 const char *OpenSSL_version(int what) {
   return "none (hashing through Windows CNG)";
+}
+
+/* RFC 2104: H((K ^ opad) || H((K ^ ipad) || data)), K padded to the block size. */
+unsigned char *HMAC(const EVP_MD *md, const void *key, int key_len, const unsigned char *d,
+                    size_t n, unsigned char *out, unsigned int *len) {
+  size_t block = md->size > 32 ? 128 : 64;
+  unsigned char k[128], pad[128], inner[EVP_MAX_MD_SIZE];
+  unsigned ilen = 0;
+  int ok = 1;
+  memset(k, 0, sizeof k);
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  if (c == NULL || key_len < 0) { EVP_MD_CTX_free(c); return NULL; }
+  if ((size_t)key_len > block) {
+    ok = EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, key, (size_t)key_len) &&
+         EVP_DigestFinal_ex(c, k, NULL);
+  } else if (key_len > 0) {
+    memcpy(k, key, (size_t)key_len);
+  }
+  for (size_t i = 0; i < block; i++) pad[i] = k[i] ^ 0x36;
+  ok = ok && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, block) &&
+       EVP_DigestUpdate(c, d, n) && EVP_DigestFinal_ex(c, inner, &ilen);
+  for (size_t i = 0; i < block; i++) pad[i] = k[i] ^ 0x5c;
+  ok = ok && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, block) &&
+       EVP_DigestUpdate(c, inner, ilen) && EVP_DigestFinal_ex(c, out, len);
+  EVP_MD_CTX_free(c);
+  SecureZeroMemory(k, sizeof k);
+  SecureZeroMemory(pad, sizeof pad);
+  return ok ? out : NULL;
 }

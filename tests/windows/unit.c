@@ -16,6 +16,7 @@
 #include <shellapi.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "platform.h"
 #include "win.h"
@@ -159,6 +160,21 @@ static void digests(void) {
      digest_is("SHA-512", "abc", "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
                "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"),
      "CNG digests: md5, sha1, sha256, sha512 known answers; a copy continues on its own");
+  /* RFC 4231 test case 2, and a key longer than the block (case 6) */
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned mlen = 0;
+  char hex[129] = "", hex6[65] = "";
+  const char *data = "what do ya want for nothing?";
+  int good = HMAC(EVP_sha256(), "Jefe", 4, (const unsigned char *)data, strlen(data), mac, &mlen) != NULL;
+  for (unsigned i = 0; good && i < mlen; i++) sprintf(hex + 2 * i, "%02x", mac[i]);
+  unsigned char longkey[131];
+  memset(longkey, 0xaa, sizeof longkey);
+  const char *d6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+  good = good && HMAC(EVP_sha256(), longkey, 131, (const unsigned char *)d6, strlen(d6), mac, &mlen) != NULL;
+  for (unsigned i = 0; good && i < mlen; i++) sprintf(hex6 + 2 * i, "%02x", mac[i]);
+  ok(good && strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0 &&
+     strcmp(hex6, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54") == 0,
+     "HMAC-SHA256: RFC 4231 cases 2 and 6");
   ok(EVP_get_digestbyname("sha3-256") == NULL && EVP_get_digestbyname("whirlpool") == NULL &&
      strcmp(EVP_MD_get0_name(EVP_sha256()), "SHA256") == 0, "other names are unknown; OpenSSL's names");
 }
@@ -169,7 +185,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   SetConsoleOutputCP(CP_UTF8);
-  printf("1..22\n");
+  printf("1..23\n");
   paths();
   digests();
 
