@@ -50,9 +50,11 @@ int upk_isfile(const char *path) {
 */
 static void (*on_interrupt)(int);
 static HANDLE interrupt_event;
+volatile long upk_win_interrupts;
 
 static BOOL WINAPI console_handler(DWORD type) {
   if (type != CTRL_C_EVENT && type != CTRL_BREAK_EVENT) return FALSE;
+  InterlockedIncrement(&upk_win_interrupts);
   if (on_interrupt) on_interrupt(SIGINT);
   if (interrupt_event) SetEvent(interrupt_event);
   return TRUE;

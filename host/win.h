@@ -32,6 +32,9 @@ char *upk_utf8(const wchar_t *w);
 */
 int upk_utf8_path(const wchar_t *w, char *buf, size_t size);
 
+/* Counts Ctrl-C and Ctrl-Break events (platform_win.c); waits compare it to return EINTR. */
+extern volatile long upk_win_interrupts;
+
 /* The errno value for a Windows error code (GetLastError()); EIO when there is none closer. */
 int upk_win_errno(unsigned long err);
 

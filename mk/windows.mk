@@ -4,7 +4,9 @@
 #
 #   make deps-windows   install the cross compiler, Wine and dpkg-dev
 #   make windows-libs   fetch + check the pinned sources, cross-build Lua, lfs, libcurl (cached)
-#   make test-windows   the toolchain smoke test under Wine
+#   make windows        build/windows/upkit.exe, with lua/ and scripts/ beside it
+#   make dist-windows   build/windows/upkit-<version>-windows-x64.zip with SHA256SUMS
+#   make test-windows   the toolchain and helper tests, then the TAP files under Wine
 
 DEPS_WINDOWS = gcc-mingw-w64-x86-64-posix wine64 wine dpkg-dev patch python3
 
@@ -25,7 +27,7 @@ WINE      := $(firstword $(wildcard /usr/lib/wine/wine64) wine64 wine)
 WINE_ENV   = WINE=$(WINE) WINEPREFIX=$(CURDIR)/$(WIN_DIR)/wineprefix WINEDEBUG=-all \
 	WINEDLLOVERRIDES='mscoree,mshtml='
 
-.PHONY: deps-windows windows-libs test-windows win-libs win-test
+.PHONY: deps-windows windows-libs windows dist-windows test-windows win-libs win-exe win-dist win-test
 
 deps-windows:
 	@$(call install_missing,$(DEPS_WINDOWS))
@@ -34,6 +36,12 @@ deps-windows:
 # computed with the compiler present.
 windows-libs: deps-windows
 	@$(MAKE) --no-print-directory win-libs
+
+windows: deps-windows
+	@$(MAKE) --no-print-directory win-exe
+
+dist-windows: deps-windows
+	@$(MAKE) --no-print-directory win-dist
 
 test-windows: deps-windows
 	@$(MAKE) --no-print-directory win-test
@@ -54,6 +62,49 @@ WIN_UNIT_SRC = host/win_utf_win.c host/win_argv_win.c host/platform_win.c host/e
 $(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platform.h $(wildcard host/win/openssl/*.h)
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_CFLAGS) -Ihost -Ihost/win $< $(WIN_UNIT_SRC) -o $@ -static -lbcrypt
+
+# upkit.exe: every host file but the POSIX implementations (and repl.c, libedit's binding:
+# repl_win.c takes its place); host/win/compat.h first into each, host/win/ (the CNG
+# openssl/*.h) on the include path.
+WIN_SRC   = $(filter-out %_posix.c %_linux.c host/repl.c,$(wildcard host/*.c))
+WIN_OBJ   = $(WIN_SRC:host/%.c=$(WIN_DIR)/obj/%.o)
+WIN_EXE   = $(WIN_DIR)/upkit.exe
+WIN_EXE_CFLAGS = $(WIN_CFLAGS) -include host/win/compat.h -Ihost/win -Ihost -I$(WIN_DIR)/gen \
+	-DUPK_ODBC_VERSION='"odbc32"'
+WIN_EXE_LIBS = -L$(WIN_LIBDIR)/lib -llfs -lcurl -llua -lodbc32 -lversion $(WIN_SYSLIBS)
+
+$(WIN_DIR)/gen/modules.h: $(WIN_SRC)
+	@mkdir -p $(@D)
+	@grep -ho '^int luaopen_upkit_[a-z0-9_]*(lua_State' $(WIN_SRC) | \
+	  sed 's/^int luaopen_upkit_\([a-z0-9_]*\)(lua_State/UPK_MODULE(\1)/' | sort -u > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+# Windows finds lua/ and scripts/ beside upkit.exe; no installed share folder.
+$(WIN_DIR)/gen/config.h:
+	@mkdir -p $(@D)
+	@echo '#define UPKIT_SHARE "."' > $@
+
+$(WIN_DIR)/obj/%.o: host/%.c $(HDR) $(wildcard host/win/*.h host/win/openssl/*.h) \
+		$(WIN_DIR)/gen/modules.h $(WIN_DIR)/gen/config.h $(WIN_LIBS)
+	@mkdir -p $(@D)
+	$(WIN_CC) $(WIN_EXE_CFLAGS) -c $< -o $@
+
+$(WIN_EXE): $(WIN_OBJ)
+	$(WIN_CC) -o $@ $(WIN_OBJ) -static $(WIN_EXE_LIBS)
+	rm -rf $(WIN_DIR)/lua $(WIN_DIR)/scripts
+	cp -R lua scripts $(WIN_DIR)/
+
+win-exe: $(WIN_EXE)
+
+# The zip an operator copies to the server: upkit.exe, lua/, scripts/, README.md, SHA256SUMS.
+WIN_ZIP = $(WIN_DIR)/upkit-$(shell sed -n 's/^\#define UPKIT_VERSION "\(.*\)"/\1/p' host/upkit.h)-windows-x64.zip
+win-dist: $(WIN_EXE)
+	rm -rf $(WIN_DIR)/dist && mkdir -p $(WIN_DIR)/dist/upkit
+	cp -R $(WIN_EXE) $(WIN_DIR)/lua $(WIN_DIR)/scripts README.md $(WIN_DIR)/dist/upkit/
+	cd $(WIN_DIR)/dist/upkit && find . -type f ! -name SHA256SUMS | LC_ALL=C sort | \
+	  sed 's|^\./||' | xargs sha256sum > SHA256SUMS
+	rm -f $(WIN_ZIP) && cd $(WIN_DIR)/dist && python3 -m zipfile -c ../$(notdir $(WIN_ZIP)) upkit
+	@echo "dist-windows: $(WIN_ZIP)"
 
 win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe
 	$(WINE_ENV) tests/windows/run.sh $(WIN_DIR)
