@@ -18,12 +18,12 @@
 --
 -- Through the Service Control Manager, never by parsing sc.exe's output.
 local upkit = require "upkit"
-local util = require "upkit.util"
 
 local ok, native = pcall(require, "upkit._win")
 if not ok then
   upkit.error("UNSUPPORTED", "upkit.win: only the Windows build of upkit has it")
 end
+local util = require "upkit.util"
 
 local M = {}
 
