@@ -32,6 +32,8 @@ DEPS = $(DEPS_BUILD) $(DEPS_TEST)
 UPKIT    = build/upkit
 PROVE    = prove -j2 --timer --exec '$(CURDIR)/tests/lib/runtest'
 TESTS    = $(sort $(wildcard tests/*.lua))
+# The scripted SQL Server ODBC driver the tests load (test code, never installed).
+FAKEMSSQL = build/test/fakemssql.so
 
 .PHONY: all deps test check bench demo install uninstall sandbox repl clean
 
@@ -77,15 +79,20 @@ build/asan/obj/%.o: host/%.c $(HDR) build/gen/modules.h build/gen/config.h
 $(UPKIT): $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $(OBJ) $(LIBS) -Wl,-E
 
+$(FAKEMSSQL): tests/odbcdrv/fakemssql.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fPIC -shared -fvisibility=hidden -Wl,-Bsymbolic \
+	  $(shell pkg-config --cflags odbc libcjson) -o $@ $< $(shell pkg-config --libs libcjson)
+
 build/asan/upkit: $(ASAN_OBJ)
 	$(CC) $(SAN) -o $@ $(ASAN_OBJ) $(LIBS) -Wl,-E
 
 test: deps
-	@$(MAKE) --no-print-directory $(UPKIT)
+	@$(MAKE) --no-print-directory $(UPKIT) $(FAKEMSSQL)
 	UPKIT_BIN=$(CURDIR)/$(UPKIT) $(PROVE) $(TESTS)
 
 check: deps
-	@$(MAKE) --no-print-directory build/asan/upkit
+	@$(MAKE) --no-print-directory build/asan/upkit $(FAKEMSSQL)
 	UPKIT_BIN=$(CURDIR)/build/asan/upkit UPKIT_SANITIZED=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <lua.h>
@@ -34,16 +35,25 @@ static const luaL_Reg natives[] = {
 
 static lua_State *globalL = NULL;
 
-/* Hook set by the SIGINT handler: raise at the next instruction. */
+/*
+** Hook set by the SIGINT handler: raise at the next instruction, unless C
+** code has raised INTERRUPTED for it already (and cleared the flag).
+*/
 static void lstop(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
+  if (!upk_interrupted) return;
   upk_interrupted = 0;
   upk_error(L, "INTERRUPTED", "interrupted");
 }
 
+/* SIGINT: ask the running work to stop; a second one before the first is taken ends the process, as lua.c does. */
 static void on_sigint(int sig) {
-  (void)sig;
+  static const char msg[] = "\nupkit: interrupted twice; exiting\n";
+  if (upk_interrupted) {
+    if (write(2, msg, sizeof msg - 1) < 0) _exit(128 + sig);
+    _exit(128 + sig);
+  }
   upk_interrupted = 1;
   if (globalL) {
     int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;

@@ -134,7 +134,7 @@ T.test("abort stops with exit 3, and --resume finishes the run", function()
   T.eq(#D.events(recs, "debug", { action = "abort", step = "find" }), 1)
   T.eq(#D.events(recs, "step-failed", { step = "find" }), 1)
   T.eq(D.events(recs, "run-finished")[1].result, "aborted")
-  local out, status = T.sh(string.format("cd %s && %s run ./p.lua --resume --set backup=good </dev/null 2>&1",
+  local out, status = T.sh(string.format("cd %s && %s run ./p.lua --resume --set backup=good --allow-change backup </dev/null 2>&1",
                                          T.q(dir), T.q(T.upkit_bin())))
   T.eq(status, 0, out)
   T.contains(out, "Resuming restore")

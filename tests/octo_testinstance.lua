@@ -140,7 +140,7 @@ T.test("--resume with the key: an empty test instance, upgraded; upgrade_main=tr
   local r = require("upkit.proc").run({ G.clone.server_exe, "create-api-key", "--user=upkit-admin" }, { ok = { 0 } })
   T.write_file(G.dir .. "/test-api-key", r.stdout)
   local out, err, code = G:upkit("run test-instance --resume --yes " .. args(G, G.dir .. "/site.json") ..
-    " --set test_api_key_file=" .. T.q(G.dir .. "/test-api-key") .. " --set upgrade_main=true")
+    " --set test_api_key_file=" .. T.q(G.dir .. "/test-api-key") .. " --set upgrade_main=true --allow-change upgrade_main")
   T.eq(code, 0, out .. err)
   T.contains(out, "project export and import do not exist before Octopus 2021.1 (main runs 3.17.14)")
   T.eq(octofix.query(g_test_cs, "SELECT COUNT(*) AS n FROM Project")[1].n, 0)

@@ -64,8 +64,8 @@ T.test("a procedure runs every step in order and exits 0", function()
   T.contains(out, "[2/3] two: second, n=2")
   T.contains(out, "Result: success")
   local recs = journal(run_dir_of(out))
-  T.eq(events(recs), "run-start step-start:one step-done:one step-start:two step-done:two " ..
-                     "step-start:three step-done:three run-finished")
+  T.eq(events(recs), "run-start step-started:one step-done:one step-started:two step-done:two " ..
+                     "step-started:three step-done:three run-finished")
   T.eq(recs[3].state, { a = 41 })
   T.eq(recs[1].params.trace, "trace")
 end)
@@ -140,8 +140,13 @@ T.test("a failed step exits 1, names the step and the resume command; --resume f
   T.eq(trace(), "one\n")
   local run = run_dir_of(out)
   T.contains(events(journal(run)), "step-failed:two run-finished")
-  -- the journal stored fail_at=two: override it when resuming
-  out, _, code = upkit(resume:gsub("^upkit ", "") .. " --set fail_at=")
+  -- the journal stored fail_at=two: a resumed run keeps it unless told
+  local _, err2
+  _, err2, code = upkit(resume:gsub("^upkit ", "") .. " --set fail_at=")
+  T.eq(code, 2)
+  T.contains(err2, "parameter 'fail_at' was 'two' when the run started; now '' (from --set)")
+  T.eq(trace(), "one\n", "nothing ran")
+  out, _, code = upkit(resume:gsub("^upkit ", "") .. " --set fail_at= --allow-change fail_at")
   T.eq(code, 0)
   T.eq(trace(), "one\ntwo\nthree\n", "step one is not run twice")
   T.contains(out, "one    finished")
@@ -161,7 +166,7 @@ T.test("a run killed with SIGKILL resumes at the step it was in", function()
   T.contains(trace(), "two-start")
   os.execute("kill -9 " .. pid)
   os.execute("sleep 0.2")
-  local out, _, code = upkit("run counter.lua --resume --set sleep_at=")
+  local out, _, code = upkit("run counter.lua --resume --set sleep_at= --allow-change sleep_at")
   T.eq(code, 0)
   T.eq(trace(), "one\ntwo-start\ntwo\nthree\n")
   T.contains(out, "Resuming counter")
@@ -175,7 +180,7 @@ T.test("--resume refuses when finished steps moved in the procedure file", funct
   local text = T.read_file(dir .. "/counter.lua")
   T.write_file(dir .. "/counter2.lua", (text:gsub('name = "one"', 'name = "zero", run = function() end },\n    { name = "one"')))
   local _, err
-  _, err, code = upkit("run counter2.lua --resume " .. T.q(run:sub(#dir + 2)) .. " --set fail_at=")
+  _, err, code = upkit("run counter2.lua --resume " .. T.q(run:sub(#dir + 2)) .. " --set fail_at= --allow-change fail_at")
   T.eq(code, 2)
   T.contains(err, "finished step 1 was 'one', it is now 'zero'")
 end)
@@ -226,7 +231,7 @@ T.test("a destructive step without a terminal needs --yes", function()
   reset()
   local _, err, code = upkit("run guarded.lua")
   T.eq(code, 2)
-  T.contains(err, "step 'destroy' is destructive")
+  T.contains(err, "step 'destroy' is destructive and asks for confirmation")
   T.contains(err, "--yes")
   T.eq(trace(), "")
   local out
@@ -306,12 +311,25 @@ T.test("unknown options and invalid procedure files are usage errors", function(
   T.contains(err, "step name 'x' is used twice")
 end)
 
+T.test("parse_args leaves its caller's table as it was", function()
+  local args = { "--config=site.lua", "--set", "a=1", "--only=one,two", "--resume" }
+  local copy = { table.unpack(args) }
+  local opts = require("upkit.procedure").parse_args(args)
+  T.eq(args, copy)
+  T.eq(opts.config, "site.lua")
+  T.eq(opts.only, { "one", "two" })
+  T.eq(opts.sets, { a = "1" })
+  T.eq(opts.resume, true)
+end)
+
 T.test("--help shows the procedure's parameters and steps", function()
   local out, _, code = upkit("run counter.lua --help")
   T.eq(code, 0)
   T.contains(out, "counter: counts its steps")
   T.contains(out, "UPKIT_TOKEN")
   T.contains(out, "--resume [RUN]")
+  T.contains(out, "2. two           second, n=2", "a describe function sees the defaults")
+  T.contains(out, "3. three         (no description)")
 end)
 
 T.write_file(dir .. "/undoable.lua", [[
@@ -342,7 +360,7 @@ T.test("--undo runs the undo of each finished step, newest first, and is journal
   T.contains(err, "--yes")
   T.eq(trace(), "a\nb\nc\n")
   local out
-  out, _, code = upkit("run undoable.lua --undo --yes --set fail_undo=true")
+  out, _, code = upkit("run undoable.lua --undo --yes --set fail_undo=true --allow-change fail_undo")
   T.eq(code, 1)
   T.eq(trace(), "a\nb\nc\n", "a failed undo stops there")
   out, _, code = upkit("run undoable.lua --undo --yes")
@@ -355,6 +373,33 @@ T.test("--undo runs the undo of each finished step, newest first, and is journal
   out, _, code = upkit("run undoable.lua --undo --yes")
   T.eq(code, 0)
   T.contains(out, "no finished step to undo")
+end)
+
+T.write_file(dir .. "/handles.lua", [[
+local function handle(name)
+  return { close = function() local f = assert(io.open("closed", "a")) f:write(name, "\n") f:close() end }
+end
+return {
+  name = "handles", params = { { name = "fail", type = "boolean", default = false } },
+  steps = {
+    { name = "open", run = function(ctx)
+        ctx._api = handle("api-1")
+        ctx._api = handle("api-2")            -- replaces: api-1 is closed now
+        ctx:cache("db", function() return handle("db") end) end },
+    { name = "use", run = function(ctx)
+        assert(ctx:cache("db", function() error("opened again") end))
+        if ctx.params.fail then error({ code = "BOOM", message = "failed" }) end end },
+  },
+}
+]])
+
+T.test("handles cached in ctx: a replaced one is closed at once, the rest when the run ends, failed or not", function()
+  for _, fail in ipairs { "false", "true" } do
+    os.remove(dir .. "/closed")
+    local _, _, code = upkit("run handles.lua --set fail=" .. fail)
+    T.eq(code, fail == "true" and 1 or 0)
+    T.eq(T.read_file(dir .. "/closed"), "api-1\ndb\napi-2\n")
+  end
 end)
 
 T.test("upkit new writes a starter procedure that plans and runs", function()

@@ -3,7 +3,9 @@
 --   local log = require "upkit.log"
 --   log.info("copied %d files", n) ; log.warn(...) ; log.error(...) ; log.debug(...)
 --   log.secret(value)      -- never print or store this value: shown as ***
---   log.redact(text)       -- text with every registered secret replaced
+--   log.redact(text)       -- text with every registered secret replaced, and the
+--                          -- values of Password=/PWD= in connection strings
+--   log.connection_secrets(text) -- register the passwords inside a connection string
 --   log.add_sink(fn)       -- fn(record) where record = { time, level, msg, step? }
 --   log.remove_sink(fn)
 --
@@ -43,15 +45,68 @@ end
 
 M.replace_plain = plain_gsub
 
+-- Case-insensitive Lua patterns of the password keys of ODBC and ADO.NET
+-- connection strings, each at the start of a word.
+local function nocase(word)
+  return (word:gsub("%a", function(c) return "[" .. c:upper() .. c:lower() .. "]" end))
+end
+local PASSWORD_KEYS = { nocase("password"), nocase("pwd") }
+
+-- Each password value in text: calls fn(first, last) with its byte range.
+local function each_password(text, fn)
+  for _, key in ipairs(PASSWORD_KEYS) do
+    local init = 1
+    while true do
+      local _, e = text:find("%f[%w]" .. key .. "%s*=%s*", init)
+      if not e then break end
+      local first, last = e + 1, nil
+      if text:sub(first, first) == "{" then
+        local i = first + 1
+        while i <= #text do
+          if text:sub(i, i) == "}" then
+            if text:sub(i + 1, i + 1) == "}" then i = i + 2 else break end
+          else i = i + 1 end
+        end
+        last = math.min(i, #text)
+      else
+        last = (text:find(";", first, true) or #text + 1) - 1
+      end
+      if last >= first then fn(first, last) end
+      init = last + 1
+    end
+  end
+end
+
+-- log.connection_secrets(text): the passwords inside a connection string
+-- become secrets (never printed or stored, wherever they appear).
+function M.connection_secrets(text)
+  if type(text) ~= "string" then return end
+  each_password(text, function(first, last)
+    local v = text:sub(first, last)
+    M.secret(v)
+    local inner = v:match("^{(.*)}$")
+    if inner then M.secret((inner:gsub("}}", "}"))) end
+  end)
+end
+
 function M.redact(text)
   text = tostring(text)
   for _, s in ipairs(secrets) do
     if text:find(s, 1, true) then text = plain_gsub(text, s, "***") end
   end
+  local ranges = {}
+  each_password(text, function(first, last)
+    if text:sub(first, last) ~= "***" then ranges[#ranges + 1] = { first, last } end
+  end)
+  table.sort(ranges, function(a, b) return a[1] > b[1] end)
+  for _, r in ipairs(ranges) do text = text:sub(1, r[1] - 1) .. "***" .. text:sub(r[2] + 1) end
   return text
 end
 
 function M.add_sink(fn) sinks[#sinks + 1] = fn return fn end
+
+-- log.sink_count() -> how many sinks are registered
+function M.sink_count() return #sinks end
 
 function M.remove_sink(fn)
   for i = #sinks, 1, -1 do if sinks[i] == fn then table.remove(sinks, i) end end

@@ -13,11 +13,17 @@
 --   sql.null (== json.null), sql.binary(s) (bind s as binary)
 --   sql.backup(db, { to =, database =, method = "auto" | "sqlite" | "logical" | "mssql", progress = })
 --   sql.restore(target, { from =, database =, replace = false, progress =, ... })
---   sql.verify(file [, { db = }])
---     --> { file, bytes, sha256, method, seconds, ... }
+--   sql.verify(file [, { sha256 =, db = }])
+--     --> { file, bytes, sha256, method, seconds, verified = true, ... }
+--   sql.engine(db)               --> "mssql" | "sqlite" | "postgresql" | "generic"
+--   db:load(block, { insert =, columns =, per_statement =, row_type =, record_text = })
+--                                --> rows (a backup block into a table; see upkit.sql.logical)
 -- Rows are keyed by column name (a repeated name becomes name_2, name_3, ...;
 -- columns[i].label is the driver's name); NULL is sql.null. Errors are error objects
--- with code = SQLSTATE, native, diagnostics; messages never hold passwords.
+-- (docs/errors.md): code is SQL_ERROR, CONNECT_FAILED, AUTH_FAILED, TIMEOUT,
+-- PERMISSION_DENIED, INTERRUPTED (Ctrl-C or db:cancel), ENOMEM, CLOSED, BUSY,
+-- EINVAL...; sqlstate, native and diagnostics (every record, its text whole)
+-- keep the driver's detail; messages never hold passwords.
 local native = require "upkit._sql"
 local upkit = require "upkit"
 
@@ -35,9 +41,13 @@ function M.binary(s)
 end
 
 -- psqlODBC's defaults read a whole result into memory and report booleans as
--- text; upkit streams results in blocks and means booleans. These settings
--- are added to a psqlODBC connection string that does not set them itself.
-local PSQLODBC = { { "UseDeclareFetch", "1" }, { "Fetch", "10000" }, { "BoolsAsChar", "0" } }
+-- text; upkit streams results in blocks and means booleans. Debian's
+-- odbcinst.ini turns psqlODBC's communication log on, a file in the
+-- temporary folder that can hold statements and their values: upkit turns
+-- it and the debug log off. These settings are added to a psqlODBC
+-- connection string that does not set them itself.
+local PSQLODBC = { { "UseDeclareFetch", "1" }, { "Fetch", "10000" }, { "BoolsAsChar", "0" },
+                   { "CommLog", "0" }, { "Debug", "0" } }
 
 local function psqlodbc_settings(cs)
   for _, kv in ipairs(PSQLODBC) do
@@ -170,10 +180,11 @@ local function lazy(name)
 end
 
 setmetatable(M, { __index = function(_, k)
-  if k == "mssql" or k == "logical" or k == "sqlite" then return lazy(k) end
+  if k == "mssql" or k == "logical" or k == "sqlite" or k == "connstr" then return lazy(k) end
 end })
 
-local BACKUP_KEYS = { to = true, database = true, method = true, progress = true }
+local BACKUP_KEYS = { to = true, database = true, method = true, progress = true, visible_as = true, test = true }
+local VERIFY_KEYS = { sha256 = true, db = true, restore = true, name = true, data_dir = true, log_dir = true }
 local RESTORE_KEYS = { from = true, database = true, replace = true, progress = true,
                        data_dir = true, log_dir = true, sha256 = true }
 
@@ -258,10 +269,8 @@ local function file_kind(path, fn)
   if type(path) ~= "string" or path == "" then
     upkit.error("EINVAL", string.format("%s: expected a backup file's path, got %s", fn, type(path)))
   end
-  local f, err = io.open(path, "rb")
-  if not f then upkit.error("ENOENT", fn .. ": '" .. path .. "': " .. tostring(err)) end
-  local head = f:read(64) or ""
-  f:close()
+  local r <close> = require("upkit._backupfile").reader(path, fn)
+  local head = r:magic(64)
   if head:sub(1, 16) == "SQLite format 3\0" then return "sqlite" end
   local magic = lazy("logical").MAGIC
   if head:sub(1, #magic) == magic or (#head < #magic and magic:sub(1, #head) == head and #head > 0) then
@@ -271,6 +280,17 @@ local function file_kind(path, fn)
   return "mssql"
 end
 M.file_kind = file_kind
+
+-- file_kind, except that on a SQL Server connection a file not readable here
+-- is a SQL Server backup on the server's disk (the server reads it).
+local function kind_on(path, db, fn)
+  if db ~= nil and type(db) ~= "string" and engine(db) == "mssql" and type(path) == "string" then
+    local f = io.open(path, "rb")
+    if not f then return "mssql" end
+    f:close()
+  end
+  return file_kind(path, fn)
+end
 
 -- sql.restore(target, { from =, database =, replace = false, progress = fn })
 --   target: a connection, or a connection string (connected and closed here).
@@ -282,8 +302,9 @@ function M.restore(target, opts)
   check_target("sql.restore", target)
   checkopts("sql.restore", opts, RESTORE_KEYS)
   if type(opts.from) ~= "string" then upkit.error("EINVAL", "sql.restore: option 'from' (a file) is required") end
+  M.check_sha256("sql.restore", opts.sha256)
   local t0 = upkit.now()
-  local kind = file_kind(opts.from)
+  local kind = kind_on(opts.from, target, "sql.restore")
   local o, done = terminal_progress("sql.restore", opts)
   local r
   if kind == "sqlite" then
@@ -302,12 +323,28 @@ function M.restore(target, opts)
   return r
 end
 
--- sql.verify(file [, { db = }]) -> { file, bytes, sha256, method, ... }
--- A logical backup is read whole and every checksum checked; a SQLite file
--- is checked against its .sha256 file; a SQL Server backup needs db.
+-- The digest a caller gives (opts.sha256): 64 hex digits, or EINVAL.
+function M.check_sha256(fn, sha)
+  if sha ~= nil and (type(sha) ~= "string" or not sha:match("^%x+$") or #sha ~= 64) then
+    upkit.error("EINVAL", string.format("%s: option 'sha256' must be 64 hex digits, got %s", fn,
+      type(sha) == "string" and ("'" .. sha .. "'") or type(sha)))
+  end
+  return sha and sha:lower()
+end
+
+-- sql.verify(file [, { sha256 =, db =, restore =, name =, data_dir =, log_dir = }]) -> { file, bytes, sha256, method, verified = true, ... }
+-- A logical backup is read whole, every checksum and its structure checked;
+-- a SQLite file is checked against the digest given (sha256) or else its
+-- .sha256 file, which must then exist and be well formed; a SQL Server
+-- backup needs db (the server reads it: it need not be visible here;
+-- restore = true also restores it under a throw-away name and runs DBCC
+-- CHECKDB). The file's digest must equal sha256 when given
+-- (CHECKSUM_MISMATCH). Anything not verified raises; it never returns.
 function M.verify(file, opts)
-  opts = opts or {}
-  local kind = file_kind(file, "sql.verify")
+  if opts == nil then opts = {} end
+  checkopts("sql.verify", opts, VERIFY_KEYS)
+  M.check_sha256("sql.verify", opts.sha256)
+  local kind = kind_on(file, opts.db, "sql.verify")
   local t0 = upkit.now()
   local r = lazy(kind).verify(file, opts)
   r.method = kind

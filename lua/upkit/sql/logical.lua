@@ -2,6 +2,7 @@
 -- (PostgreSQL first) and its restore into any engine. The file format is
 -- documented in docs/backup-format.md.
 local native = require "upkit._sql"
+local bf = require "upkit._backupfile"
 local json = require "upkit.json"
 local upkit = require "upkit"
 
@@ -142,11 +143,6 @@ local TYPES = {
     double = "DOUBLE", boolean = "BOOLEAN", text = "TEXT", binary = "BLOB", date = "DATE",
     time = "TIME", timestamp = "TIMESTAMP", timestamptz = "TIMESTAMP", uuid = "TEXT", decimal = "NUMERIC",
     char = "CHAR", varchar = "VARCHAR" },
-  mssql = { smallint = "SMALLINT", integer = "INT", bigint = "BIGINT", real = "REAL",
-    double = "FLOAT", boolean = "BIT", text = "NVARCHAR(MAX)", binary = "VARBINARY(MAX)", date = "DATE",
-    time = "TIME", timestamp = "DATETIME2", timestamptz = "DATETIMEOFFSET", uuid = "UNIQUEIDENTIFIER",
-    decimal = "DECIMAL", char = "NCHAR",
-    varchar = "NVARCHAR" },
 }
 TYPES.generic = TYPES.postgresql
 
@@ -208,17 +204,8 @@ function M.key_statements(t, dialect)
   return out
 end
 
-local function dialect_of(db)
-  local engine = require("upkit.sql").engine(db)
-  return engine, engine
-end
-
 local function progress(opts, info)
   if opts.progress then opts.progress(info) end
-end
-
-local function tmp_name(path)
-  return string.format("%s.partial-%d-%d", path, math.floor(upkit.now() * 1000) % 1000000000, math.random(1 << 30))
 end
 
 -- The expression that reads column c (quoted name qc) for the backup.
@@ -379,9 +366,8 @@ local function text_blocks(w, conns, q, s, t, opts, select, stamps)
         if st then
           local ok2, n = pcall(st.finish_block, st, w)
           -- only the server's refusal of the query itself: not a write error, an
-          -- interruption, a cancel or timeout (57014) or a lost connection (08xxx)
-          local refused = not ok2 and upkit.is_error(n) and n.diagnostics and n.code ~= "57014" and
-            not n.code:match("^08")
+          -- interruption, a timeout or a lost connection
+          local refused = not ok2 and upkit.is_error(n) and n.diagnostics and n.code == "SQL_ERROR"
           if not ok2 and not refused then error(n, 0) end
           if not ok2 then
             local r = current[k]
@@ -412,11 +398,10 @@ end
 
 -- Backup of every user table of db into opts.to.
 function M.backup(db, opts)
-  local engine = dialect_of(db)
+  local engine = require("upkit.sql").engine(db)
   local info = db:info()
   local tables = user_tables(db, engine)
-  local tmp = tmp_name(opts.to)
-  local w <close> = native.writer(tmp, M.MAGIC)
+  local w <close> = bf.writer(opts.to, M.MAGIC)
   local own_tx = not db:in_transaction()
   local helpers, text = {}, false
   if own_tx then
@@ -480,20 +465,55 @@ function M.backup(db, opts)
   if own_tx then pcall(db.rollback, db) end
   if not ok then error(err, 0) end
   local bytes, sha = w:finish()
-  native.rename(tmp, opts.to)
   return { file = opts.to, bytes = bytes, sha256 = sha, tables = #tables, rows = err }
 end
 
+-- The shape of a table record (T): BAD_FORMAT through bad unless it is one.
+local function check_table(bad, t)
+  local function strings(list, what)
+    if list == nil then return end
+    if type(list) ~= "table" then bad(what .. " is not a list") end
+    for k, v in pairs(list) do
+      if math.type(k) ~= "integer" or k < 1 or k > #list or type(v) ~= "string" then bad(what .. " is not a list of names") end
+    end
+  end
+  if type(t.name) ~= "string" or t.name == "" then bad("a table without a name") end
+  if t.schema ~= nil and t.schema ~= json.null and type(t.schema) ~= "string" then bad("table " .. t.name .. ": a schema that is not a name") end
+  if t.schema == json.null then t.schema = nil end
+  if type(t.columns) ~= "table" then bad("table " .. t.name .. " without columns") end
+  for k, c in pairs(t.columns) do
+    if math.type(k) ~= "integer" or k < 1 or k > #t.columns or type(c) ~= "table" or type(c.name) ~= "string" or
+       type(c.type) ~= "string" or (c.nullable ~= nil and type(c.nullable) ~= "boolean") or
+       (c.size ~= nil and math.type(c.size) ~= "integer") or (c.digits ~= nil and math.type(c.digits) ~= "integer") or
+       (c.source_type ~= nil and type(c.source_type) ~= "string") then
+      bad("table " .. t.name .. ": column " .. tostring(k) .. " is not a column description")
+    end
+  end
+  strings(t.primary_key, "table " .. t.name .. ": the primary key")
+  if t.primary_key == nil then t.primary_key = {} end
+  if t.unique == nil then t.unique = {} end
+  if type(t.unique) ~= "table" then bad("table " .. t.name .. ": unique indexes that are not a list") end
+  for k, i in pairs(t.unique) do
+    if math.type(k) ~= "integer" or k < 1 or k > #t.unique or type(i) ~= "table" or type(i.name) ~= "string" then
+      bad("table " .. t.name .. ": a unique index without a name")
+    end
+    strings(i.columns, "table " .. t.name .. ": the columns of index " .. i.name)
+    if i.columns == nil then bad("table " .. t.name .. ": index " .. i.name .. " without columns") end
+  end
+end
+
 -- Read a logical backup file through; each record is given to fn(type, payload).
--- Raises BAD_FORMAT or CHECKSUM_MISMATCH. Returns bytes, sha256.
-local function read_all(file, fn)
-  local r <close> = native.reader(file)
+-- Raises BAD_FORMAT or CHECKSUM_MISMATCH (what names the operation: sql.verify
+-- or sql.restore), also for a record of the wrong shape (a column that is not
+-- a description, a block that does not hold its rows of values). Returns bytes, sha256.
+local function read_all(file, what, fn)
+  local r <close> = bf.reader(file, what)
   local magic = r:magic(#M.MAGIC)
   if magic ~= M.MAGIC then
-    upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': not an upkit logical backup")
+    upkit.error("BAD_FORMAT", what .. ": '" .. file .. "': not an upkit logical backup", { path = file })
   end
   local state, tbl, version = "start", nil, 1
-  local function bad(why) upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': " .. why) end
+  local function bad(why) upkit.error("BAD_FORMAT", what .. ": '" .. file .. "': " .. why, { path = file }) end
   local function decode(p)
     local ok, v = pcall(json.decode, p)
     if not ok or type(v) ~= "table" then bad("a header is not valid JSON") end
@@ -509,26 +529,30 @@ local function read_all(file, fn)
       if h.version ~= 1 and h.version ~= 2 then
         bad("version " .. tostring(h.version) .. " (this upkit reads versions 1 and 2)")
       end
+      if h.source ~= nil and type(h.source) ~= "table" then bad("a header whose source is not an object") end
       version = h.version
       state = "tables"
       fn("H", h)
     elseif kind == "T" then
       if state ~= "tables" then bad("a table out of place") end
       tbl = decode(payload)
-      if type(tbl.name) ~= "string" or type(tbl.columns) ~= "table" then bad("a table without name or columns") end
+      check_table(bad, tbl)
       tbl.rows_seen = 0
       state = "data"
       fn("T", tbl)
     elseif kind == "D" or kind == "R" then
       if state ~= "data" then bad("data outside a table") end
       if kind == "R" and version < 2 then bad("a text block in a version 1 file") end
-      if #payload < 4 then bad("a data block is too short") end
+      local ok, err = pcall(native.check_block, payload, #tbl.columns, kind == "R")
+      if not ok then bad("table " .. tbl.name .. ": " .. tostring(upkit.is_error(err) and err.message or err)) end
       tbl.rows_seen = tbl.rows_seen + string.unpack("<I4", payload)
       fn(kind, payload, tbl)
     elseif kind == "E" then
       if state ~= "data" then bad("a table end out of place") end
       local e = decode(payload)
-      if e.rows ~= tbl.rows_seen then bad(string.format("table %s has %d rows, its end says %s", tbl.name, tbl.rows_seen, tostring(e.rows))) end
+      if math.type(e.rows) ~= "integer" or e.rows ~= tbl.rows_seen then
+        bad(string.format("table %s has %d rows, its end says %s", tbl.name, tbl.rows_seen, tostring(e.rows)))
+      end
       state = "tables"
       fn("E", e, tbl)
     elseif kind == "Z" then
@@ -540,17 +564,23 @@ local function read_all(file, fn)
   return r:bytes(), r:sha256()
 end
 
--- Verify the whole file; returns { file, bytes, sha256, tables = { {name, rows} }, rows }.
-function M.verify(file)
+-- Verify the whole file (and its digest against opts.sha256 when given);
+-- returns { file, bytes, sha256, tables = { {name, rows} }, rows, source, verified = true }.
+function M.verify(file, opts, what)
+  what = what or "sql.verify"
   local tables, rows, header = {}, 0, nil
-  local bytes, sha = read_all(file, function(kind, v, t)
+  local bytes, sha = read_all(file, what, function(kind, v, t)
     if kind == "H" then header = v
     elseif kind == "E" then
       tables[#tables + 1] = { name = t.name, rows = v.rows }
       rows = rows + v.rows
     end
   end)
-  return { file = file, bytes = bytes, sha256 = sha, tables = tables, rows = rows, source = header.source }
+  if opts and opts.sha256 and opts.sha256:lower() ~= sha then
+    upkit.error("CHECKSUM_MISMATCH", string.format("%s: '%s': SHA-256 %s, expected %s", what, file, sha, opts.sha256),
+      { path = file })
+  end
+  return { file = file, bytes = bytes, sha256 = sha, tables = tables, rows = rows, source = header.source, verified = true }
 end
 
 -- How the fields of a table's text blocks read as values (_sql.record_values).
@@ -565,23 +595,33 @@ local function value_types(t)
   return t.value_types
 end
 
+-- PostgreSQL: the connection to restore into: db, or a new one to
+-- opts.database (created when missing). Returns it, whether it is ours to
+-- close, and the quoted name of the database created here (nil when none).
 local function pg_database(db, opts)
   local name = opts.database
   if not name or name == db:info().database then return db, false end
+  local quoted = '"' .. name:gsub('"', '""') .. '"'
   local exists = db:first("SELECT 1 AS x FROM pg_database WHERE datname = ?", name)
-  if not exists then db:exec('CREATE DATABASE "' .. name:gsub('"', '""') .. '"') end
+  if not exists then db:exec("CREATE DATABASE " .. quoted) end
+  local created = not exists and quoted or nil
   local sql = require "upkit.sql"
-  return sql.connect(sql.with_value(db:connection_string(), "Database", name)), true
+  local ok, target = pcall(sql.connect, sql.with_value(db:connection_string(), "Database", name))
+  if not ok then
+    if created then pcall(db.exec, db, "DROP DATABASE " .. created) end
+    error(target, 0)
+  end
+  return target, true, created
 end
 
 -- Restore a logical backup into db (PostgreSQL: into opts.database, created
 -- when missing). Checks the whole file first; NOT_EMPTY unless replace.
 function M.restore(db, opts)
-  local summary = M.verify(opts.from)
-  local engine = dialect_of(db)
-  if engine == "mssql" then upkit.error("EINVAL", "sql.restore: restore a logical backup into SQL Server is not supported") end
-  local target, own = db, false
-  if engine == "postgresql" then target, own = pg_database(db, opts) end
+  local summary = M.verify(opts.from, opts, "sql.restore")
+  local engine = require("upkit.sql").engine(db)
+  if engine == "mssql" then upkit.error("UNSUPPORTED", "sql.restore: restore a logical backup into SQL Server is not supported") end
+  local target, own, created = db, false, nil
+  if engine == "postgresql" then target, own, created = pg_database(db, opts) end
   local ok, res = pcall(function()
     local existing = user_tables(target, engine)
     local present = {}
@@ -595,7 +635,7 @@ function M.restore(db, opts)
     target:begin()
     local ok2, err = pcall(function()
       local tables = {}
-      read_all(opts.from, function(kind, v, t)
+      read_all(opts.from, "sql.restore", function(kind, v, t)
         if kind == "T" then
           v.qname = M.target_name(v, engine)
           if present[v.qname] then target:exec("DROP TABLE " .. v.qname) end
@@ -611,11 +651,13 @@ function M.restore(db, opts)
           end
           tables[#tables + 1] = v
         elseif kind == "R" and engine == "postgresql" then
-          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, BLOCK_ROWS, t.rowtype, true)
+          t.loaded = (t.loaded or 0) + target:load(v, { insert = t.prefix, columns = #t.columns,
+            row_type = t.rowtype, record_text = true })
           progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
         elseif kind == "D" or kind == "R" then
           if kind == "R" then v = native.record_values(v, value_types(t)) end
-          t.loaded = (t.loaded or 0) + target:load(t.prefix, v, #t.columns, engine, t.rowtype and BLOCK_ROWS or INSERT_ROWS, t.rowtype)
+          t.loaded = (t.loaded or 0) + target:load(v, { insert = t.prefix, columns = #t.columns,
+            per_statement = t.rowtype and BLOCK_ROWS or INSERT_ROWS, row_type = t.rowtype })
           progress(opts, { phase = "restore", table = t.name, rows = t.loaded })
         end
       end)
@@ -623,7 +665,8 @@ function M.restore(db, opts)
         for _, s in ipairs(M.key_statements(t, engine)) do target:exec(s) end
         local n = target:first("SELECT COUNT(*) AS n FROM " .. t.qname).n
         if n ~= t.rows_seen then
-          upkit.error("COUNT_MISMATCH", string.format("sql.restore: table %s has %d rows after restore, the backup %d", t.name, n, t.rows_seen))
+          upkit.error("CHECKSUM_MISMATCH", string.format("sql.restore: table %s has %d rows after restore, the backup %d",
+            t.name, n, t.rows_seen))
         end
         counts[#counts + 1] = { name = t.name, schema = t.schema, rows = n }
       end
@@ -637,7 +680,11 @@ function M.restore(db, opts)
   end)
   local dbname = target:info().database
   if own then target:close() end
-  if not ok then error(res, 0) end
+  if not ok then
+    -- a database this restore created goes again, so that a failed restore leaves nothing behind
+    if created then pcall(db.exec, db, "DROP DATABASE " .. created) end
+    error(res, 0)
+  end
   return { file = opts.from, bytes = summary.bytes, sha256 = summary.sha256, tables = res,
            rows = summary.rows, database = dbname }
 end

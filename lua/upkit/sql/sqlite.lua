@@ -3,7 +3,8 @@
 -- beside the target, then an atomic replace of the target file).
 -- A backup file is a plain SQLite database; its SHA-256 is kept beside it in
 -- "<file>.sha256" (sha256sum format).
-local native = require "upkit._sql"
+local bf = require "upkit._backupfile"
+local fs = require "upkit.fs"
 local hash = require "upkit.hash"
 local upkit = require "upkit"
 
@@ -12,94 +13,68 @@ local M = {}
 local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
 local function basename(p) return p:match("([^/]*)$") end
 
-local function tmp_beside(path, tag)
-  return string.format("%s/.%s.%s-%d-%d", dirname(path), basename(path), tag,
-    math.floor(upkit.now() * 1000) % 1000000000, math.random(1 << 30))
-end
-
-local function size_of(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
-local function write_sidecar(file, sha)
+-- The digest in file's sidecar "<file>.sha256" (sha256sum's "<hex>  <name>"
+-- line). A sidecar that is missing (ENOENT), unreadable (its errno) or not
+-- such a line (BAD_FORMAT) raises, naming it: a SQLite backup is never
+-- taken without its digest.
+local function read_sidecar(fn, file)
   local side = file .. ".sha256"
-  local tmp = tmp_beside(side, "tmp")
-  local f, err = io.open(tmp, "wb")
-  if not f then upkit.error("EIO", "sql.backup: '" .. side .. "': " .. tostring(err)) end
-  local ok, werr = f:write(sha, "  ", basename(file), "\n")
-  local closed, cerr = f:close()
-  if not ok or not closed then
-    os.remove(tmp)
-    upkit.error("EIO", "sql.backup: '" .. side .. "': " .. tostring(werr or cerr))
+  local ok, text = pcall(fs.read, side)
+  if not ok then
+    local e = upkit.is_error(text) and text or { code = "EIO", message = tostring(text) }
+    upkit.error(e.code, string.format("%s: '%s': its digest file '%s' cannot be read (%s); pass { sha256 = hex } " ..
+      "to give the digest", fn, file, side, tostring(e.message)), { path = side })
   end
-  local synced, serr = pcall(native.fsync, tmp)
-  if not synced then
-    os.remove(tmp)
-    error(serr, 0)
+  local hex = text:match("^(%x+)[ \t]+%*?[^\n]*\n?$")
+  if not hex or #hex ~= 64 then
+    upkit.error("BAD_FORMAT", string.format("%s: '%s': its digest file '%s' is not a sha256sum line", fn, file, side),
+      { path = side })
   end
-  native.rename(tmp, side)
+  return hex:lower()
 end
 
-local function read_sidecar(file)
-  local f = io.open(file .. ".sha256", "rb")
-  if not f then return nil end
-  local line = f:read("l") or ""
-  f:close()
-  return line:match("^(%x+)")
+-- The digest a SQLite backup must have: the caller's, else its sidecar's.
+local function wanted(fn, file, opts)
+  return opts.sha256 and opts.sha256:lower() or read_sidecar(fn, file)
 end
 
--- VACUUM INTO a temporary file beside opts.to, fsync, hash, rename.
+-- VACUUM INTO a temporary file beside opts.to (mode 0600), hash it, write
+-- the sidecar (fs.write: 0600, fsync, rename), then fsync the backup and
+-- rename it into place.
 function M.backup(db, opts)
-  local tmp = tmp_beside(opts.to, "partial")
+  local w <close> = bf.pending(opts.to)
   local ok, err = pcall(function()
-    db:exec("VACUUM INTO ?", tmp)
-    native.fsync(tmp)
-    local sha = hash.file("sha256", tmp)
-    write_sidecar(opts.to, sha)
+    db:exec("VACUUM INTO ?", w:path())
+    local sha = hash.file("sha256", w:path())
+    fs.write(opts.to .. ".sha256", sha .. "  " .. basename(opts.to) .. "\n", { mode = "0600" })
     return sha
   end)
   if not ok then
-    os.remove(tmp)
     if upkit.is_error(err) and err.native == 13 then  -- SQLITE_FULL
       upkit.error("ENOSPC", "sql.backup: '" .. opts.to .. "': no space left on the file system (SQLite: database or disk is full)")
     end
     error(err, 0)
   end
-  local sha = err
-  local bytes = size_of(tmp)
-  native.rename(tmp, opts.to)
-  return { file = opts.to, bytes = bytes, sha256 = sha, database = db:info().database }
+  local bytes = w:finish()
+  return { file = opts.to, bytes = bytes, sha256 = err, database = db:info().database }
 end
 
-local function check_header(file)
-  local f = io.open(file, "rb")
-  local head = f and f:read(16)
-  if f then f:close() end
-  if head ~= "SQLite format 3\0" then
-    upkit.error("BAD_FORMAT", "sql.restore: '" .. file .. "': not a SQLite database")
+local function check_header(file, fn)
+  local r <close> = bf.reader(file, fn)
+  if r:magic(16) ~= "SQLite format 3\0" then
+    upkit.error("BAD_FORMAT", fn .. ": '" .. file .. "': not a SQLite database")
   end
 end
 
--- Check a SQLite file: its digest against the .sha256 file (or want).
+-- Check a SQLite file: its digest against opts.sha256, else its .sha256 file.
 function M.verify(file, opts)
-  check_header(file)
+  check_header(file, "sql.verify")
+  local want = wanted("sql.verify", file, opts)
   local sha = hash.file("sha256", file)
-  local want = (opts and opts.sha256) or read_sidecar(file)
-  if want and want:lower() ~= sha then
+  if want ~= sha then
     upkit.error("CHECKSUM_MISMATCH", string.format("sql.verify: '%s': SHA-256 %s, expected %s", file, sha, want))
   end
-  return { file = file, bytes = size_of(file), sha256 = sha, verified = want ~= nil }
-end
-
--- Copy src to dst durably (upkit.fs: temporary file, fsync, rename), read
--- back and hashed: bytes, SHA-256. Raises ENOSPC and the like, leaving no dst.
-local function copy_hashed(src, dst)
-  local r = require("upkit.fs").copy(src, dst, { verify = "sha256" })
-  return r.bytes, r.sha256
+  return { file = file, bytes = fs.stat(file, { follow = true }).size, sha256 = sha, verified = true }
 end
 
 local function user_table_count(sql, cs)
@@ -133,19 +108,23 @@ function M.restore(target, opts)
     end
     if path:sub(1, 1) ~= "/" then path = dirname(own) .. "/" .. path end
     if path == own then
-      upkit.error("EBUSY", "sql.restore: '" .. path .. "' is the connected database; close it and pass its connection string")
+      upkit.error("BUSY", "sql.restore: '" .. path .. "' is the connected database; close it and pass its connection string")
     end
     cs = sql.with_value(target:connection_string(), "Database", path)
   end
   if type(path) ~= "string" or path == "" then
     upkit.error("EINVAL", "sql.restore: the target connection string has no Database= file")
   end
-  check_header(opts.from)
-  local want = opts.sha256 or read_sidecar(opts.from)
-  local tmp = tmp_beside(path, "restore")
+  check_header(opts.from, "sql.restore")
+  local want = wanted("sql.restore", opts.from, opts)
+  -- the copy goes to a temporary file beside the target (fs.copy: fsync,
+  -- read back), is checked there, and only then replaces the target
+  local w <close> = bf.pending(path)
+  local tmp = w:path()
   local ok, res = pcall(function()
-    local bytes, sha = copy_hashed(opts.from, tmp)
-    if want and want:lower() ~= sha then
+    local r = fs.copy(opts.from, tmp, { verify = "sha256", overwrite = true, progress = false })
+    local bytes, sha = r.bytes, r.sha256
+    if want ~= sha then
       upkit.error("CHECKSUM_MISMATCH", string.format("sql.restore: '%s': SHA-256 %s, expected %s", opts.from, sha, want))
     end
     local okc, verdict = pcall(function()
@@ -158,19 +137,16 @@ function M.restore(target, opts)
       upkit.error("BAD_FORMAT", string.format("sql.restore: '%s': integrity check failed: %s", opts.from,
         tostring(okc and verdict or verdict)))
     end
-    if size_of(path) and size_of(path) > 0 and not opts.replace and user_table_count(sql, cs) > 0 then
+    local st = fs.stat(path, { follow = true })
+    if st and st.size > 0 and not opts.replace and user_table_count(sql, cs) > 0 then
       upkit.error("NOT_EMPTY", "sql.restore: '" .. path .. "' has tables; pass replace = true to overwrite")
     end
     return { bytes = bytes, sha256 = sha }
   end)
-  if not ok then
-    os.remove(tmp)
-    error(res, 0)
-  end
+  if not ok then error(res, 0) end
   for _, ext in ipairs { "-journal", "-wal", "-shm" } do os.remove(path .. ext) end
-  native.rename(tmp, path)
-  return { file = opts.from, bytes = res.bytes, sha256 = res.sha256, database = path, conn = cs,
-           verified = want ~= nil }
+  w:finish()
+  return { file = opts.from, bytes = res.bytes, sha256 = res.sha256, database = path, conn = cs, verified = true }
 end
 
 return M
