@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "platform.h"
 
 int upk_exe_path(char *buf, size_t size) {
@@ -17,6 +18,11 @@ int upk_exe_path(char *buf, size_t size) {
   if (n < 0 || (size_t)n >= size - 1) return -1;
   buf[n] = '\0';
   return 0;
+}
+
+int upk_share_dir(char *buf, size_t size) {
+  int n = snprintf(buf, size, "%s", UPKIT_SHARE);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 int upk_isatty(int fd) {

@@ -23,6 +23,14 @@ int upk_isatty(int fd) {
   return _isatty(fd) != 0;
 }
 
+int upk_share_dir(char *buf, size_t size) {
+  if (upk_exe_path(buf, size) != 0) return -1;
+  char *slash = strrchr(buf, '/');
+  if (slash == NULL) return -1;
+  *slash = '\0';
+  return 0;
+}
+
 /* %LOCALAPPDATA%\upkit (the per-user, per-machine data folder), else %APPDATA%\upkit. */
 int upk_user_dir(char *buf, size_t size) {
   const wchar_t *names[] = { L"LOCALAPPDATA", L"APPDATA" };

@@ -65,7 +65,8 @@ $(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platfo
 
 # upkit.exe: every host file but the POSIX implementations (and repl.c, libedit's binding:
 # repl_win.c takes its place); host/win/compat.h first into each, host/win/ (the CNG
-# openssl/*.h) on the include path.
+# openssl/*.h) on the include path. lua/ and scripts/ are found beside upkit.exe
+# (upk_share_dir), so there is no config.h.
 WIN_SRC   = $(filter-out %_posix.c %_linux.c host/repl.c,$(wildcard host/*.c))
 WIN_OBJ   = $(WIN_SRC:host/%.c=$(WIN_DIR)/obj/%.o)
 WIN_EXE   = $(WIN_DIR)/upkit.exe
@@ -79,13 +80,8 @@ $(WIN_DIR)/gen/modules.h: $(WIN_SRC)
 	  sed 's/^int luaopen_upkit_\([a-z0-9_]*\)(lua_State/UPK_MODULE(\1)/' | sort -u > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
-# Windows finds lua/ and scripts/ beside upkit.exe; no installed share folder.
-$(WIN_DIR)/gen/config.h:
-	@mkdir -p $(@D)
-	@echo '#define UPKIT_SHARE "."' > $@
-
 $(WIN_DIR)/obj/%.o: host/%.c $(HDR) $(wildcard host/win/*.h host/win/openssl/*.h) \
-		$(WIN_DIR)/gen/modules.h $(WIN_DIR)/gen/config.h $(WIN_LIBS)
+		$(WIN_DIR)/gen/modules.h $(WIN_LIBS)
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_EXE_CFLAGS) -c $< -o $@
 

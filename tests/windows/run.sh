@@ -101,5 +101,17 @@ if [ -f "$dir/upkit.exe" ]; then check "the TAP files under Wine with upkit.exe"
 else say "# skipped the TAP files under Wine: $dir/upkit.exe is missing (make windows)"; : > "$tmp/out"; fi
 sed 's/^/#   /' "$tmp/out"
 
+# 5. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
+#    its procedures from another folder.
+zip=$(ls "$dir"/upkit-*-windows-x64.zip 2>/dev/null | head -1)
+dist() {
+  mkdir -p "$tmp/dist" && python3 -m zipfile -e "$zip" "$tmp/dist" &&
+  (cd "$tmp/dist/upkit" && sha256sum --quiet -c SHA256SUMS) &&
+  (cd / && "$WINE" "$tmp/dist/upkit/upkit.exe" list) > "$tmp/list" 2>&1 &&
+  grep -q '^backup ' "$tmp/list" && grep -q '^rollback ' "$tmp/list" || { cat "$tmp/list"; return 1; }
+}
+if [ -n "$zip" ]; then check "the zip: SHA256SUMS verify; upkit.exe lists its procedures from another folder" dist
+else say "# skipped the zip: none in $dir (make dist-windows)"; fi
+
 [ $failed -eq 0 ] && say "test-windows: all passed" || say "test-windows: $failed failed"
 [ $failed -eq 0 ]
