@@ -344,21 +344,18 @@ void upk_proc_reap_wait(long pid, int *code, int *sig) {
   forget(c);
 }
 
-int upk_proc_kill_group(long pid, int sig) {
+/* End the job (group) or the process alone; the result will report sig. */
+static int terminate(long pid, int sig, int group) {
   Child *c = find(pid);
   if (c == NULL) return ESRCH;
   if (sig == 0) return 0;
   if (WaitForSingleObject(c->process, 0) == WAIT_TIMEOUT && !c->sig) c->sig = sig;
-  return TerminateJobObject(c->job, 1) ? 0 : last_errno();
+  BOOL ok = group ? TerminateJobObject(c->job, 1) : TerminateProcess(c->process, 1);
+  return ok ? 0 : last_errno();
 }
 
-int upk_proc_kill(long pid, int sig) {
-  Child *c = find(pid);
-  if (c == NULL) return ESRCH;
-  if (sig == 0) return 0;
-  if (WaitForSingleObject(c->process, 0) == WAIT_TIMEOUT && !c->sig) c->sig = sig;
-  return TerminateProcess(c->process, 1) ? 0 : last_errno();
-}
+int upk_proc_kill_group(long pid, int sig) { return terminate(pid, sig, 1); }
+int upk_proc_kill(long pid, int sig) { return terminate(pid, sig, 0); }
 
 static const struct { int sig; const char *name; } signames[] = {
   {SIGINT, "INT"}, {SIGILL, "ILL"}, {SIGFPE, "FPE"}, {SIGKILL, "KILL"}, {SIGSEGV, "SEGV"},
