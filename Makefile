@@ -6,7 +6,7 @@ DESTDIR ?=
 SHAREDIR = $(PREFIX)/share/upkit
 
 CC      ?= cc
-PKGS     = lua5.4 libcurl libcjson odbc libedit libcrypto
+PKGS     = lua5.4 libcurl odbc libedit libcrypto
 WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)) \
@@ -24,7 +24,7 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # Debian packages: build, run, test and benchmark.
 DEPS_BUILD = build-essential pkg-config liblua5.4-dev lua-filesystem-dev libcurl4-openssl-dev \
-	libcjson-dev unixodbc-dev unixodbc libedit-dev libssl-dev
+	unixodbc-dev unixodbc libedit-dev libssl-dev
 DEPS_TEST  = lua5.4 perl libsqliteodbc odbc-postgresql postgresql sqlite3 python3 openssl \
 	rsync curl tmux procps time util-linux
 DEPS = $(DEPS_BUILD) $(DEPS_TEST)
@@ -35,7 +35,7 @@ TESTS    = $(sort $(wildcard tests/*.lua))
 # The scripted SQL Server ODBC driver the tests load (test code, never installed).
 FAKEMSSQL = build/test/fakemssql.so
 
-.PHONY: all deps test check bench demo install uninstall sandbox repl clean
+.PHONY: all deps test check fuzz bench demo install uninstall sandbox repl clean
 
 all: $(UPKIT)
 
@@ -98,6 +98,15 @@ check: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PROVE) $(TESTS)
+
+# The JSON decoder's fuzz test (also run, for a few seconds, by check) for longer under the sanitizers.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory build/asan/upkit
+	UPKIT_FUZZ_SECONDS=$(FUZZ_SECONDS) UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
+	build/asan/upkit run tests/json_fuzz.lua
 
 bench: deps
 	@$(MAKE) --no-print-directory $(UPKIT)

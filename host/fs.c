@@ -14,7 +14,7 @@
 
 #include <openssl/evp.h>
 
-#include "platform_fs.h"
+#include "fs_private.h"
 #include "digest.h"
 
 #define BUFSZ ((size_t)4 << 20)  /* bytes per pipeline buffer */
@@ -22,6 +22,7 @@
 #define THREAD_MIN (BUFSZ * 2)   /* smaller files are hashed inline */
 #define TICK_EVERY 0.2           /* seconds between progress calls */
 #define CHECKSUM_MISMATCH (-1)   /* pseudo errno of a failed readback */
+#define SOURCE_CHANGED UPK_SOURCE_CHANGED  /* the source changed during the copy (twice: an error) */
 
 static void pushhex(lua_State *L, const unsigned char *d, unsigned n) {
   char buf[EVP_MAX_MD_SIZE * 2];
@@ -173,7 +174,7 @@ static int hash_copy(int in, int out, uint64_t size, int sparse, const EVP_MD *m
     size_t want = size - off > BUFSZ ? BUFSZ : (size_t)(size - off);
     size_t got;
     if ((err = upk_fs_pread_full(in, B->b[slot], want, off, &got)) != 0) break;
-    if (got < want) { err = EIO; break; }  /* the source shrank under us */
+    if (got < want) { err = SOURCE_CHANGED; break; }  /* the source shrank under us */
     if (threaded) {
       pthread_mutex_lock(&p.mu);
       p.len[slot] = got;
@@ -205,6 +206,16 @@ static int hash_copy(int in, int out, uint64_t size, int sparse, const EVP_MD *m
   return err;
 }
 
+int upk_hash_fd(int fd, uint64_t size, const EVP_MD *md, unsigned char *digest, unsigned *dlen) {
+  Bufs B = {{NULL}};
+  Prog prog;
+  prog_init(&prog, NULL, 0);  /* no progress function: it only stops on Ctrl-C */
+  upk_fs_advise_sequential(fd);
+  int err = hash_copy(fd, -1, size, 0, md, &B, digest, dlen, &prog);
+  bufs_free(&B);
+  return err;
+}
+
 /* ---------------------------------------------------------------------- */
 /* One file copy into a temporary file beside its destination              */
 
@@ -218,28 +229,11 @@ typedef struct Job {
   uint64_t bytes;
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned dlen;
-  int err;                   /* errno, or CHECKSUM_MISMATCH */
+  int err;                   /* errno, CHECKSUM_MISMATCH or SOURCE_CHANGED */
+  int changed;               /* the source changed during a first attempt (copied again) */
   const char *step;          /* what failed, for the message */
   char *tmppath;             /* the written temporary file (when !commit) */
 } Job;
-
-/* dirname and basename of dst; refuses names ending in '/'. */
-static int split(const char *dst, char *dir, size_t size, const char **base) {
-  const char *slash = strrchr(dst, '/');
-  if (!slash) {
-    strcpy(dir, ".");
-    *base = dst;
-  } else {
-    size_t n = (size_t)(slash - dst);
-    if (n == 0) n = 1;  /* "/name" */
-    if (n >= size) return ENAMETOOLONG;
-    memcpy(dir, dst, n);
-    dir[n] = '\0';
-    *base = slash + 1;
-  }
-  if (**base == '\0' || strcmp(*base, ".") == 0 || strcmp(*base, "..") == 0) return EISDIR;
-  return 0;
-}
 
 /* Directory fd cache: consecutive jobs usually share a folder. */
 typedef struct DirCache {
@@ -283,7 +277,7 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
   j->err = 0;
   j->dlen = 0;
   j->bytes = 0;
-  if ((err = split(j->dst, dir, sizeof dir, &base)) != 0) return job_fail(j, err, "destination");
+  if ((err = upk_fs_split(j->dst, dir, sizeof dir, &base)) != 0) return job_fail(j, err, "destination");
   if ((err = dircache_get(dc, dir, &dirfd)) != 0) return job_fail(j, err, "destination folder");
   if (!j->overwrite || j->commit) {
     if (upk_fs_lstat(j->dst, &st) == 0) {
@@ -297,15 +291,13 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
   }
   if (j->link) {
     for (int tries = 0;; tries++) {
-      uint32_t r;
-      upk_fs_random(&r, sizeof r);
-      snprintf(tmp, sizeof tmp, ".%.*s%s%ld-%08x", 180, base, UPK_TMP_MARK, (long)getpid(), r);
-      err = upk_fs_symlinkat(j->link, dirfd, tmp);
-      if (err != EEXIST || tries > 16) break;
+      err = upk_fs_temp_name(dirfd, base, tmp, sizeof tmp);
+      if (!err) err = upk_fs_symlinkat(j->link, dirfd, tmp);
+      if ((err != EEXIST && err != ENOENT) || tries > 16) break;
     }
     if (err) return job_fail(j, err, "symbolic link");
     upk_fs_set_times_at(dirfd, tmp, j->link_mtime);
-  } else {
+  } else for (int attempt = 0;; attempt++) {
     if ((err = upk_fs_open_read(j->src, &in)) != 0) return job_fail(j, err, "source");
     if ((err = upk_fs_fstat(in, &st)) != 0) { upk_fs_close(in); return job_fail(j, err, "source"); }
     if (st.type != UPK_FT_FILE) {
@@ -320,6 +312,22 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
     const char *step = "copy";
     if (j->md) err = hash_copy(in, out, st.size, sparse, j->md, B, j->digest, &j->dlen, prog);
     else err = upk_fs_copy_data(in, out, st.size, sparse, prog ? prog_tick : NULL, prog);
+    if (!err || err == SOURCE_CHANGED) {
+      /* a torn copy: the source's size or times moved while it was read */
+      UpkStat after;
+      if (upk_fs_fstat(in, &after) == 0 && (after.size != st.size || after.mtime_ns != st.mtime_ns ||
+                                            after.ctime_ns != st.ctime_ns))
+        err = SOURCE_CHANGED;
+      if (err == SOURCE_CHANGED) {
+        upk_fs_close(out);
+        upk_fs_close(in);
+        upk_fs_unlinkat(dirfd, tmp);
+        j->changed = 1;
+        if (attempt == 0) continue;
+        upk_fs_temp_release(dirfd);
+        return job_fail(j, SOURCE_CHANGED, "copy");
+      }
+    }
     if (!err) { step = "metadata"; err = upk_fs_set_meta(out, st.mode, st.mtime_ns); }
     /* the fsync runs beside the readback: one waits on the disk, the other hashes */
     Syncer sy = {out, 0};
@@ -352,21 +360,23 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
     j->bytes = st.size;
     if (err) {
       upk_fs_unlinkat(dirfd, tmp);
+      upk_fs_temp_release(dirfd);
       return job_fail(j, err, step);
     }
+    break;
   }
   if (j->commit) {
     err = upk_fs_rename(dirfd, tmp, dirfd, base, !j->overwrite);
-    if (err) {
-      upk_fs_unlinkat(dirfd, tmp);
-      return job_fail(j, err, "rename");
-    }
+    if (err) upk_fs_unlinkat(dirfd, tmp);
+    upk_fs_temp_release(dirfd);
+    if (err) return job_fail(j, err, "rename");
     if ((err = upk_fs_fsync(dirfd)) != 0) return job_fail(j, err, "folder fsync");
   } else {
     size_t n = strlen(dir) + strlen(tmp) + 2;
     j->tmppath = malloc(n);
     if (!j->tmppath) {
       upk_fs_unlinkat(dirfd, tmp);
+      upk_fs_temp_release(dirfd);
       return job_fail(j, ENOMEM, "copy");
     }
     snprintf(j->tmppath, n, "%s/%s", dir, tmp);
@@ -382,10 +392,17 @@ static void push_job_error(lua_State *L, const char *fn, Job *j) {
                   "%s: '%s' -> '%s': the written file does not match the source", fn, src, j->dst);
     return;
   }
+  if (j->err == SOURCE_CHANGED) {
+    upk_pusherror(L, "SOURCE_CHANGED",
+                  "%s: '%s' -> '%s': the source changed while it was copied, twice; nothing was written",
+                  fn, src, j->dst);
+    lua_pushstring(L, src);
+    lua_setfield(L, -2, "path");
+    return;
+  }
   upk_pusherror(L, upk_errno_name(j->err), "%s: '%s' -> '%s': %s: %s", fn, src, j->dst,
                 j->step, strerror(j->err));
-  lua_pushinteger(L, j->err);
-  lua_setfield(L, -2, "native");
+  upk_seterrno(L, j->err);
 }
 
 /*
@@ -423,9 +440,11 @@ static int fs_copy(lua_State *L) {
     push_job_error(L, "fs.copy", &j);
     return lua_error(L);
   }
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, (lua_Integer)j.bytes);
   lua_setfield(L, -2, "bytes");
+  lua_pushboolean(L, j.changed);
+  lua_setfield(L, -2, "changed");
   lua_pushnumber(L, upk_now() - t0);
   lua_setfield(L, -2, "seconds");
   if (alg) {
@@ -475,7 +494,7 @@ static int fs_copy_batch(lua_State *L) {
     lua_getfield(L, -4, "mtime");
     j->link_mtime = (int64_t)lua_tointeger(L, -1);
     lua_pop(L, 5);  /* strings stay alive in the items table */
-    if (!j->src && !j->link) luaL_error(L, "%s: item %d has neither src nor link", what, (int)i);
+    if (!j->src && !j->link) upk_error(L, "EINVAL", "%s: item %d has neither src nor link", what, (int)i);
     j->md = md;
     j->readback = readback && md;
     j->overwrite = 1;
@@ -510,6 +529,11 @@ static int fs_copy_batch(lua_State *L) {
       if (err) job_fail(j, err, "rename");
     }
     if (j->err) upk_fs_unlink(j->tmppath);
+    /* the private folder goes when empty: once per folder of the batch */
+    char *slash = strrchr(j->tmppath, '/');
+    *slash = '\0';
+    if (i + 1 == n || !jobs[i + 1].tmppath || strncmp(jobs[i + 1].tmppath, j->tmppath, (size_t)(slash - j->tmppath)) != 0)
+      upk_fs_rmdir(j->tmppath);
   }
   if (syncfd >= 0) {
     serr = upk_fs_syncfs(syncfd);
@@ -525,9 +549,13 @@ static int fs_copy_batch(lua_State *L) {
     if (j->err) {
       push_job_error(L, what, j);
     } else {
-      lua_createtable(L, 0, 2);
+      lua_createtable(L, 0, 3);
       lua_pushinteger(L, (lua_Integer)j->bytes);
       lua_setfield(L, -2, "bytes");
+      if (j->changed) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "changed");
+      }
       if (alg && j->dlen) {
         pushhex(L, j->digest, j->dlen);
         lua_setfield(L, -2, alg);
@@ -536,530 +564,6 @@ static int fs_copy_batch(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   return 1;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Tree scan                                                               */
-
-typedef struct Names {
-  char **v;
-  size_t n, cap;
-  int dirfd, clean;  /* names_add: remove stale temporary files of dirfd on the way */
-} Names;
-
-/* Every name, upkit's temporary files included (for removal). */
-static int names_add_all(void *arg, const char *name) {
-  Names *ns = arg;
-  if (ns->n == ns->cap) {
-    size_t cap = ns->cap ? ns->cap * 2 : 64;
-    char **v = realloc(ns->v, cap * sizeof *v);
-    if (!v) return 1;
-    ns->v = v;
-    ns->cap = cap;
-  }
-  if (!(ns->v[ns->n] = strdup(name))) return 1;
-  ns->n++;
-  return 0;
-}
-
-static int names_add(void *arg, const char *name) {
-  Names *ns = arg;
-  if (!upk_fs_is_temp_name(name)) return names_add_all(arg, name);
-  int removed;
-  if (ns->clean) upk_fs_drop_stale_temp(ns->dirfd, name, &removed);
-  return 0;
-}
-
-static void names_free(Names *ns) {
-  for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
-  free(ns->v);
-}
-
-static int cmpname(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static const char *typename_of(int type) {
-  switch (type) {
-    case UPK_FT_FILE: return "file";
-    case UPK_FT_DIR: return "dir";
-    case UPK_FT_LINK: return "link";
-    default: return "other";
-  }
-}
-
-/* One entry or failure found by a walk; kept in C so a walk can run in a thread. */
-typedef struct WalkItem {
-  char *rel, *target, *message;  /* message: failures only */
-  int type, err;                 /* err != 0: a failure */
-  uint64_t size;
-  int64_t mtime_ns;
-  unsigned mode;
-} WalkItem;
-
-typedef struct Walk {
-  const char *root, *fn;
-  int clean;
-  WalkItem *v;
-  size_t n, cap;
-  int oom;
-} Walk;
-
-static WalkItem *walk_add(Walk *W) {
-  if (W->n == W->cap) {
-    size_t cap = W->cap ? W->cap * 2 : 256;
-    WalkItem *v = realloc(W->v, cap * sizeof *v);
-    if (!v) { W->oom = 1; return NULL; }
-    W->v = v;
-    W->cap = cap;
-  }
-  WalkItem *it = &W->v[W->n++];
-  memset(it, 0, sizeof *it);
-  return it;
-}
-
-static void walk_fail(Walk *W, const char *rel, const char *full, int err) {
-  WalkItem *it = walk_add(W);
-  if (!it) return;
-  it->err = err;
-  it->rel = strdup(rel);
-  size_t len = strlen(W->fn) + strlen(full) + strlen(strerror(err)) + 8;
-  if ((it->message = malloc(len)) != NULL) snprintf(it->message, len, "%s: '%s': %s", W->fn, full, strerror(err));
-  if (!it->rel || !it->message) W->oom = 1;
-}
-
-/* Walk root/rel (rel "" for the root) depth first, children sorted by name. */
-static void walk_dir(Walk *W, const char *rel) {
-  char full[PATH_MAX];
-  if (snprintf(full, sizeof full, "%s%s%s", W->root, *rel ? "/" : "", rel) >= (int)sizeof full) {
-    walk_fail(W, rel, full, ENAMETOOLONG);
-    return;
-  }
-  /* one open folder: its entries are listed, looked at and read relative to it */
-  int dfd;
-  int err = upk_fs_open_dir(full, &dfd);
-  if (err) {
-    walk_fail(W, rel, full, err);
-    return;
-  }
-  /* one pass over the folder: its names, and with clean its stale temporary files removed */
-  Names ns = {NULL, 0, 0, dfd, W->clean};
-  err = upk_fs_list_fd(dfd, names_add, &ns);
-  if (err) {
-    names_free(&ns);
-    upk_fs_close(dfd);
-    walk_fail(W, rel, full, err);
-    return;
-  }
-  if (ns.n) qsort(ns.v, ns.n, sizeof *ns.v, cmpname);
-  /* every child looked at while the folder is open; closed before going down,
-     so that a deep tree does not hold a descriptor per level */
-  struct Child { UpkStat st; char *target; int err; } *ch = calloc(ns.n ? ns.n : 1, sizeof *ch);
-  if (!ch) W->oom = 1;
-  for (size_t i = 0; ch && i < ns.n; i++) {
-    ch[i].err = upk_fs_lstat_at(dfd, ns.v[i], &ch[i].st);
-    if (!ch[i].err && ch[i].st.type == UPK_FT_LINK) {
-      char target[PATH_MAX];
-      if (upk_fs_readlink_at(dfd, ns.v[i], target, sizeof target) == 0 && !(ch[i].target = strdup(target))) W->oom = 1;
-    }
-  }
-  upk_fs_close(dfd);
-  size_t rlen = strlen(rel), flen = strlen(full);
-  for (size_t i = 0; ch && i < ns.n && !W->oom; i++) {
-    char crel[PATH_MAX];
-    size_t nlen = strlen(ns.v[i]);
-    if (rlen + nlen + 2 > sizeof crel || flen + nlen + 2 > PATH_MAX) {
-      walk_fail(W, ns.v[i], full, ENAMETOOLONG);
-      continue;
-    }
-    size_t k = 0;
-    if (rlen) { memcpy(crel, rel, rlen); crel[rlen] = '/'; k = rlen + 1; }
-    memcpy(crel + k, ns.v[i], nlen + 1);
-    if (ch[i].err) {
-      if (ch[i].err != ENOENT) {
-        char cfull[PATH_MAX];
-        snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]);
-        walk_fail(W, crel, cfull, ch[i].err);
-      }
-      continue;
-    }
-    WalkItem *it = walk_add(W);
-    if (!it) break;
-    if (!(it->rel = strdup(crel))) { W->oom = 1; break; }
-    it->type = ch[i].st.type;
-    it->size = ch[i].st.size;
-    it->mtime_ns = ch[i].st.mtime_ns;
-    it->mode = ch[i].st.mode;
-    it->target = ch[i].target;
-    ch[i].target = NULL;
-    if (it->type == UPK_FT_DIR) walk_dir(W, crel);
-  }
-  for (size_t i = 0; ch && i < ns.n; i++) free(ch[i].target);
-  free(ch);
-  names_free(&ns);
-}
-
-static void walk_free(Walk *W) {
-  for (size_t i = 0; i < W->n; i++) {
-    free(W->v[i].rel);
-    free(W->v[i].target);
-    free(W->v[i].message);
-  }
-  free(W->v);
-  W->v = NULL;
-  W->n = W->cap = 0;
-}
-
-/* Push the walk's entries and failures as two arrays; frees the walk. */
-static void walk_push(lua_State *L, Walk *W) {
-  lua_Integer nout = 0, nfail = 0;
-  lua_createtable(L, (int)W->n, 0);
-  lua_newtable(L);  /* [entries, failures] */
-  for (size_t i = 0; i < W->n; i++) {
-    WalkItem *it = &W->v[i];
-    if (it->err) {
-      lua_createtable(L, 0, 3);
-      lua_pushstring(L, it->rel ? it->rel : "");
-      lua_setfield(L, -2, "path");
-      lua_pushstring(L, upk_errno_name(it->err));
-      lua_setfield(L, -2, "code");
-      lua_pushstring(L, it->message ? it->message : strerror(it->err));
-      lua_setfield(L, -2, "message");
-      lua_rawseti(L, -2, ++nfail);
-      continue;
-    }
-    lua_createtable(L, 0, 6);
-    lua_pushstring(L, it->rel);
-    lua_setfield(L, -2, "path");
-    lua_pushstring(L, typename_of(it->type));
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)it->size);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)it->mtime_ns);
-    lua_setfield(L, -2, "mtime");
-    lua_pushinteger(L, (lua_Integer)it->mode);
-    lua_setfield(L, -2, "mode");
-    if (it->target) {
-      lua_pushstring(L, it->target);
-      lua_setfield(L, -2, "target");
-    }
-    lua_rawseti(L, -3, ++nout);
-  }
-  walk_free(W);
-}
-
-static void *walk_thread(void *arg) {
-  Walk *W = arg;
-  walk_dir(W, "");
-  return NULL;
-}
-
-/* Raise unless root is an existing folder. */
-static void check_root(lua_State *L, const char *root, const char *fn) {
-  UpkStat st;
-  int err = upk_fs_stat(root, &st);
-  if (err) upk_errno_error(L, err, "%s: '%s'", fn, root);
-  if (st.type != UPK_FT_DIR) upk_errno_error(L, ENOTDIR, "%s: '%s'", fn, root);
-}
-
-/*
-** fs.scan(root [, clean [, fn]]) -> entries, failures
-** Every entry under root, depth first, names sorted bytewise, symbolic
-** links not followed: { path = relative, type = "file"|"dir"|"link"|"other",
-** size, mtime = ns, mode, target }. upkit's temporary files are left out;
-** with clean, stale ones are removed. Unreadable folders become failures
-** { path, code, message }. A missing root raises.
-*/
-static int fs_scan(lua_State *L) {
-  const char *root = luaL_checkstring(L, 1);
-  Walk W = {root, luaL_optstring(L, 3, "fs.scan"), lua_toboolean(L, 2), NULL, 0, 0, 0};
-  check_root(L, root, W.fn);
-  walk_dir(&W, "");
-  if (W.oom) { walk_free(&W); return upk_error(L, "ENOMEM", "%s: '%s': out of memory", W.fn, root); }
-  walk_push(L, &W);
-  return 2;
-}
-
-/* fs.check_dir(path [, fn]): raise unless path is an existing folder */
-static int fs_check_dir(lua_State *L) {
-  check_root(L, luaL_checkstring(L, 1), luaL_optstring(L, 2, "fs.check_dir"));
-  return 0;
-}
-
-/*
-** fs.scan_pair(src, dst [, fn]) -> src entries, src failures, dst entries, dst failures
-** Both trees walked at once (dst in a second thread, its stale temporary
-** files removed): a mirror's two scans cost one.
-*/
-static int fs_scan_pair(lua_State *L) {
-  const char *src = luaL_checkstring(L, 1), *dst = luaL_checkstring(L, 2);
-  const char *fn = luaL_optstring(L, 3, "fs.scan");
-  check_root(L, src, fn);
-  check_root(L, dst, fn);
-  Walk A = {src, fn, 0, NULL, 0, 0, 0}, B = {dst, fn, 1, NULL, 0, 0, 0};
-  pthread_t t;
-  int threaded = pthread_create(&t, NULL, walk_thread, &B) == 0;
-  walk_dir(&A, "");
-  if (threaded) pthread_join(t, NULL);
-  else walk_dir(&B, "");
-  if (A.oom || B.oom) {
-    walk_free(&A);
-    walk_free(&B);
-    return upk_error(L, "ENOMEM", "%s: '%s' -> '%s': out of memory", fn, src, dst);
-  }
-  walk_push(L, &A);
-  walk_push(L, &B);
-  return 4;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Helpers                                                                 */
-
-/*
-** fs.write(path, data [, mode]) -> bytes
-** Atomic: temporary file, fsync, rename, fsync of the folder. mode is an
-** integer (default 0644).
-*/
-static int fs_write(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  unsigned mode = (unsigned)luaL_optinteger(L, 3, 0644);
-  char dir[PATH_MAX], tmp[NAME_MAX + 80];
-  const char *base;
-  const char *step = "destination";
-  int dirfd = -1, fd = -1;
-  int err = split(path, dir, sizeof dir, &base);
-  if (!err) err = upk_fs_open_dir(dir, &dirfd);
-  if (!err) {
-    int removed;
-    upk_fs_clean_temps(dirfd, &removed);
-    step = "temporary file";
-    err = upk_fs_create_temp(dirfd, base, tmp, sizeof tmp, &fd);
-  }
-  if (fd >= 0) {
-    step = "write";
-    err = upk_fs_fchmod(fd, mode);
-    if (!err) err = upk_fs_write_full(fd, data, len);
-    if (!err) { step = "fsync"; err = upk_fs_fsync(fd); }
-    int cerr = upk_fs_close(fd);
-    if (!err) err = cerr;
-    if (!err) { step = "rename"; err = upk_fs_rename(dirfd, tmp, dirfd, base, 0); }
-    if (err) upk_fs_unlinkat(dirfd, tmp);
-    else { step = "folder fsync"; err = upk_fs_fsync(dirfd); }
-  }
-  if (dirfd >= 0) upk_fs_close(dirfd);
-  if (err) return upk_errno_error(L, err, "fs.write: '%s': %s", path, step);
-  lua_pushinteger(L, (lua_Integer)len);
-  return 1;
-}
-
-/* fs.read(path) -> data */
-static int fs_read(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int fd;
-  UpkStat st;
-  int err = upk_fs_open_read(path, &fd);
-  if (err) return upk_errno_error(L, err, "fs.read: '%s'", path);
-  if ((err = upk_fs_fstat(fd, &st)) == 0 && st.type == UPK_FT_DIR) err = EISDIR;
-  size_t cap = (err || st.size == 0) ? 65536 : (size_t)st.size + 1, len = 0;
-  char *buf = err ? NULL : malloc(cap);
-  if (!err && !buf) err = ENOMEM;
-  while (!err) {
-    size_t got;
-    if ((err = upk_fs_pread_full(fd, buf + len, cap - len, len, &got)) != 0) break;
-    len += got;
-    if (len < cap) break;
-    char *nb = realloc(buf, cap * 2);
-    if (!nb) { err = ENOMEM; break; }
-    buf = nb;
-    cap *= 2;
-  }
-  upk_fs_close(fd);
-  if (err) {
-    free(buf);
-    return upk_errno_error(L, err, "fs.read: '%s'", path);
-  }
-  lua_pushlstring(L, buf, len);
-  free(buf);
-  return 1;
-}
-
-static void push_stat(lua_State *L, const UpkStat *st) {
-  lua_createtable(L, 0, 5);
-  lua_pushstring(L, typename_of(st->type));
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, (lua_Integer)st->size);
-  lua_setfield(L, -2, "size");
-  lua_pushnumber(L, (lua_Number)st->mtime_ns / 1e9);
-  lua_setfield(L, -2, "mtime");
-  lua_pushinteger(L, (lua_Integer)st->mtime_ns);
-  lua_setfield(L, -2, "mtime_ns");
-  lua_pushinteger(L, (lua_Integer)st->mode);
-  lua_setfield(L, -2, "mode");
-}
-
-/*
-** fs.stat(path [, follow]) -> { type, size, mtime, mtime_ns, mode } or nil
-** when nothing is there. Links are not followed unless follow is true.
-*/
-static int fs_stat(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  UpkStat st;
-  int err = lua_toboolean(L, 2) ? upk_fs_stat(path, &st) : upk_fs_lstat(path, &st);
-  if (err == ENOENT || err == ENOTDIR) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (err) return upk_errno_error(L, err, "fs.stat: '%s'", path);
-  push_stat(L, &st);
-  return 1;
-}
-
-/* fs.mkdirs(path [, mode]) -> true when it created the folder */
-static int fs_mkdirs(lua_State *L) {
-  size_t len;
-  const char *path = luaL_checklstring(L, 1, &len);
-  unsigned mode = (unsigned)luaL_optinteger(L, 2, 0755);
-  char buf[PATH_MAX];
-  if (len == 0 || len >= sizeof buf) return upk_errno_error(L, len ? ENAMETOOLONG : ENOENT, "fs.mkdirs: '%s'", path);
-  memcpy(buf, path, len + 1);
-  int created = 0;
-  for (size_t i = 1; i <= len; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    char c = buf[i];
-    buf[i] = '\0';
-    int err = upk_fs_mkdir(buf, mode);
-    if (err == 0) created = 1;
-    else {
-      UpkStat st;
-      if (err != EEXIST) return upk_errno_error(L, err, "fs.mkdirs: '%s'", buf);
-      if (upk_fs_stat(buf, &st) != 0 || st.type != UPK_FT_DIR)
-        return upk_errno_error(L, ENOTDIR, "fs.mkdirs: '%s'", buf);
-    }
-    buf[i] = c;
-  }
-  lua_pushboolean(L, created);
-  return 1;
-}
-
-/* Remove path and, for a folder, everything under it; never follows links. */
-static int remove_tree(const char *path, char *failed, size_t fsize) {
-  UpkStat st;
-  int err = upk_fs_lstat(path, &st);
-  if (err) return err == ENOENT ? 0 : (snprintf(failed, fsize, "%s", path), err);
-  if (st.type != UPK_FT_DIR) {
-    err = upk_fs_unlink(path);
-    if (err && err != ENOENT) snprintf(failed, fsize, "%s", path);
-    return err == ENOENT ? 0 : err;
-  }
-  Names ns = {NULL, 0, 0, -1, 0};
-  err = upk_fs_list(path, names_add_all, &ns);
-  for (size_t i = 0; i < ns.n && !err; i++) {
-    char child[PATH_MAX];
-    if (snprintf(child, sizeof child, "%s/%s", path, ns.v[i]) >= (int)sizeof child) err = ENAMETOOLONG;
-    else err = remove_tree(child, failed, fsize);
-  }
-  names_free(&ns);
-  if (!err) err = upk_fs_rmdir(path);
-  if (err && !*failed) snprintf(failed, fsize, "%s", path);
-  return err;
-}
-
-/*
-** fs.remove(path [, recursive]) -> true, or false when nothing was there.
-** (The Lua facade refuses /, the home folder and the current folder's
-** ancestors before this is called.)
-*/
-static int fs_remove(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int recursive = lua_toboolean(L, 2);
-  UpkStat st;
-  int err = upk_fs_lstat(path, &st);
-  if (err == ENOENT) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (err) return upk_errno_error(L, err, "fs.remove: '%s'", path);
-  char failed[PATH_MAX] = "";
-  if (st.type == UPK_FT_DIR) err = recursive ? remove_tree(path, failed, sizeof failed) : upk_fs_rmdir(path);
-  else err = upk_fs_unlink(path);
-  if (err) return upk_errno_error(L, err, "fs.remove: '%s'", *failed ? failed : path);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* fs.free(path) -> bytes available on that file system */
-static int fs_free(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  uint64_t bytes;
-  int err = upk_fs_free(path, &bytes);
-  if (err) return upk_errno_error(L, err, "fs.free: '%s'", path);
-  lua_pushinteger(L, (lua_Integer)bytes);
-  return 1;
-}
-
-/* fs.tempdir([prefix]) -> path of a fresh private folder under TMPDIR */
-static int fs_tempdir(lua_State *L) {
-  const char *prefix = luaL_optstring(L, 1, "upkit");
-  char tmpl[PATH_MAX];
-  if (strchr(prefix, '/')) return upk_error(L, "EINVAL", "fs.tempdir: prefix '%s' contains '/'", prefix);
-  if (snprintf(tmpl, sizeof tmpl, "%s/%s.XXXXXX", upk_fs_tmproot(), prefix) >= (int)sizeof tmpl)
-    return upk_errno_error(L, ENAMETOOLONG, "fs.tempdir");
-  int err = upk_fs_mkdtemp(tmpl);
-  if (err) return upk_errno_error(L, err, "fs.tempdir: '%s'", tmpl);
-  lua_pushstring(L, tmpl);
-  return 1;
-}
-
-/* fs.realpath(path) -> canonical absolute path */
-static int fs_realpath(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  char buf[PATH_MAX];
-  int err = upk_fs_realpath(path, buf, sizeof buf);
-  if (err) return upk_errno_error(L, err, "fs.realpath: '%s'", path);
-  lua_pushstring(L, buf);
-  return 1;
-}
-
-/* fs.cwd() -> the current folder */
-static int fs_cwd(lua_State *L) {
-  char buf[PATH_MAX];
-  int err = upk_fs_getcwd(buf, sizeof buf);
-  if (err) return upk_errno_error(L, err, "fs.cwd");
-  lua_pushstring(L, buf);
-  return 1;
-}
-
-/* fs.mkdir(path, mode): one folder; raises EEXIST when something is there */
-static int fs_mkdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int err = upk_fs_mkdir(path, (unsigned)luaL_optinteger(L, 2, 0755));
-  if (err) return upk_errno_error(L, err, "fs.mkdir: '%s'", path);
-  return 0;
-}
-
-/* fs.setmeta(path, mode, mtime_ns): mode (nil for links) and time, not following links */
-static int fs_setmeta(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int err = 0;
-  if (!lua_isnil(L, 2)) err = upk_fs_chmod(path, (unsigned)luaL_checkinteger(L, 2));
-  if (!err) err = upk_fs_set_times(path, (int64_t)luaL_checkinteger(L, 3));
-  if (err) return upk_errno_error(L, err, "fs.setmeta: '%s'", path);
-  return 0;
-}
-
-/* fs.syncdir(path): make a folder's entries durable */
-static int fs_syncdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int fd;
-  int err = upk_fs_open_dir(path, &fd);
-  if (!err) {
-    err = upk_fs_fsync(fd);
-    upk_fs_close(fd);
-  }
-  if (err) return upk_errno_error(L, err, "fs.syncdir: '%s'", path);
-  return 0;
 }
 
 static const luaL_Reg fs_funcs[] = {
@@ -1079,11 +583,16 @@ static const luaL_Reg fs_funcs[] = {
   {"realpath", fs_realpath},
   {"cwd", fs_cwd},
   {"setmeta", fs_setmeta},
-  {"syncdir", fs_syncdir},
+  {"temp_path", fs_temp_path},
+  {"commit", fs_commit},
+  {"discard", fs_discard},
+  {"rename", fs_rename},
+  {"sync", fs_sync},
   {NULL, NULL}
 };
 
 int luaopen_upkit_fs(lua_State *L) {
-  luaL_newlib(L, fs_funcs);
+  upk_newlib(L, fs_funcs, "fs");
   return 1;
 }
+

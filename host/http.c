@@ -54,36 +54,59 @@ typedef struct Client {
   int open;
 } Client;
 
-#define N(e) {e, #e}
-static const struct { CURLcode rc; const char *name; } curlnames[] = {
-  N(CURLE_UNSUPPORTED_PROTOCOL), N(CURLE_FAILED_INIT), N(CURLE_URL_MALFORMAT),
-  N(CURLE_NOT_BUILT_IN), N(CURLE_COULDNT_RESOLVE_PROXY), N(CURLE_COULDNT_RESOLVE_HOST),
-  N(CURLE_COULDNT_CONNECT), N(CURLE_WEIRD_SERVER_REPLY), N(CURLE_REMOTE_ACCESS_DENIED),
-  N(CURLE_HTTP2), N(CURLE_PARTIAL_FILE), N(CURLE_HTTP_RETURNED_ERROR), N(CURLE_WRITE_ERROR),
-  N(CURLE_UPLOAD_FAILED), N(CURLE_READ_ERROR), N(CURLE_OUT_OF_MEMORY),
-  N(CURLE_OPERATION_TIMEDOUT), N(CURLE_RANGE_ERROR), N(CURLE_HTTP_POST_ERROR),
-  N(CURLE_SSL_CONNECT_ERROR), N(CURLE_BAD_DOWNLOAD_RESUME), N(CURLE_FILE_COULDNT_READ_FILE),
-  N(CURLE_FUNCTION_NOT_FOUND), N(CURLE_ABORTED_BY_CALLBACK), N(CURLE_BAD_FUNCTION_ARGUMENT),
-  N(CURLE_INTERFACE_FAILED), N(CURLE_TOO_MANY_REDIRECTS), N(CURLE_UNKNOWN_OPTION),
-  N(CURLE_SETOPT_OPTION_SYNTAX), N(CURLE_GOT_NOTHING), N(CURLE_SSL_ENGINE_NOTFOUND),
-  N(CURLE_SSL_ENGINE_SETFAILED), N(CURLE_SEND_ERROR), N(CURLE_RECV_ERROR),
-  N(CURLE_SSL_CERTPROBLEM), N(CURLE_SSL_CIPHER), N(CURLE_PEER_FAILED_VERIFICATION),
-  N(CURLE_BAD_CONTENT_ENCODING), N(CURLE_FILESIZE_EXCEEDED), N(CURLE_USE_SSL_FAILED),
-  N(CURLE_SEND_FAIL_REWIND), N(CURLE_SSL_ENGINE_INITFAILED), N(CURLE_LOGIN_DENIED),
-  N(CURLE_SSL_CACERT_BADFILE), N(CURLE_REMOTE_FILE_NOT_FOUND), N(CURLE_SSL_SHUTDOWN_FAILED),
-  N(CURLE_AGAIN), N(CURLE_SSL_CRL_BADFILE), N(CURLE_SSL_ISSUER_ERROR),
-  N(CURLE_CHUNK_FAILED), N(CURLE_NO_CONNECTION_AVAILABLE), N(CURLE_SSL_PINNEDPUBKEYNOTMATCH),
-  N(CURLE_SSL_INVALIDCERTSTATUS), N(CURLE_HTTP2_STREAM), N(CURLE_RECURSIVE_API_CALL),
-  N(CURLE_AUTH_ERROR), N(CURLE_HTTP3), N(CURLE_QUIC_CONNECT_ERROR), N(CURLE_PROXY),
-  N(CURLE_SSL_CLIENTCERT), N(CURLE_UNRECOVERABLE_POLL),
-  {CURLE_OK, NULL}
+/*
+** Every CURLcode a transfer can end with: its name (kept in the error's
+** curl_code field) and the code of docs/errors.md it is raised as.
+*/
+#define N(e, code) {e, #e, code}
+static const struct { CURLcode rc; const char *name, *code; } curlnames[] = {
+  N(CURLE_UNSUPPORTED_PROTOCOL, "EINVAL"), N(CURLE_FAILED_INIT, "ENOMEM"),
+  N(CURLE_URL_MALFORMAT, "EINVAL"), N(CURLE_NOT_BUILT_IN, "UNSUPPORTED"),
+  N(CURLE_COULDNT_RESOLVE_PROXY, "CONNECT_FAILED"), N(CURLE_COULDNT_RESOLVE_HOST, "CONNECT_FAILED"),
+  N(CURLE_COULDNT_CONNECT, "CONNECT_FAILED"), N(CURLE_WEIRD_SERVER_REPLY, "NETWORK_ERROR"),
+  N(CURLE_REMOTE_ACCESS_DENIED, "PERMISSION_DENIED"), N(CURLE_HTTP2, "NETWORK_ERROR"),
+  N(CURLE_PARTIAL_FILE, "NETWORK_ERROR"), N(CURLE_HTTP_RETURNED_ERROR, "HTTP_STATUS"),
+  N(CURLE_WRITE_ERROR, "EIO"), N(CURLE_UPLOAD_FAILED, "NETWORK_ERROR"),
+  N(CURLE_READ_ERROR, "EIO"), N(CURLE_OUT_OF_MEMORY, "ENOMEM"),
+  N(CURLE_OPERATION_TIMEDOUT, "TIMEOUT"), N(CURLE_RANGE_ERROR, "NETWORK_ERROR"),
+  N(CURLE_HTTP_POST_ERROR, "NETWORK_ERROR"), N(CURLE_SSL_CONNECT_ERROR, "TLS_FAILED"),
+  N(CURLE_BAD_DOWNLOAD_RESUME, "NETWORK_ERROR"), N(CURLE_FILE_COULDNT_READ_FILE, "EIO"),
+  N(CURLE_FUNCTION_NOT_FOUND, "UNSUPPORTED"), N(CURLE_ABORTED_BY_CALLBACK, "INTERRUPTED"),
+  N(CURLE_BAD_FUNCTION_ARGUMENT, "EINVAL"), N(CURLE_INTERFACE_FAILED, "CONNECT_FAILED"),
+  N(CURLE_TOO_MANY_REDIRECTS, "NETWORK_ERROR"), N(CURLE_UNKNOWN_OPTION, "EINVAL"),
+  N(CURLE_SETOPT_OPTION_SYNTAX, "EINVAL"), N(CURLE_GOT_NOTHING, "NETWORK_ERROR"),
+  N(CURLE_SSL_ENGINE_NOTFOUND, "TLS_FAILED"), N(CURLE_SSL_ENGINE_SETFAILED, "TLS_FAILED"),
+  N(CURLE_SEND_ERROR, "NETWORK_ERROR"), N(CURLE_RECV_ERROR, "NETWORK_ERROR"),
+  N(CURLE_SSL_CERTPROBLEM, "TLS_FAILED"), N(CURLE_SSL_CIPHER, "TLS_FAILED"),
+  N(CURLE_PEER_FAILED_VERIFICATION, "TLS_FAILED"), N(CURLE_BAD_CONTENT_ENCODING, "NETWORK_ERROR"),
+  N(CURLE_FILESIZE_EXCEEDED, "NETWORK_ERROR"), N(CURLE_USE_SSL_FAILED, "TLS_FAILED"),
+  N(CURLE_SEND_FAIL_REWIND, "NETWORK_ERROR"), N(CURLE_SSL_ENGINE_INITFAILED, "TLS_FAILED"),
+  N(CURLE_LOGIN_DENIED, "AUTH_FAILED"), N(CURLE_SSL_CACERT_BADFILE, "TLS_FAILED"),
+  N(CURLE_REMOTE_FILE_NOT_FOUND, "NOT_FOUND"), N(CURLE_SSL_SHUTDOWN_FAILED, "TLS_FAILED"),
+  N(CURLE_AGAIN, "NETWORK_ERROR"), N(CURLE_SSL_CRL_BADFILE, "TLS_FAILED"),
+  N(CURLE_SSL_ISSUER_ERROR, "TLS_FAILED"), N(CURLE_CHUNK_FAILED, "NETWORK_ERROR"),
+  N(CURLE_NO_CONNECTION_AVAILABLE, "CONNECT_FAILED"),
+  N(CURLE_SSL_PINNEDPUBKEYNOTMATCH, "TLS_FAILED"), N(CURLE_SSL_INVALIDCERTSTATUS, "TLS_FAILED"),
+  N(CURLE_HTTP2_STREAM, "NETWORK_ERROR"), N(CURLE_RECURSIVE_API_CALL, "EINVAL"),
+  N(CURLE_AUTH_ERROR, "AUTH_FAILED"), N(CURLE_HTTP3, "NETWORK_ERROR"),
+  N(CURLE_QUIC_CONNECT_ERROR, "CONNECT_FAILED"), N(CURLE_PROXY, "CONNECT_FAILED"),
+  N(CURLE_SSL_CLIENTCERT, "TLS_FAILED"), N(CURLE_UNRECOVERABLE_POLL, "NETWORK_ERROR"),
+  {CURLE_OK, NULL, NULL}
 };
 #undef N
 
-/* "CURLE_COULDNT_CONNECT" for CURLE_COULDNT_CONNECT; "CURLE_<n>" otherwise. */
-static const char *curl_name(CURLcode rc, char *buf, size_t size) {
-  for (int i = 0; curlnames[i].name; i++)
-    if (curlnames[i].rc == rc) return curlnames[i].name;
+/*
+** The name of rc ("CURLE_COULDNT_CONNECT", or "CURLE_<n>" for a newer
+** code) and the upkit code it is raised as (NETWORK_ERROR when unknown).
+*/
+static const char *curl_name(CURLcode rc, char *buf, size_t size, const char **code) {
+  for (int i = 0; curlnames[i].name; i++) {
+    if (curlnames[i].rc == rc) {
+      *code = curlnames[i].code;
+      return curlnames[i].name;
+    }
+  }
+  *code = "NETWORK_ERROR";
   snprintf(buf, size, "CURLE_%d", (int)rc);
   return buf;
 }
@@ -205,6 +228,15 @@ static int field_boolean(lua_State *L, int idx, const char *k, int def) {
   return v;
 }
 
+/* Take every pooled transfer out of the multi handle (after an interruption or a bad request). */
+static void detach_all(Client *c) {
+  for (int i = 0; i < c->npool; i++) {
+    if (!c->pool[i].index) continue;
+    curl_multi_remove_handle(c->multi, c->pool[i].easy);
+    c->pool[i].index = 0;
+  }
+}
+
 static int make_easy(Xfer *x) {
   if (!x->easy) x->easy = curl_easy_init();
   return x->easy != NULL;
@@ -214,14 +246,16 @@ static int make_easy(Xfer *x) {
 ** Configure x for the request table at idx: { method, url, label, headers
 ** = { "Name: value", ... }, body, timeout, connect_timeout, stall, verify,
 ** cafile, proxy, encoding }. The strings stay pinned by that table.
+** Before it raises, every transfer of c:all is taken out of the multi
+** handle: no error leaves an easy handle attached.
 */
 static void setup(lua_State *L, Client *c, Xfer *x, int idx, const char *fn) {
   const char *url = field_string(L, idx, "url");
   const char *method = field_string(L, idx, "method");
   const char *label = field_string(L, idx, "label");
-  if (!url) upk_error(L, "EINVAL", "%s: request has no url", fn);
+  if (!url) { detach_all(c); upk_error(L, "EINVAL", "%s: request has no url", fn); }
   if (!method) method = "GET";
-  if (!make_easy(x)) upk_error(L, "ENOMEM", "%s: cannot create a curl handle", fn);
+  if (!make_easy(x)) { detach_all(c); upk_error(L, "ENOMEM", "%s: cannot create a curl handle", fn); }
   curl_slist_free_all(x->hdrs);
   x->hdrs = NULL;
   buf_reset(&x->body);
@@ -301,7 +335,10 @@ static void setup(lua_State *L, Client *c, Xfer *x, int idx, const char *fn) {
     }
   }
   lua_pop(L, 1);
-  if (!x->hdrs) upk_error(L, "ENOMEM", "%s: %s: cannot build the header list", fn, x->label);
+  if (!x->hdrs) {
+    detach_all(c);
+    upk_error(L, "ENOMEM", "%s: %s: cannot build the header list", fn, x->label);
+  }
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
 }
 
@@ -370,7 +407,8 @@ static void push_response(lua_State *L, Xfer *x) {
 
 /*
 ** Push the error object of a failed transfer: the callback's own error,
-** INTERRUPTED, a failed write (errno name), or the libcurl error name.
+** INTERRUPTED, a failed write (errno name), or the code of the libcurl
+** error (curlnames) with fields curl_code and curl_error.
 */
 static void push_failure(lua_State *L, Xfer *x, CURLcode rc) {
   if (x->cberr != LUA_NOREF) {
@@ -387,8 +425,7 @@ static void push_failure(lua_State *L, Xfer *x, CURLcode rc) {
   if (x->werr) {
     upk_pusherror(L, upk_errno_name(x->werr), "http: %s: writing the file: %s", x->label,
                   strerror(x->werr));
-    lua_pushinteger(L, x->werr);
-    lua_setfield(L, -2, "native");
+    upk_seterrno(L, x->werr);
     return;
   }
   if (x->body.oom || x->head.oom) {
@@ -396,10 +433,14 @@ static void push_failure(lua_State *L, Xfer *x, CURLcode rc) {
     return;
   }
   char nb[32];
+  const char *code;
+  const char *name = curl_name(rc, nb, sizeof nb, &code);
   const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-  upk_pusherror(L, curl_name(rc, nb, sizeof nb), "http: %s: %s", x->label, detail);
-  lua_pushinteger(L, (lua_Integer)rc);
-  lua_setfield(L, -2, "native");
+  upk_pusherror(L, code, "http: %s: %s", x->label, detail);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "curl_code");
+  lua_pushstring(L, detail);
+  lua_setfield(L, -2, "curl_error");
   if (x->out) {
     lua_pushinteger(L, (lua_Integer)x->written);
     lua_setfield(L, -2, "bytes");
@@ -449,7 +490,7 @@ static void client_release(lua_State *L, Client *c) {
 
 static Client *checkopen(lua_State *L, const char *fn) {
   Client *c = luaL_checkudata(L, 1, CLIENT_MT);
-  if (!c->open) upk_error(L, "ECLOSED", "%s: the http client is closed", fn);
+  if (!c->open) upk_error(L, "CLOSED", "%s: the http client is closed", fn);
   return c;
 }
 
@@ -527,7 +568,7 @@ static int client_download(lua_State *L) {
     snprintf(range, sizeof range, "%lld-", (long long)x->offset);
     curl_easy_setopt(x->easy, CURLOPT_RANGE, range);
   }
-  x->out = fopen(file, x->offset > 0 ? "ab" : "wb");
+  x->out = fopen(file, x->offset > 0 ? "abe" : "wbe");  /* e: close-on-exec */
   if (!x->out) return upk_errno_error(L, errno, "http.download: %s: cannot open '%s'", x->label, file);
   CURLcode rc = curl_easy_perform(x->easy);
   if (fflush(x->out) != 0 || fsync(fileno(x->out)) != 0) {
@@ -539,15 +580,6 @@ static int client_download(lua_State *L) {
   x->progress = 0;
   if (!ok) return lua_error(L);
   return 1;
-}
-
-/* Take every pooled transfer out of the multi handle (after an interruption or a bad request). */
-static void detach_all(Client *c) {
-  for (int i = 0; i < c->npool; i++) {
-    if (!c->pool[i].index) continue;
-    curl_multi_remove_handle(c->multi, c->pool[i].easy);
-    c->pool[i].index = 0;
-  }
 }
 
 /* Grow the pool of easy handles for c:all to n; 0 when memory runs out. */
@@ -592,8 +624,10 @@ static int client_all(lua_State *L) {
       Xfer *x = &c->pool[i];
       if (x->index) continue;
       lua_rawgeti(L, 2, next);  /* [.., req] */
-      if (!lua_istable(L, -1))
+      if (!lua_istable(L, -1)) {
+        detach_all(c);
         return upk_error(L, "EINVAL", "http.all: request %d is not a table", (int)next);
+      }
       setup(L, c, x, lua_gettop(L), "http.all");
       lua_pop(L, 1);
       x->L = L;
@@ -676,10 +710,10 @@ static const luaL_Reg funcs[] = {
 
 int luaopen_upkit_http(lua_State *L) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  luaL_newlib(L, funcs);
+  upk_newlib(L, funcs, "http");
   luaL_newmetatable(L, CLIENT_MT);
   luaL_setfuncs(L, client_metameth, 0);
-  luaL_newlib(L, client_meth);  /* [lib, mt, methods] */
+  upk_newlib(L, client_meth, "client:");  /* [lib, mt, methods] */
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, "Client");  /* lib.Client = methods, for the Lua facade */

@@ -14,14 +14,22 @@ typedef struct UpkStat {
   int type;            /* UPK_FT_* */
   uint64_t size;
   int64_t mtime_ns;    /* modification time, nanoseconds since the epoch */
+  int64_t ctime_ns;    /* change time (any change of data or metadata), the same unit */
   unsigned mode;       /* permission bits */
   uint64_t blocks512;  /* allocated 512-byte blocks */
 } UpkStat;
 
 enum { UPK_FT_OTHER, UPK_FT_FILE, UPK_FT_DIR, UPK_FT_LINK };
 
-/* Prefix that marks upkit's temporary files: .<name>.upkit-tmp-<pid>-<random> */
-#define UPK_TMP_MARK ".upkit-tmp-"
+/* A directory handle meaning "the current folder", for the *at functions. */
+#define UPK_FS_CWD (-100)
+
+/*
+** upkit's temporary files live in a private folder beside their final
+** name: <folder>/.upkit-tmp/<name>.<pid>-<8 hex digits>. Only that folder
+** is ever cleaned, so no user file is taken for a temporary by its name.
+*/
+#define UPK_TMP_DIR ".upkit-tmp"
 
 int upk_fs_lstat(const char *path, UpkStat *st);
 /* Same for name in the directory dirfd. */
@@ -37,21 +45,29 @@ int upk_fs_open_dir(const char *path, int *fd);
 int upk_fs_close(int fd);
 
 /*
-** Create a fresh temporary file beside final name `name` in the directory
-** dirfd: ".<name>.upkit-tmp-<pid>-<random>", mode 0600. tmpname receives
-** the name (size >= strlen(name) + 64).
+** Create a fresh temporary file for final name `name` in the directory
+** dirfd: ".upkit-tmp/<name>.<pid>-<random>" (the private folder is made
+** when missing, 0700), mode 0600. tmpname receives the path relative to
+** dirfd (size >= strlen(name) + 64).
 */
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd);
+/* Make the private folder in dirfd when it is missing (0700); ENOTDIR when something else is there. */
+int upk_fs_temp_dir(int dirfd);
+/* The same name, with the private folder made, but nothing created at it. */
+int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size);
+/* Remove dirfd's private folder when it is empty (after a rename out of it). */
+void upk_fs_temp_release(int dirfd);
 /* Remove name in dirfd (a file or a symbolic link). */
 int upk_fs_unlinkat(int dirfd, const char *name);
 /*
-** Remove stale temporary files in dirfd: names carrying UPK_TMP_MARK whose
-** creating process no longer runs. *removed counts them.
+** Remove stale temporary files of dirfd: the names in its private folder
+** whose creating process no longer runs, then the folder when empty.
+** *removed counts them.
 */
 int upk_fs_clean_temps(int dirfd, int *removed);
-/* The same for one name in dirfd: *removed is 1 when it was such a file and is gone. */
+/* The same when name (an entry of dirfd) is the private folder; nothing otherwise. */
 int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
-/* 1 when name is one of upkit's temporary names. */
+/* 1 when name is upkit's private folder of temporary files. */
 int upk_fs_is_temp_name(const char *name);
 
 /*
@@ -79,6 +95,8 @@ int upk_fs_set_times_at(int dirfd, const char *name, int64_t mtime_ns);
 int upk_fs_fsync(int fd);
 /* Start writing a file's dirty pages back, without waiting. */
 void upk_fs_start_writeback(int fd);
+/* Tell the kernel fd will be read from start to end (a hint; never fails). */
+void upk_fs_advise_sequential(int fd);
 /* Flush everything on the file system that holds fd. */
 int upk_fs_syncfs(int fd);
 

@@ -19,6 +19,8 @@
 
 #include "platform_fs.h"
 
+_Static_assert(UPK_FS_CWD == AT_FDCWD, "UPK_FS_CWD is AT_FDCWD here");
+
 #define CHUNK ((size_t)16 << 20)  /* bytes per kernel copy call */
 #define RW_BUF ((size_t)1 << 20)  /* read/write fallback buffer */
 
@@ -27,6 +29,7 @@ static void fill(UpkStat *st, const struct stat *s) {
            : S_ISLNK(s->st_mode) ? UPK_FT_LINK : UPK_FT_OTHER;
   st->size = (uint64_t)s->st_size;
   st->mtime_ns = (int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec;
+  st->ctime_ns = (int64_t)s->st_ctim.tv_sec * 1000000000 + s->st_ctim.tv_nsec;
   st->mode = s->st_mode & 07777;
   st->blocks512 = (uint64_t)s->st_blocks;
 }
@@ -87,40 +90,62 @@ int upk_fs_random(void *buf, size_t n) {
   return 0;
 }
 
+/* Make sure dirfd holds the private folder of temporary files (never a link to elsewhere). */
+int upk_fs_temp_dir(int dirfd) {
+  if (mkdirat(dirfd, UPK_TMP_DIR, 0700) == 0) return 0;
+  if (errno != EEXIST) return errno;
+  struct stat s;
+  if (fstatat(dirfd, UPK_TMP_DIR, &s, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  return S_ISDIR(s.st_mode) ? 0 : ENOTDIR;
+}
+
+int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
+  uint32_t r;
+  int err = upk_fs_temp_dir(dirfd);
+  if (!err) err = upk_fs_random(&r, sizeof r);
+  if (err) return err;
+  /* keep the name short enough for NAME_MAX whatever the final name */
+  int n = snprintf(tmpname, size, "%s/%.*s.%ld-%08x", UPK_TMP_DIR, 180, name, (long)getpid(), r);
+  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
+}
+
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd) {
   for (int tries = 0; tries < 16; tries++) {
-    uint32_t r;
-    int err = upk_fs_random(&r, sizeof r);
+    int err = upk_fs_temp_name(dirfd, name, tmpname, size);
     if (err) return err;
-    /* keep the name short enough for NAME_MAX whatever the final name */
-    int n = snprintf(tmpname, size, ".%.*s%s%ld-%08x", 180, name, UPK_TMP_MARK, (long)getpid(), r);
-    if (n < 0 || (size_t)n >= size) return ENAMETOOLONG;
     *fd = openat(dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (*fd >= 0) return 0;
-    if (errno != EEXIST) return errno;
+    /* EEXIST: another name; ENOENT: another process removed the empty folder meanwhile */
+    if (errno != EEXIST && errno != ENOENT) return errno;
   }
   return EEXIST;
+}
+
+void upk_fs_temp_release(int dirfd) {
+  unlinkat(dirfd, UPK_TMP_DIR, AT_REMOVEDIR);  /* fails while it holds anything: fine */
 }
 
 int upk_fs_unlinkat(int dirfd, const char *name) {
   return unlinkat(dirfd, name, 0) != 0 ? errno : 0;
 }
 
-/* pid of a temporary name, or -1 when the name is not one of ours. */
+/*
+** pid of a name in the private folder, "<name>.<pid>-<8 hex digits>", or
+** -1 for any other name (a resumable download's "<name>.part" stays).
+*/
 static long temp_pid(const char *name) {
-  if (name[0] != '.') return -1;
-  const char *m = strstr(name, UPK_TMP_MARK);
-  const char *next;
-  while (m && (next = strstr(m + 1, UPK_TMP_MARK)) != NULL) m = next;
-  if (!m) return -1;
+  const char *dot = strrchr(name, '.');
+  if (!dot || dot == name) return -1;
   char *end;
-  long pid = strtol(m + strlen(UPK_TMP_MARK), &end, 10);
-  if (end == m + strlen(UPK_TMP_MARK) || *end != '-' || strlen(end + 1) != 8) return -1;
+  long pid = strtol(dot + 1, &end, 10);
+  if (end == dot + 1 || *end != '-' || strlen(end + 1) != 8) return -1;
+  for (const char *h = end + 1; *h; h++)
+    if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f'))) return -1;
   return pid;
 }
 
 int upk_fs_is_temp_name(const char *name) {
-  return temp_pid(name) >= 0;
+  return strcmp(name, UPK_TMP_DIR) == 0;
 }
 
 /* 1 when pid runs (a zombie no longer writes anything). */
@@ -137,33 +162,34 @@ static int process_alive(pid_t pid) {
   return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
-  *removed = 0;
-  long pid = temp_pid(name);
-  if (pid < 0 || pid == (long)getpid()) return 0;
-  if (pid > 0 && process_alive((pid_t)pid)) return 0;
-  if (unlinkat(dirfd, name, 0) == 0) *removed = 1;
-  else if (errno != ENOENT) return errno;
-  return 0;
-}
-
 typedef struct Cleaning {
   int dirfd, removed, err;
 } Cleaning;
 
 static int clean_one(void *arg, const char *name) {
   Cleaning *c = arg;
-  int removed, err = upk_fs_drop_stale_temp(c->dirfd, name, &removed);
-  c->removed += removed;
-  if (err) c->err = err;
+  long pid = temp_pid(name);
+  if (pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid)) return 0;
+  if (unlinkat(c->dirfd, name, 0) == 0) c->removed++;
+  else if (errno != ENOENT) c->err = errno;
   return 0;
 }
 
 int upk_fs_clean_temps(int dirfd, int *removed) {
-  Cleaning c = {dirfd, 0, 0};
-  int err = upk_fs_list_fd(dirfd, clean_one, &c);
+  *removed = 0;
+  int fd = openat(dirfd, UPK_TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 : errno;
+  Cleaning c = {fd, 0, 0};
+  int err = upk_fs_list_fd(fd, clean_one, &c);
+  close(fd);
+  upk_fs_temp_release(dirfd);
   *removed = c.removed;
   return err ? err : c.err;
+}
+
+int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
+  *removed = 0;
+  return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
 }
 
 int upk_fs_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got) {
@@ -324,6 +350,10 @@ int upk_fs_set_times_at(int dirfd, const char *name, int64_t mtime_ns) {
 
 int upk_fs_fsync(int fd) {
   return fsync(fd) != 0 ? errno : 0;
+}
+
+void upk_fs_advise_sequential(int fd) {
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 }
 
 void upk_fs_start_writeback(int fd) {

@@ -19,7 +19,7 @@
 #define PROCESS_MT "upkit.proc.Process"
 #define READ_CHUNK 65536
 #define MAX_LINE ((size_t)1 << 20)   /* a longer line is handed over in pieces */
-#define DRAIN_IDLE 0.1               /* seconds of silence after exit closes the pipes */
+#define LINGER 5.0                   /* default seconds of reading after the exit (option linger) */
 
 /* Output of one stream: a ring holding the last `limit` bytes, and a partial line. */
 typedef struct Stream {
@@ -37,7 +37,8 @@ typedef struct Proc {
   long pid;
   int exitfd;
   int reaped, code, sig, timed_out;
-  double t0, t_exit, quiet_since;
+  int lingered;    /* the pipes were still held open (by a grandchild) when linger ran out */
+  double t0, t_exit, linger;
   int in_fd;
   const char *in_data;
   size_t in_len, in_off;
@@ -160,7 +161,7 @@ static void reap_now(Proc *p) {
   if (r != 0) {
     if (r < 0) { p->code = -1; p->sig = 0; }
     p->reaped = 1;
-    p->t_exit = p->quiet_since = upk_now();
+    p->t_exit = upk_now();
     if (p->exitfd >= 0) { upk_proc_close(p->exitfd); p->exitfd = -1; }
   }
 }
@@ -169,6 +170,12 @@ static void reap_now(Proc *p) {
 ** Move data until the process has ended and its pipes are drained
 ** (P_DONE), a stdout line is ready in :lines() mode (P_LINE), the deadline
 ** passes, Ctrl-C arrives, or a callback fails.
+** The rule for grandchildren: the pipes are read until they close, so a
+** background process that inherited them keeps its output and never dies
+** of SIGPIPE while it writes; but after the child's exit this goes on for
+** at most p->linger seconds (and never past the deadline). Then upkit
+** closes its ends, sets lingered, and returns: a grandchild that writes
+** forever cannot hold proc.run.
 */
 static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
   char buf[READ_CHUNK];
@@ -180,13 +187,18 @@ static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
     if (p->reaped && p->s[0].fd < 0 && p->s[1].fd < 0) return P_DONE;
     if (upk_interrupted) return P_INTERRUPTED;
     double now = upk_now();
-    if (now >= deadline) return P_TIMEOUT;
-    /* after the exit, pipes still held open by leftovers are closed once quiet */
-    if (p->reaped && now - p->quiet_since >= DRAIN_IDLE) {
-      for (int k = 0; k < 2; k++)
-        if (p->s[k].fd >= 0) { upk_proc_close(p->s[k].fd); p->s[k].fd = -1; }
+    /* after the exit, pipes still held open by grandchildren are read for linger seconds */
+    if (p->reaped && (now - p->t_exit >= p->linger || now >= deadline)) {
+      for (int k = 0; k < 2; k++) {
+        if (p->s[k].fd < 0) continue;
+        upk_proc_close(p->s[k].fd);
+        p->s[k].fd = -1;
+        p->lingered = 1;
+        if (p->s[k].lines && p->has_cb[k]) run_callbacks(L, ud, p, k, 1);
+      }
       continue;
     }
+    if (now >= deadline) return P_TIMEOUT;
     UpkPollFd fds[4];
     int n = 0, which[4];
     for (int k = 0; k < 2; k++)
@@ -194,7 +206,7 @@ static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
     if (p->in_fd >= 0) { fds[n] = (UpkPollFd){p->in_fd, UPK_POLL_OUT, 0}; which[n++] = 2; }
     if (!p->reaped && p->exitfd >= 0) { fds[n] = (UpkPollFd){p->exitfd, UPK_POLL_IN, 0}; which[n++] = 3; }
     double wait = deadline - now;
-    if (p->reaped) wait = fmin(wait, DRAIN_IDLE);
+    if (p->reaped) wait = fmin(wait, p->linger - (now - p->t_exit));
     else if (p->exitfd < 0) wait = fmin(wait, 0.02);
     int ms = wait > 1e6 ? 1000000 : (int)ceil(wait * 1000);
     int err = upk_proc_poll(fds, n, ms);
@@ -206,7 +218,6 @@ static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
       if (k < 2) {
         long r = upk_proc_read(p->s[k].fd, buf, sizeof buf);
         if (r == -EAGAIN || r == -EINTR) continue;
-        if (p->reaped) p->quiet_since = upk_now();  /* data keeps the drain window open */
         if (r <= 0) {
           upk_proc_close(p->s[k].fd);
           p->s[k].fd = -1;
@@ -274,7 +285,7 @@ static Proc *checkproc(lua_State *L) {
 
 static Proc *checkopen(lua_State *L, const char *fn) {
   Proc *p = checkproc(L);
-  if (!p->open) upk_error(L, "ECLOSED", "%s: the process handle is closed", fn);
+  if (!p->open) upk_error(L, "CLOSED", "%s: the process handle is closed", fn);
   return p;
 }
 
@@ -301,6 +312,8 @@ static void push_result(lua_State *L, Proc *p) {
   lua_setfield(L, -2, "seconds");
   lua_pushboolean(L, p->timed_out);
   lua_setfield(L, -2, "timed_out");
+  lua_pushboolean(L, p->lingered);
+  lua_setfield(L, -2, "lingered");
   lua_pushinteger(L, p->pid);
   lua_setfield(L, -2, "pid");
 }
@@ -467,11 +480,12 @@ static int stream_mode(lua_State *L, int opts, const char *k, const char *fn) {
 ** opts: cwd, env (array of "K=V", replaces the environment), stdin (string
 ** or { file = path }), stdout/stderr ("pipe", "null", "inherit"),
 ** capture_limit (bytes per stream), on_stdout/on_stderr (line callbacks),
-** lines (stdout is read with :lines()), what (name for messages).
+** lines (stdout is read with :lines()), what (name for messages), linger
+** (seconds the pipes are still read after the exit, default 5: see pump).
 */
 static int proc_spawn(lua_State *L) {
   static const char *const keys[] = {"cwd", "env", "stdin", "stdout", "stderr", "capture_limit",
-                                     "on_stdout", "on_stderr", "lines", "what", NULL};
+                                     "on_stdout", "on_stderr", "lines", "what", "linger", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
   upk_checkopts(L, 2, "proc.spawn", keys);
   const char *fn = upk_optstring(L, 2, "proc.spawn", "what", "proc.spawn");
@@ -485,6 +499,8 @@ static int proc_spawn(lua_State *L) {
   lua_Integer limit = upk_optinteger(L, 2, fn, "capture_limit", (lua_Integer)64 << 20);
   if (limit < 0) return upk_error(L, "EINVAL", "%s: capture_limit must be >= 0", fn);
   int lines = upk_optboolean(L, 2, fn, "lines", 0);
+  double linger = upk_optnumber(L, 2, fn, "linger", LINGER);
+  if (!(linger >= 0)) return upk_error(L, "EINVAL", "%s: linger must be >= 0", fn);
   int mode[2] = {stream_mode(L, 2, "stdout", fn), stream_mode(L, 2, "stderr", fn)};
   int cbs[2] = {0, 0};
   static const char *const cbkeys[2] = {"on_stdout", "on_stderr"};
@@ -517,6 +533,7 @@ static int proc_spawn(lua_State *L) {
   p->exitfd = p->in_fd = -1;
   p->s[0].fd = p->s[1].fd = -1;
   p->cberr = LUA_NOREF;
+  p->linger = linger;
   snprintf(p->what, sizeof p->what, "%s", fn);
   luaL_setmetatable(L, PROCESS_MT);
   int child[3] = {stdin_file_fd, -1, -1};
@@ -621,10 +638,9 @@ int luaopen_upkit_proc(lua_State *L) {
   upk_proc_ignore_sigpipe();
   luaL_newmetatable(L, PROCESS_MT);
   luaL_setfuncs(L, proc_metameth, 0);
-  luaL_newlibtable(L, proc_meth);
-  luaL_setfuncs(L, proc_meth, 0);
+  upk_newlib(L, proc_meth, "process:");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newlib(L, proc_funcs);
+  upk_newlib(L, proc_funcs, "proc");
   return 1;
 }

@@ -28,12 +28,26 @@ int upk_error(lua_State *L, const char *code, const char *fmt, ...);
 
 /*
 ** Raise an error object for a failed system call: code is the errno's
-** name (ENOENT), message is "<formatted>: <strerror>", field native = errno.
+** name (ENOENT), message is "<formatted>: <strerror>", field errno.
 */
 int upk_errno_error(lua_State *L, int err, const char *fmt, ...);
 
-/* "ENOENT" for ENOENT; "E<number>" for an errno without a known name. */
+/*
+** The code of an errno, as docs/errors.md lists it: "ENOENT" for ENOENT,
+** "TIMEOUT" for ETIMEDOUT, "EIO" for an errno the list does not name.
+*/
 const char *upk_errno_name(int err);
+/* Set field errno of the error object on top of the stack. */
+void upk_seterrno(lua_State *L, int err);
+
+/*
+** luaL_setfuncs/luaL_newlib for native modules: every function but the
+** metamethods is wrapped so that lauxlib's plain-string argument errors
+** become EINVAL error objects naming "<prefix>.<name>" (prefix "hasher:"
+** gives "hasher:name"), and memory errors ENOMEM.
+*/
+void upk_setfuncs(lua_State *L, const luaL_Reg *l, const char *prefix);
+void upk_newlib(lua_State *L, const luaL_Reg *l, const char *prefix);
 
 /*
 ** Open-handle tracking: every native handle calls upk_track when it opens

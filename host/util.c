@@ -66,17 +66,20 @@ static const struct { int err; const char *name; } errnames[] = {
   {EROFS, "EROFS"}, {EMLINK, "EMLINK"}, {EPIPE, "EPIPE"}, {EDOM, "EDOM"},
   {ERANGE, "ERANGE"}, {EDEADLK, "EDEADLK"}, {ENAMETOOLONG, "ENAMETOOLONG"},
   {ENOSYS, "ENOSYS"}, {ENOTEMPTY, "ENOTEMPTY"}, {ELOOP, "ELOOP"},
-  {EDQUOT, "EDQUOT"}, {ETIMEDOUT, "ETIMEDOUT"}, {ECONNREFUSED, "ECONNREFUSED"},
+  {EDQUOT, "EDQUOT"}, {ETIMEDOUT, "TIMEOUT"}, {ECONNREFUSED, "ECONNREFUSED"},
   {ECONNRESET, "ECONNRESET"}, {EOPNOTSUPP, "EOPNOTSUPP"}, {ENOTSUP, "ENOTSUP"},
   {0, NULL}
 };
 
 const char *upk_errno_name(int err) {
-  static char buf[24];
   for (int i = 0; errnames[i].name; i++)
     if (errnames[i].err == err) return errnames[i].name;
-  snprintf(buf, sizeof buf, "E%d", err);
-  return buf;
+  return "EIO";  /* a cause docs/errors.md does not name; the errno field keeps it */
+}
+
+void upk_seterrno(lua_State *L, int err) {
+  lua_pushinteger(L, err);
+  lua_setfield(L, -2, "errno");
 }
 
 int upk_errno_error(lua_State *L, int err, const char *fmt, ...) {
@@ -85,8 +88,7 @@ int upk_errno_error(lua_State *L, int err, const char *fmt, ...) {
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
   upk_pusherror(L, upk_errno_name(err), "%s: %s", lua_tostring(L, -1), strerror(err));
-  lua_pushinteger(L, err);
-  lua_setfield(L, -2, "native");
+  upk_seterrno(L, err);
   return lua_error(L);
 }
 
@@ -210,4 +212,56 @@ double upk_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+** The guard around every native function: lauxlib's argument errors
+** ("bad argument #1 to 'x' (string expected, got nil)") and memory errors
+** are plain strings; they become EINVAL and ENOMEM error objects naming
+** the function. Upvalues: the function, its name. Any other error (an
+** error object, or a callback's own error) passes through unchanged.
+*/
+static int guard_call(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  int status = lua_pcall(L, n, LUA_MULTRET, 0);
+  if (status == LUA_OK) return lua_gettop(L);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *msg = lua_tostring(L, -1);
+    const char *fn = lua_tostring(L, lua_upvalueindex(2));
+    if (status == LUA_ERRMEM) {
+      upk_pusherror(L, "ENOMEM", "%s: not enough memory", fn);
+    } else if (strncmp(msg, "bad argument", 12) == 0 || strncmp(msg, "calling '", 9) == 0) {
+      /* drop lauxlib's " to '?'": the guard names the function itself */
+      const char *to = strstr(msg, " to '"), *close = to ? strstr(to + 5, "' ") : NULL;
+      if (to && close) {
+        lua_pushlstring(L, msg, (size_t)(to - msg));
+        lua_pushstring(L, close + 1);
+        lua_concat(L, 2);
+        msg = lua_tostring(L, -1);
+      }
+      upk_pusherror(L, "EINVAL", "%s: %s", fn, msg);
+    }
+  }
+  return lua_error(L);
+}
+
+void upk_setfuncs(lua_State *L, const luaL_Reg *l, const char *prefix) {
+  for (; l->name; l++) {
+    if (!l->func) continue;
+    lua_pushcfunction(L, l->func);
+    if (l->name[0] == '_' && l->name[1] == '_') {  /* metamethods never raise argument errors */
+      lua_setfield(L, -2, l->name);
+      continue;
+    }
+    lua_pushfstring(L, "%s%s%s", prefix, *prefix ? (prefix[strlen(prefix) - 1] == ':' ? "" : ".") : "", l->name);
+    lua_pushcclosure(L, guard_call, 2);
+    lua_setfield(L, -2, l->name);
+  }
+}
+
+void upk_newlib(lua_State *L, const luaL_Reg *l, const char *prefix) {
+  lua_newtable(L);
+  upk_setfuncs(L, l, prefix);
 }

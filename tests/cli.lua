@@ -6,7 +6,7 @@ local bin = T.upkit_bin()
 
 local function upkit(args) return T.run_upkit(dir, args) end
 
-T.test("upkit version names upkit, Lua 5.4, libcurl, OpenSSL, unixODBC and cJSON", function()
+T.test("upkit version names upkit, Lua 5.4, libcurl, OpenSSL and unixODBC", function()
   local out, _, code = upkit("version")
   T.eq(code, 0)
   T.match(out, "^upkit %d+%.%d+%.%d+")
@@ -14,7 +14,6 @@ T.test("upkit version names upkit, Lua 5.4, libcurl, OpenSSL, unixODBC and cJSON
   T.match(out, "libcurl %d")
   T.contains(out, "OpenSSL 3")
   T.match(out, "unixODBC %d")
-  T.match(out, "cJSON %d")
   T.eq((upkit("--version")), out)
 end)
 

@@ -108,7 +108,7 @@ T.test("fs.copy with verify raises CHECKSUM_MISMATCH when the written file diffe
   local src = zeros()
   local dst = d .. "/dst"
   T.write_file(dst, "old")
-  local progress, corrupted = require("fsfault").corrupt_temp(d, "upkit-tmp")
+  local progress, corrupted = require("fsfault").corrupt_temp(d, "%.%d+%-%x+$")
   local err = T.raises("CHECKSUM_MISMATCH", fs.copy, src, dst, { verify = "sha256", overwrite = true,
     progress = progress })
   T.ok(corrupted(), "the temporary file was found")
@@ -137,11 +137,11 @@ T.test("fs.copy error in the progress function is raised and leaves no temporary
   T.eq(ls(d), "")
 end)
 
-T.test("fs.copy into a full file system raises ENOSPC and leaves nothing behind", function()
+T.test_root("fs.copy into a full file system raises ENOSPC and leaves nothing behind", function()
   local mnt = path("tmpfs")
   T.sh("mkdir " .. T.q(mnt))
-  local _, st = T.sh("mount -t tmpfs -o size=1m tmpfs " .. T.q(mnt) .. " 2>&1")
-  if st ~= 0 then return T.fail("cannot mount a tmpfs (needs root)") end
+  local out, st = T.sh("mount -t tmpfs -o size=1m tmpfs " .. T.q(mnt) .. " 2>&1")
+  T.eq(st, 0, "mount a tmpfs: " .. out)
   local ok, err = pcall(function()
     local src = random_file("toobig", 3 * 1024 * 1024)
     T.raises("ENOSPC", fs.copy, src, mnt .. "/dst")
@@ -244,11 +244,11 @@ T.test("fs.remove removes files and trees, not following links", function()
 end)
 
 T.test("fs.remove refuses /, the home folder and the current folder's ancestors", function()
-  T.raises("REFUSED", fs.remove, "/", { recursive = true })
-  T.raises("REFUSED", fs.remove, fs.cwd and "." or ".", { recursive = true })
-  T.raises("REFUSED", fs.remove, "..", { recursive = true })
+  T.raises("EINVAL", fs.remove, "/", { recursive = true })
+  T.raises("EINVAL", fs.remove, fs.cwd and "." or ".", { recursive = true })
+  T.raises("EINVAL", fs.remove, "..", { recursive = true })
   local home = os.getenv("HOME")
-  if home and fs.exists(home) then T.raises("REFUSED", fs.remove, home, { recursive = true }) end
+  if home and fs.exists(home) then T.raises("EINVAL", fs.remove, home, { recursive = true }) end
 end)
 
 T.test("fs.free reports bytes free and raises ENOENT for a missing path", function()
@@ -271,10 +271,10 @@ end)
 
 T.test("a stale temporary file from a killed copy is removed by the next copy into the folder", function()
   local d = path("stale")
-  T.sh("mkdir " .. T.q(d))
-  T.write_file(d .. "/.x.upkit-tmp-999999999-0badf00d", "stale")
+  T.sh("mkdir -p " .. T.q(d .. "/.upkit-tmp"))
+  T.write_file(d .. "/.upkit-tmp/x.999999999-0badf00d", "stale")
   fs.copy(random_file("s", 10), d .. "/new")
-  T.eq(T.sh("ls -A " .. T.q(d) .. " | grep -c 999999999"), "0\n")
+  T.eq(ls(d), "new\n")
 end)
 
 T.done()

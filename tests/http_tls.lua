@@ -25,8 +25,10 @@ end)
 
 T.test("a self-signed certificate is refused by default", function()
   local c <close> = client()
-  local e = T.raises("CURLE_PEER_FAILED_VERIFICATION", c.get, c, "/echo")
+  local e = T.raises("TLS_FAILED", c.get, c, "/echo")
   T.contains(e.message, "GET " .. srv.url .. "/echo")
+  T.eq(e.curl_code, "CURLE_PEER_FAILED_VERIFICATION")
+  T.eq(e.native, nil)
 end)
 
 T.test("the certificate is accepted with cafile", function()
@@ -46,12 +48,13 @@ end)
 T.test("the host name is checked against the certificate", function()
   local port = srv.url:match(":(%d+)$")
   local c <close> = client { base = "https://localhost:" .. port, cafile = cert }
-  T.raises("CURLE_PEER_FAILED_VERIFICATION", c.get, c, "/echo")
+  T.raises("TLS_FAILED", c.get, c, "/echo")
 end)
 
-T.test("a missing cafile raises CURLE_SSL_CACERT_BADFILE", function()
+T.test("a missing cafile raises TLS_FAILED (CURLE_SSL_CACERT_BADFILE)", function()
   local c <close> = client { cafile = dir .. "/none.pem" }
-  T.raises("CURLE_SSL_CACERT_BADFILE", c.get, c, "/echo")
+  local e = T.raises("TLS_FAILED", c.get, c, "/echo")
+  T.eq(e.curl_code, "CURLE_SSL_CACERT_BADFILE")
 end)
 
 T.test("verify = false connects and logs a warning on every request", function()
@@ -68,7 +71,9 @@ end)
 T.test("plain http to the https port fails with a transport error", function()
   local c <close> = client { base = (srv.url:gsub("^https", "http")) }
   local e = T.raises(nil, c.get, c, "/echo")
-  T.match(e.code, "^CURLE_")
+  T.ok(e.code == "NETWORK_ERROR" or e.code == "TLS_FAILED", e.code)
+  T.match(e.curl_code, "^CURLE_")
+  T.eq(type(e.curl_error), "string")
 end)
 
 srv:stop()

@@ -130,6 +130,11 @@ T.test("bad arguments raise EINVAL", function()
   T.raises("EINVAL", proc.run, { "true" }, { timeout = "10" })
   T.raises("EINVAL", proc.run, { "true", {} })
   T.raises("EINVAL", proc.spawn, { "true" }, { stdout = "file" })
+  T.raises("EINVAL", proc.run, { "true" }, { linger = -1 })
+  T.raises("EINVAL", proc.run, { "true" }, { linger = "5" })
+  local p <close> = proc.spawn { "true" }
+  local e = T.raises("EINVAL", p.wait, p, "soon")
+  T.contains(e.message, "process:wait")
 end)
 
 T.test("proc.spawn: wait with a timeout returns nil, kill ends it, close is idempotent", function()
@@ -144,7 +149,7 @@ T.test("proc.spawn: wait with a timeout returns nil, kill ends it, close is idem
   T.eq(p:kill(), false)
   p:close()
   p:close()
-  T.raises("ECLOSED", p.wait, p)
+  T.raises("CLOSED", p.wait, p)
 end)
 
 T.test("proc.spawn: lines() iterates stdout lines of a program running beside the script", function()
@@ -200,6 +205,39 @@ T.test("proc.run of /bin/true many times leaves no handle or descriptor behind",
   local before = nfd()
   for _ = 1, 200 do T.eq(proc.run({ "/bin/true" }).code, 0) end
   T.eq(nfd(), before)
+end)
+
+T.test("a background grandchild keeps its output and is not killed by SIGPIPE when the child exits", function()
+  local r = proc.run({ "sh", "-c", "(sleep 0.5; echo late; echo late-err >&2; echo alive > \"$1\") & echo early",
+                       "sh", dir .. "/grandchild-alive" })
+  T.eq(r.code, 0)
+  T.eq(r.stdout, "early\nlate\n")
+  T.eq(r.stderr, "late-err\n")
+  T.eq(r.lingered, false)
+  T.eq(T.read_file(dir .. "/grandchild-alive"), "alive\n")
+end)
+
+T.test("a grandchild that keeps writing holds proc.run only for linger seconds, and says so", function()
+  local log = require "upkit.log"
+  local warned = {}
+  local sink = log.add_sink(function(rec) warned[#warned + 1] = rec.msg end)
+  local forever = "(i=0; while [ $i -lt 1500 ]; do echo x; i=$((i+1)); sleep 0.01; done) & echo started"
+  local t0 = upkit.now()
+  local r = proc.run({ "sh", "-c", forever }, { linger = 0.5 })
+  log.remove_sink(sink)
+  T.ok(upkit.now() - t0 < 3, "returned after the linger time")
+  T.eq(r.code, 0)
+  T.eq(r.lingered, true)
+  T.contains(r.stdout, "started\n")
+  T.contains(r.stdout, "x\nx\n")
+  T.eq(#warned, 1)
+  T.contains(warned[1], "still held its output")
+  -- without linger, the timeout bounds it too, and it is not a timeout of the program
+  t0 = upkit.now()
+  r = proc.run({ "sh", "-c", forever }, { timeout = 1, ok = { 0 } })
+  T.ok(upkit.now() - t0 < 4, "returned by the timeout")
+  T.eq(r.timed_out, false)
+  T.eq(r.lingered, true)
 end)
 
 T.done()

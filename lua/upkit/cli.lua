@@ -181,8 +181,8 @@ end
 help.version = [[
 usage: upkit version
 
-Prints upkit's version and the versions of Lua, libcurl, OpenSSL, unixODBC
-and cJSON it runs with.]]
+Prints upkit's version and the versions of Lua, libcurl, OpenSSL and
+unixODBC it runs with.]]
 
 function commands.version(args)
   if is_help(args[1]) then print(help.version) return EXIT_OK end
@@ -193,7 +193,6 @@ function commands.version(args)
   print("  libcurl " .. v.libcurl)
   print("  " .. v.openssl)
   print("  unixODBC " .. v.unixodbc)
-  print("  cJSON " .. v.cjson)
   return EXIT_OK
 end
 

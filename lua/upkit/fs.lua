@@ -10,11 +10,34 @@
 --   fs.write(path, data [, { mode = "0600" }]) ; fs.read(path) ; fs.exists(path)
 --   fs.stat(path) ; fs.mkdirs(path [, { mode }]) ; fs.remove(path [, { recursive }])
 --   fs.free(path) ; fs.tempdir([prefix])
+--   fs.temp_path(path [, { resumable }]) ; fs.commit(tmp, path [, { overwrite = true }])
+--   fs.discard(tmp) ; fs.rename(old, new) ; fs.sync(path)
+--   fs.scan(dir) --> entries, failures ; fs.tree_size(path) --> bytes
+--
+-- Temporary files: every module writes through one scheme. A temporary
+-- for <folder>/<name> lives in the private folder <folder>/.upkit-tmp/
+-- (0700), named <name>.<pid>-<8 hex digits>; fs.commit renames it into
+-- place, removes the private folder when it is empty and fsyncs the folder.
+-- Only names inside a .upkit-tmp folder whose process no longer runs are
+-- ever removed as stale, so a user's file is never taken for a temporary.
+-- fs.mirror does not copy a source folder named .upkit-tmp: it lists it in
+-- result.temporaries (and warns); a source entry at the manifest's own path
+-- is not copied either, and is named in result.shadowed (and a warning).
+-- A resumable temporary (a download's
+-- <name>.part) keeps its name across runs and is never removed as stale.
+--
+-- A file that changes while it is copied (its size, modification or change
+-- time differ before and after, or it shrinks) is copied again once
+-- (result.changed / mirror result.changed lists it); when it changes again
+-- the copy raises SOURCE_CHANGED naming it, and nothing is written.
+-- fs.mirror refuses a destination inside the source and a source inside
+-- the destination (links resolved) with EINVAL before it changes anything.
 --
 -- Errors are raised as upkit error objects whose code is the errno name
--- (ENOENT, EEXIST, ENOSPC...), CHECKSUM_MISMATCH, EINVAL for bad arguments,
--- or REFUSED when fs.remove is asked to remove /, the home folder or an
--- ancestor of the current folder.
+-- (ENOENT, EEXIST, ENOSPC...; field errno), CHECKSUM_MISMATCH,
+-- SOURCE_CHANGED, or EINVAL for bad arguments, an overlapping mirror, and
+-- fs.remove asked to remove /, the home folder or an ancestor of the
+-- current folder.
 --
 -- Progress: with `progress = function(p)` the function is called with
 -- { files, files_total, bytes, bytes_total, rate (bytes/s), eta (s) };
@@ -24,30 +47,11 @@ local upkit = require "upkit"
 local native = require "upkit._fs"
 local hash = require "upkit.hash"
 
+local util = require "upkit.util"
+
 local M = {}
 
-local function einval(fmt, ...)
-  upkit.error("EINVAL", string.format(fmt, ...))
-end
-
-local function checkopts(fn, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
-    if not want:find(type(v), 1, true) then
-      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
-    end
-  end
-  return opts
-end
-
-local function checkpath(fn, what, p)
-  if type(p) ~= "string" or p == "" then
-    einval("%s: %s must be a non-empty string, got %s", fn, what, p == "" and "''" or type(p))
-  end
-end
+local einval, checkopts, checkpath = util.einval, util.check_opts, util.check_path
 
 local function parse_mode(fn, mode)
   if mode == nil then return nil end
@@ -166,7 +170,7 @@ local function parse_manifest(fn, text)
     if line ~= "" then
       local esc, digest, name = line:match("^(\\?)(%x+) [ *](.+)$")
       if not digest then
-        upkit.error("EINVAL", string.format("%s: manifest line %d is not in sha256sum format", fn, n))
+        upkit.error("BAD_FORMAT", string.format("%s: manifest line %d is not in sha256sum format", fn, n), { line = n })
       end
       if esc == "\\" then
         name = name:gsub("\\(.)", { ["\\"] = "\\", n = "\n", r = "\r" })
@@ -177,11 +181,7 @@ local function parse_manifest(fn, text)
   return list
 end
 
-local function join(a, b) return a .. "/" .. b end
-
-local function dirname(p)
-  return p:match("^(.*)/[^/]*$") or "."
-end
+local join, dirname = util.join, util.dirname
 
 -- The manifest's path relative to root when it lies inside root, else nil.
 local function inside(root, file)
@@ -196,6 +196,38 @@ end
 
 --------------------------------------------------------------------------
 -- fs.mirror
+
+-- The real path of p, or of its nearest existing ancestor with the rest appended.
+local function resolve(p)
+  local rest = {}
+  while true do
+    local ok, real = pcall(native.realpath, p)
+    if ok then
+      for i = #rest, 1, -1 do real = join(real, rest[i]) end
+      return real
+    end
+    local parent = dirname(p)
+    if parent == p then return p end
+    rest[#rest + 1] = p:match("[^/]*$")
+    p = parent
+  end
+end
+
+local function within(inner, outer)
+  return inner == outer or inner:sub(1, #outer + 1) == outer .. "/" or outer == "/"
+end
+
+-- EINVAL when one of src and dst is inside the other (after resolving links).
+local function refuse_overlap(fn, src, dst)
+  local rs, rd = resolve(src), resolve(dst)
+  if within(rd, rs) then
+    upkit.error("EINVAL", string.format("%s: the destination '%s' is inside the source '%s'%s", fn, dst, src,
+      rd == rs and " (they are the same folder)" or ""), { path = src, destination = dst })
+  elseif within(rs, rd) then
+    upkit.error("EINVAL", string.format("%s: the source '%s' is inside the destination '%s'", fn, src, dst),
+      { path = src, destination = dst })
+  end
+end
 
 local mirror_spec = {
   delete = "boolean", exclude = "table", compare = "string", manifest = "string", verify = "boolean",
@@ -226,6 +258,7 @@ function M.mirror(src, dst, opts)
   local t0 = upkit.now()
 
   native.check_dir(src, "fs.mirror")  -- a missing source raises before the destination is made
+  refuse_overlap("fs.mirror", src, dst)
   native.mkdirs(dst)
   local sents, sfails, dents, dfails = native.scan_pair(src, dst, "fs.mirror")
   local failures = {}
@@ -241,7 +274,7 @@ function M.mirror(src, dst, opts)
   for _, e in ipairs(dents) do dmap[e.path] = e end
 
   -- what to do, in tree order: folders first, then the files inside them
-  local plan, wanted = {}, {}
+  local plan, wanted, temporaries, shadowed = {}, {}, {}, nil
   local files_total, bytes_total = 0, 0
   local skip_prefix
   for _, e in ipairs(sents) do
@@ -250,7 +283,17 @@ function M.mirror(src, dst, opts)
       goto continue
     end
     skip_prefix = nil
-    if excluded(rel) or rel == manifest_rel then
+    if e.type == "dir" and rel:match("[^/]*$") == ".upkit-tmp" then
+      temporaries[#temporaries + 1] = rel  -- upkit's private folder name: listed, not copied
+      skip_prefix = rel .. "/"
+      goto continue
+    end
+    if rel == manifest_rel then
+      shadowed = rel  -- the manifest is written there: listed, not copied
+      if e.type == "dir" then skip_prefix = rel .. "/" end
+      goto continue
+    end
+    if excluded(rel) then
       if e.type == "dir" then skip_prefix = rel .. "/" end
       goto continue
     end
@@ -275,7 +318,7 @@ function M.mirror(src, dst, opts)
   end
 
   local result = { files = files_total, copied = 0, skipped = 0, deleted = 0, bytes = 0,
-                   failures = failures }
+                   failures = failures, changed = {}, temporaries = temporaries, shadowed = shadowed }
   local digests = {}
   local touched = {}  -- folders whose entries changed (their times are set last)
   local function touch(rel) touched[rel:match("^(.*)/[^/]*$") or ""] = true end
@@ -322,6 +365,7 @@ function M.mirror(src, dst, opts)
           done_files = done_files + 1
           done_bytes = done_bytes + r.bytes
           digests[item.rel] = r.sha256
+          if r.changed then result.changed[#result.changed + 1] = item.rel end
         end
         touch(item.rel)
       end
@@ -422,6 +466,13 @@ function M.mirror(src, dst, opts)
     native.write(opts.manifest, table.concat(lines), 420)
   end
   result.special = special
+  if shadowed then
+    require("upkit.log").warn("fs.mirror: %s: '%s' not copied: the manifest is written at that path", src, shadowed)
+  end
+  if #temporaries > 0 then
+    require("upkit.log").warn("fs.mirror: %s: %d folder(s) named .upkit-tmp (upkit's temporary files) not copied: %s",
+      src, #temporaries, table.concat(temporaries, ", ", 1, math.min(#temporaries, 5)))
+  end
   if #special > 0 then
     require("upkit.log").warn("fs.mirror: %s: %d FIFO(s), socket(s) or device(s) not copied: %s%s", src, #special,
       table.concat(special, ", ", 1, math.min(#special, 5)), #special > 5 and ", ..." or "")
@@ -518,7 +569,7 @@ function M.remove(path, opts)
       why = "it holds the current folder"
     end
     if why then
-      upkit.error("REFUSED", string.format("fs.remove: '%s': refusing to remove it: %s", path, why))
+      upkit.error("EINVAL", string.format("fs.remove: '%s': refusing to remove it: %s", path, why), { path = path })
     end
   end
   return native.remove(path, opts.recursive)
@@ -531,7 +582,66 @@ end
 
 -- fs.tempdir([prefix]) -> a fresh private folder under TMPDIR (the caller removes it)
 function M.tempdir(prefix)
+  if prefix ~= nil and type(prefix) ~= "string" then einval("fs.tempdir: prefix must be a string") end
   return native.tempdir(prefix)
+end
+
+-- fs.temp_path(path [, { resumable = false, create = true }]) -> a temporary path for path
+-- (see the top of this file). Write it, then fs.commit(tmp, path), or fs.discard(tmp).
+-- create = false only chooses the name (for a writer that must create the file itself).
+function M.temp_path(path, opts)
+  checkpath("fs.temp_path", "path", path)
+  opts = checkopts("fs.temp_path", opts, { resumable = "boolean", create = "boolean" })
+  return native.temp_path(path, opts.resumable, opts.create == false)
+end
+
+-- fs.sync(path): fsync a file or a folder (its data and metadata are on disk when it returns).
+function M.sync(path)
+  checkpath("fs.sync", "path", path)
+  return native.sync(path)
+end
+
+-- fs.scan(dir) -> entries, failures: every entry under dir, depth first, names
+-- sorted, links not followed: { path (relative), type ("file", "dir", "link",
+-- "other"), size, mtime (ns), mode, target }; unreadable folders are failures
+-- { path, code, message }. A missing dir raises.
+function M.scan(dir)
+  checkpath("fs.scan", "folder", dir)
+  return native.scan(dir, false, "fs.scan")
+end
+
+-- fs.tree_size(path) -> bytes in the files under path (a file: its size; nothing there: 0)
+function M.tree_size(path)
+  checkpath("fs.tree_size", "path", path)
+  local st = native.stat(path)
+  if not st then return 0 end
+  if st.type ~= "dir" then return st.size end
+  local total = 0
+  for _, e in ipairs(native.scan(path, false, "fs.tree_size")) do
+    if e.type == "file" then total = total + e.size end
+  end
+  return total
+end
+
+-- fs.commit(tmp, path [, { overwrite = true }]): rename into place, durable.
+function M.commit(tmp, path, opts)
+  checkpath("fs.commit", "temporary", tmp)
+  checkpath("fs.commit", "path", path)
+  opts = checkopts("fs.commit", opts, { overwrite = "boolean" })
+  return native.commit(tmp, path, opts.overwrite ~= false)
+end
+
+-- fs.discard(tmp): remove a temporary that will not be committed.
+function M.discard(tmp)
+  checkpath("fs.discard", "temporary", tmp)
+  return native.discard(tmp)
+end
+
+-- fs.rename(old, new): rename, then fsync both folders (a failed fsync raises).
+function M.rename(old, new)
+  checkpath("fs.rename", "source", old)
+  checkpath("fs.rename", "destination", new)
+  return native.rename(old, new)
 end
 
 return M

@@ -13,8 +13,12 @@
 -- An HTTP status is an answer: c:get returns a 404 like a 200. With
 -- `expect = { 200, 201 }` (or one number) any other status raises HTTP_STATUS
 -- with fields status and body (its start). A transfer that fails raises an
--- error object whose code is libcurl's name: CURLE_COULDNT_CONNECT,
--- CURLE_OPERATION_TIMEDOUT, CURLE_PEER_FAILED_VERIFICATION, ...
+-- error object with a code of docs/errors.md: CONNECT_FAILED (refused,
+-- unreachable, a name that does not resolve), TIMEOUT, TLS_FAILED,
+-- NETWORK_ERROR (the connection broke, nothing received, too many
+-- redirects), AUTH_FAILED, EINVAL (a malformed URL), INTERRUPTED; libcurl's
+-- own name and text are in the fields curl_code ("CURLE_COULDNT_CONNECT")
+-- and curl_error.
 --
 -- Retries: connection failures, timeouts, dropped replies and the statuses
 -- 429, 502, 503 and 504 are retried with exponential backoff and jitter,
@@ -37,6 +41,7 @@ local native = require "upkit._http"
 local json = require "upkit.json"
 local upkit = require "upkit"
 local log = require "upkit.log"
+local util = require "upkit.util"
 
 local M = {}
 local Client = native.Client
@@ -45,7 +50,7 @@ local DEFAULT_SECRET_HEADERS = { "authorization", "x-octopus-apikey", "cookie", 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
-local RETRY_CODES = {
+local RETRY_CURL_CODES = {
   CURLE_COULDNT_CONNECT = true, CURLE_OPERATION_TIMEDOUT = true, CURLE_GOT_NOTHING = true,
   CURLE_SEND_ERROR = true, CURLE_RECV_ERROR = true, CURLE_PARTIAL_FILE = true,
   CURLE_HTTP2 = true, CURLE_HTTP2_STREAM = true, CURLE_COULDNT_RESOLVE_HOST = true,
@@ -69,22 +74,7 @@ local DOWNLOAD_OPTS = {
 }
 local ALL_OPTS = { concurrency = "number", retries = "number" }
 
-local function check_opts(fn, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    upkit.error("EINVAL", string.format("%s: options must be a table, got %s", fn, type(opts)))
-  end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then
-      upkit.error("EINVAL", string.format("%s: unknown option '%s'", fn, tostring(k)))
-    end
-    if not want:find(type(v), 1, true) then
-      upkit.error("EINVAL", string.format("%s: option '%s' must be a %s, got %s", fn, k, want, type(v)))
-    end
-  end
-  return opts
-end
+local check_opts = util.check_opts
 
 -- Redaction ---------------------------------------------------------------
 
@@ -107,7 +97,7 @@ M.redact = redact
 -- Configuration -----------------------------------------------------------
 
 local function cfg_of(c)
-  if not c:is_open() then upkit.error("ECLOSED", "http: the http client is closed") end
+  if not c:is_open() then upkit.error("CLOSED", "http: the http client is closed") end
   return c:_config()
 end
 
@@ -389,8 +379,9 @@ local function decide(st, ok, r)
     trace_result(st, true, r)
     if st.follow and REDIRECT[r.status] and r.redirect_url then
       if st.redirects >= st.cfg.max_redirects then
-        return "error", upkit.new_error("CURLE_TOO_MANY_REDIRECTS",
-          string.format("http: %s: more than %d redirects", st.label, st.cfg.max_redirects))
+        return "error", upkit.new_error("NETWORK_ERROR",
+          string.format("http: %s: more than %d redirects", st.label, st.cfg.max_redirects),
+          { url = redact(st.nreq.url, st.secrets) })
       end
       redirect(st, r)
       return "again", 0
@@ -407,10 +398,10 @@ local function decide(st, ok, r)
   if not upkit.is_error(r) then error(r, 0) end
   r.message = redact(r.message, st.secrets)
   trace_result(st, false, r)
-  if RETRY_CODES[r.code] and can_retry(st) then
+  if r.curl_code and RETRY_CURL_CODES[r.curl_code] and can_retry(st) then
     local d = backoff(st)
-    emit(st.cfg, "warn", string.format("%s [%s]; retry %d of %d in %.2f s",
-      r.message, r.code, st.attempt, st.retries, d))
+    emit(st.cfg, "warn", string.format("%s [%s %s]; retry %d of %d in %.2f s",
+      r.message, r.code, r.curl_code, st.attempt, st.retries, d))
     st.attempt = st.attempt + 1
     return "again", d
   end
@@ -506,11 +497,7 @@ end
 -- Downloads ---------------------------------------------------------------
 
 local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return 0 end
-  local n = f:seek("end")
-  f:close()
-  return n
+  return util.file_size(path) or 0
 end
 
 local function sha256_file(path)
@@ -519,7 +506,8 @@ end
 
 -- c:download(url, file, { sha256, resume = true, progress, timeout, retries, headers, query })
 --   -> { file, bytes, sha256, seconds, url, status, resumes }
--- Streams to file .. ".part" beside the target, resumes a broken transfer
+-- Streams to the resumable temporary of file (fs.temp_path: <folder>/.upkit-tmp/<name>.part),
+-- resumes a broken transfer
 -- with a Range request (also across runs when resume is on), checks the
 -- digest, then renames into place. timeout here is the longest stall.
 function Client:download(url, file, opts)
@@ -532,14 +520,16 @@ function Client:download(url, file, opts)
   st.nreq.timeout = nil
   st.nreq.stall = opts.timeout or cfg.timeout
   st.nreq.encoding = false
-  st.nreq.file = file .. ".part"
+  local fs = require "upkit.fs"
+  st.nreq.file = fs.temp_path(file, { resumable = true })
   st.nreq.progress = opts.progress
   local resume = opts.resume ~= false
   warn_unverified(cfg, st.label)
   local t0, resumes = upkit.now(), 0
-  if not resume then os.remove(st.nreq.file) end
+  if not resume then fs.discard(st.nreq.file) end
   local final
   while true do
+    st.nreq.file = fs.temp_path(file, { resumable = true })  -- (re)makes the private folder
     st.nreq.offset = resume and file_size(st.nreq.file) or 0
     trace_request(st)
     local ok, r = pcall(self._download, self, st.nreq)
@@ -549,7 +539,9 @@ function Client:download(url, file, opts)
       if total == st.nreq.offset then
         r.status = 206
       else
-        os.remove(st.nreq.file)
+        fs.discard(st.nreq.file)
+        st.nreq.file = fs.temp_path(file, { resumable = true })
+        st.nreq.offset = 0
         ok, r = pcall(self._download, self, st.nreq)
       end
     end
@@ -558,7 +550,7 @@ function Client:download(url, file, opts)
     local action, v = decide(st, ok, r)
     if action == "done" then final = v break end
     if action == "error" then
-      if v.code == "HTTP_STATUS" then os.remove(st.nreq.file) end
+      if v.code == "HTTP_STATUS" then fs.discard(st.nreq.file) end
       error(v, 0)
     end
     if partial and resume then resumes = resumes + 1 end
@@ -568,15 +560,12 @@ function Client:download(url, file, opts)
   if opts.progress then opts.progress(size, size) end
   local digest = sha256_file(st.nreq.file)
   if opts.sha256 and digest ~= opts.sha256:lower() then
-    os.remove(st.nreq.file)
+    fs.discard(st.nreq.file)
     upkit.error("CHECKSUM_MISMATCH", string.format(
       "http.download: %s: sha256 %s, expected %s; the download was removed",
       st.label, digest, opts.sha256:lower()), { expected = opts.sha256:lower(), actual = digest })
   end
-  local ok, err = os.rename(st.nreq.file, file)
-  if not ok then
-    upkit.error("EIO", string.format("http.download: %s: cannot rename into '%s': %s", st.label, file, err))
-  end
+  fs.commit(st.nreq.file, file)
   return { file = file, bytes = size, sha256 = digest, seconds = upkit.now() - t0,
            url = redact(final.url or st.nreq.url, st.secrets), status = final.status, resumes = resumes }
 end

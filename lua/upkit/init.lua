@@ -2,9 +2,10 @@
 --   upkit.error(code, message [, fields])   raise an error object
 --   upkit.new_error(code, message [, fields]) -> error object
 --   upkit.is_error(v) -> boolean
---   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc, cjson }
+--   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc }
 --   upkit.roots() -> library roots in search order
---   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd)
+--   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd), upkit.pid()
+--   upkit.errno_name(n) -> "ENOENT": the error code of an errno (io.open's third result)
 local core = require "upkit._core"
 
 local M = {}

@@ -1,7 +1,7 @@
 -- upkit.proc: start programs from an argv array (never a shell).
 --
 --   proc.run(argv [, opts]) --> { code, signal, stdout, stderr, seconds, timed_out,
---                                 stdout_truncated, stderr_truncated, pid }
+--                                 stdout_truncated, stderr_truncated, pid, lingered }
 --   proc.spawn(argv [, opts]) --> process with :wait([timeout]) -> result or nil,
 --       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close()
 --
@@ -20,36 +20,40 @@
 -- the last lines of stderr; a timeout raises TIMEOUT).
 -- A program that cannot start raises ENOENT/EACCES naming it and the
 -- folder. Ctrl-C while waiting ends the process group and raises INTERRUPTED.
+--
+-- Grandchildren (a background process the program started, which inherited
+-- its stdout or stderr): the pipes are read until they close, so such a
+-- process keeps its output and does not die of SIGPIPE while it writes.
+-- After the program itself exits this goes on for at most `linger` seconds
+-- (default 5, never past `timeout`); if the pipes are still held open then,
+-- upkit stops reading and closes its ends (a grandchild writing after that
+-- gets EPIPE/SIGPIPE), the result says lingered = true, and a warning names
+-- the command. So output is never lost silently and proc.run never hangs
+-- on a grandchild. Start a daemon with its output redirected to avoid this.
 -- proc.spawn: stdout read with :lines() is not kept in result.stdout; an
 -- undrained pipe fills and blocks the program, so give stdout = "null"
 -- or "inherit" to a chatty program whose output you do not read.
 local upkit = require "upkit"
 local native = require "upkit._proc"
 
+local util = require "upkit.util"
+
 local M = {}
 
-local function einval(fmt, ...)
-  upkit.error("EINVAL", string.format(fmt, ...))
-end
+local einval = util.einval
 
 local spec = {
   cwd = "string", env = "table", env_mode = "string", stdin = "string table",
   stdout = "string", stderr = "string", capture_limit = "number",
-  on_stdout = "function", on_stderr = "function", redact = "table",
+  on_stdout = "function", on_stderr = "function", redact = "table", linger = "number",
 }
 local run_spec = { timeout = "number", grace = "number", ok = "table" }
 
+local full_spec = setmetatable({}, { __index = spec })
+for k, v in pairs(run_spec) do full_spec[k] = v end
+
 local function checkopts(fn, opts, extra)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k] or (extra and extra[k])
-    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
-    if not want:find(type(v), 1, true) then
-      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
-    end
-  end
-  return opts
+  return util.check_opts(fn, opts, extra and full_spec or spec)
 end
 
 local function redactor(secrets)
@@ -130,7 +134,7 @@ local function reraise(err, hide)
     err.message = hide(err.message)
     error(err, 0)
   end
-  error(hide(tostring(err)), 0)
+  upkit.error("LUA_ERROR", hide(tostring(err)))
 end
 
 local function start(fn, argv, opts, hide)
@@ -140,7 +144,7 @@ local function start(fn, argv, opts, hide)
     stdin = opts.stdin, stdout = opts.stdout, stderr = opts.stderr,
     capture_limit = opts.capture_limit and math.tointeger(opts.capture_limit)
       or (opts.capture_limit and einval("%s: capture_limit must be an integer", fn)),
-    what = fn,
+    what = fn, linger = opts.linger,
   }
   for _, k in ipairs { "on_stdout", "on_stderr" } do
     local cb = opts[k]
@@ -188,6 +192,10 @@ function M.run(argv, opts)
     return p:wait(opts.timeout or math.huge, opts.grace or 5)
   end)
   if not ok then reraise(r, hide) end
+  if r.lingered then
+    require("upkit.log").warn("proc.run: '%s' exited, but a process it started still held its output after %s s; "
+      .. "stopped reading it", describe(argv, hide), tostring(math.min(opts.linger or 5, opts.timeout or math.huge)))
+  end
   if okset then
     if r.timed_out then
       upkit.error("TIMEOUT", string.format("proc.run: '%s' timed out after %s s", describe(argv, hide),

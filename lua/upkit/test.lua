@@ -209,20 +209,33 @@ end
 
 -- Helpers for tests that need scratch space and other programs.
 
--- T.tmpdir() -> a fresh folder, removed when the test file exits.
+-- T.tmpdir() -> a fresh folder (0700, under TMPDIR), removed when the test file exits.
 local tmpdirs = {}
 function T.tmpdir()
-  local base = os.getenv("TMPDIR") or "/tmp"
-  local p = io.popen("mktemp -d " .. base .. "/upkit-test.XXXXXX")
-  local dir = p:read("l")
-  p:close()
+  local dir = require("upkit.fs").tempdir("upkit-test")
   tmpdirs[#tmpdirs + 1] = dir
   return dir
 end
 
 setmetatable(tmpdirs, { __gc = function(t)
-  for _, d in ipairs(t) do os.execute("rm -rf '" .. d .. "'") end
+  local fs = require "upkit.fs"
+  for _, d in ipairs(t) do pcall(fs.remove, d, { recursive = true }) end
 end })
+
+-- T.is_root() -> true when the tests run as root (read from /proc, no shell)
+function T.is_root()
+  local f = io.open("/proc/self/status", "r")
+  if not f then return false end
+  local s = f:read("a")
+  f:close()
+  return s:match("\nUid:%s+0%s") ~= nil
+end
+
+-- T.test_root(name, fn): a test that needs root; skipped (TAP # SKIP) otherwise.
+function T.test_root(name, fn)
+  if T.is_root() then return T.test(name, fn) end
+  T.skip(name, "needs root")
+end
 
 -- T.sh(cmd) -> stdout, exit status (number)
 function T.sh(cmd)
@@ -259,11 +272,11 @@ function T.unprivileged_upkit()
   for _, root in ipairs(core.roots()) do
     if io.open(root .. "/lua/upkit/cli.lua") then lib = root .. "/lua" break end
   end
-  assert(lib, "no lua/ library root found")
+  if not lib then core.error("ENOENT", "T.unprivileged_upkit: no lua/ library root found") end
   local dir = T.tmpdir()
   local _, st = T.sh(string.format("mkdir -p %s/build && cp %s %s/build/upkit && cp -R %s %s/lua && chmod -R a+rX %s",
                                    T.q(dir), T.q(T.upkit_bin()), T.q(dir), T.q(lib), T.q(dir), T.q(dir)))
-  assert(st == 0, "copying upkit for an unprivileged user failed")
+  if st ~= 0 then core.error("EXIT_CODE", "T.unprivileged_upkit: copying upkit for an unprivileged user failed") end
   -- a sanitizer build reads its suppressions file: give it a copy nobody can read
   local env = {}
   for _, var in ipairs { "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS" } do
@@ -288,7 +301,7 @@ end
 
 -- T.write_file(path, data), T.read_file(path)
 function T.write_file(path, data)
-  local f = assert(io.open(path, "wb"))
+  local f = require("upkit.util").open("T.write_file", path, "wb")
   f:write(data)
   f:close()
 end

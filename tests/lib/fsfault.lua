@@ -1,12 +1,13 @@
 -- fsfault: damage what upkit writes, while it writes it.
 --
---   local progress, corrupted = fsfault.corrupt_temp(dir, "big.bin.*upkit-tmp")
+--   local progress, corrupted = fsfault.corrupt_temp(dir, "^big%.bin%.")
 --   fs.copy(src, dst, { verify = "sha256", progress = progress })
 --   T.ok(corrupted(), "the temporary file was found")
 --
 -- The progress function overwrites the start of the first temporary file
--- in dir whose name matches the grep pattern, once.
+-- in dir's private folder (.upkit-tmp) whose name matches the Lua pattern, once.
 local T = require "upkit.test"
+local lfs = require "lfs"
 
 local M = {}
 
@@ -14,9 +15,15 @@ function M.corrupt_temp(dir, pattern)
   local done = false
   local function progress()
     if done then return end
-    local tmp = T.sh("ls -A " .. T.q(dir) .. " | grep " .. T.q(pattern)):match("[^\n]+")
+    local private = dir .. "/.upkit-tmp"
+    local tmp
+    if lfs.attributes(private, "mode") == "directory" then
+      for name in lfs.dir(private) do
+        if name ~= "." and name ~= ".." and name:find(pattern) then tmp = name break end
+      end
+    end
     if tmp then
-      local f = assert(io.open(dir .. "/" .. tmp, "r+b"))
+      local f = assert(io.open(private .. "/" .. tmp, "r+b"))
       f:write("CORRUPT")
       f:close()
       done = true

@@ -1,5 +1,5 @@
 /*
-** lcore.c: upkit._core, the host's own functions: versions, library roots,
+** core.c: upkit._core, the host's own functions: versions, library roots,
 ** error objects, open handles, terminal and clock helpers.
 */
 #include <errno.h>
@@ -7,7 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cJSON.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
@@ -20,17 +19,16 @@
 #endif
 
 /*
-** core.versions() -> { upkit =, lua =, libcurl =, openssl =, unixodbc =, cjson = }
+** core.versions() -> { upkit =, lua =, libcurl =, openssl =, unixodbc = }
 */
 static int core_versions(lua_State *L) {
   curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 5);
   lua_pushliteral(L, UPKIT_VERSION); lua_setfield(L, -2, "upkit");
   lua_pushliteral(L, LUA_RELEASE); lua_setfield(L, -2, "lua");
   lua_pushstring(L, cv->version); lua_setfield(L, -2, "libcurl");
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION)); lua_setfield(L, -2, "openssl");
   lua_pushliteral(L, UPK_ODBC_VERSION); lua_setfield(L, -2, "unixodbc");
-  lua_pushstring(L, cJSON_Version()); lua_setfield(L, -2, "cjson");
   return 1;
 }
 
@@ -46,7 +44,8 @@ static int core_roots(lua_State *L) {
 */
 static int core_new_error(lua_State *L) {
   const char *code = luaL_checkstring(L, 1);
-  const char *msg = luaL_checkstring(L, 2);
+  const char *msg = luaL_tolstring(L, 2, NULL);  /* any value: the message of a wrapped error */
+  lua_replace(L, 2);
   upk_pusherror(L, code, "%s", msg);
   if (lua_istable(L, 3)) {
     lua_pushnil(L);
@@ -111,10 +110,16 @@ static int core_sleep(lua_State *L) {
 */
 static int core_fsync(lua_State *L) {
   luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
-  if (s->closef == NULL || s->f == NULL) return upk_error(L, "ECLOSED", "fsync: file is closed");
+  if (s->closef == NULL || s->f == NULL) return upk_error(L, "CLOSED", "fsync: file is closed");
   if (fflush(s->f) != 0 || fsync(fileno(s->f)) != 0)
     return upk_errno_error(L, errno, "fsync");
   return 0;
+}
+
+/* core.errno_name(n) -> the error code of errno n ("ENOENT"; "EIO" for one docs/errors.md does not name) */
+static int core_errno_name(lua_State *L) {
+  lua_pushstring(L, upk_errno_name((int)luaL_checkinteger(L, 1)));
+  return 1;
 }
 
 /* core.pid() -> this process's id */
@@ -126,6 +131,7 @@ static int core_pid(lua_State *L) {
 static const luaL_Reg core_funcs[] = {
   {"fsync", core_fsync},
   {"pid", core_pid},
+  {"errno_name", core_errno_name},
   {"versions", core_versions},
   {"roots", core_roots},
   {"new_error", core_new_error},
@@ -139,7 +145,7 @@ static const luaL_Reg core_funcs[] = {
 };
 
 int luaopen_upkit_core(lua_State *L) {
-  luaL_newlib(L, core_funcs);
+  upk_newlib(L, core_funcs, "upkit");
   lua_pushliteral(L, UPKIT_VERSION);
   lua_setfield(L, -2, "VERSION");
   return 1;

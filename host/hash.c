@@ -1,19 +1,17 @@
 /*
-** lhash.c: upkit.hash, message digests and HMAC through OpenSSL's EVP.
+** hash.c: upkit.hash, message digests and HMAC through OpenSSL's EVP.
 */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "digest.h"
+#include "platform_fs.h"
 
 #define HASHER_MT "upkit.hash.Hasher"
-#define FILE_BUF (1 << 20)
 
 static const char *const algnames[] = {"md5", "sha1", "sha256", "sha512", NULL};
 
@@ -55,36 +53,27 @@ static void pushhex(lua_State *L, const unsigned char *d, unsigned int n) {
 }
 
 /*
-** hash.file(alg, path) -> hex digest; streams the file in constant memory.
+** hash.file(alg, path) -> hex digest; the same reader as fs.copy's
+** (upk_hash_fd: large files hashed in a second thread while the next block
+** is read), in constant memory. A regular file only: EISDIR for a folder,
+** EINVAL for a device or FIFO; SOURCE_CHANGED when the file shrinks while
+** it is read.
 */
 static int hash_file(lua_State *L) {
   const EVP_MD *md = checkmd(L, 1, "hash.file");
   const char *path = luaL_checkstring(L, 2);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return upk_errno_error(L, errno, "hash.file: '%s'", path);
-  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  unsigned char *buf = malloc(FILE_BUF);
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  int err = 0;
-  if (!buf || !ctx || !EVP_DigestInit_ex(ctx, md, NULL)) err = ENOMEM;
-  while (!err) {
-    ssize_t n = read(fd, buf, FILE_BUF);
-    if (n < 0) {
-      if (errno == EINTR && !upk_interrupted) continue;
-      err = errno;
-      break;
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx, buf, (size_t)n);
-    if (upk_interrupted) err = EINTR;
-  }
+  int fd;
+  UpkStat st;
+  int err = upk_fs_open_read(path, &fd);
+  if (err) return upk_errno_error(L, err, "hash.file: '%s'", path);
+  if ((err = upk_fs_fstat(fd, &st)) == 0 && st.type != UPK_FT_FILE) err = st.type == UPK_FT_DIR ? EISDIR : EINVAL;
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int outlen = 0;
-  if (!err) EVP_DigestFinal_ex(ctx, out, &outlen);
-  EVP_MD_CTX_free(ctx);
-  free(buf);
-  close(fd);
+  if (!err) err = upk_hash_fd(fd, st.size, md, out, &outlen);
+  upk_fs_close(fd);
   if (err == EINTR) upk_check_interrupt(L, "hash.file");
+  if (err == UPK_SOURCE_CHANGED)
+    return upk_error(L, "SOURCE_CHANGED", "hash.file: '%s': the file changed while it was read", path);
   if (err) return upk_errno_error(L, err, "hash.file: '%s'", path);
   pushhex(L, out, outlen);
   return 1;
@@ -108,7 +97,7 @@ static int hash_new(lua_State *L) {
 
 static Hasher *checkopen(lua_State *L, const char *fn) {
   Hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  if (!h->ctx) upk_error(L, "ECLOSED", "%s: hasher is closed", fn);
+  if (!h->ctx) upk_error(L, "CLOSED", "%s: hasher is closed", fn);
   return h;
 }
 
@@ -230,10 +219,9 @@ static const luaL_Reg hasher_metameth[] = {
 int luaopen_upkit_hash(lua_State *L) {
   luaL_newmetatable(L, HASHER_MT);
   luaL_setfuncs(L, hasher_metameth, 0);
-  luaL_newlibtable(L, hasher_meth);
-  luaL_setfuncs(L, hasher_meth, 0);
+  upk_newlib(L, hasher_meth, "hasher:");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newlib(L, hash_funcs);
+  upk_newlib(L, hash_funcs, "hash");
   return 1;
 }
