@@ -102,5 +102,5 @@ win-dist: $(WIN_EXE)
 	rm -f $(WIN_ZIP) && cd $(WIN_DIR)/dist && python3 -m zipfile -c ../$(notdir $(WIN_ZIP)) upkit
 	@echo "dist-windows: $(WIN_ZIP)"
 
-win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe
+win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe win-dist
 	$(WINE_ENV) tests/windows/run.sh $(WIN_DIR)
