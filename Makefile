@@ -15,7 +15,7 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)
 LFS_A    = $(shell $(CC) -print-file-name=liblua5.4-filesystem.a)
 LIBS     = $(LFS_A) $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
 
-# host/*_win.c are the Windows implementations (mk/windows.mk builds them).
+# host/*_win.c are the Windows implementations (mk/windows.mk builds them); *_linux.c are Linux's.
 SRC      = $(filter-out %_win.c,$(wildcard host/*.c))
 HDR      = $(wildcard host/*.h)
 OBJ      = $(SRC:host/%.c=build/obj/%.o)

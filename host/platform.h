@@ -1,8 +1,9 @@
 /*
 ** platform.h: the operating-system seam of the host itself (paths,
 ** terminals, signals). Modules keep their own seams beside it
-** (platform_<area>.h), each with a POSIX implementation, so a Windows
-** build adds files instead of touching modules.
+** (platform_<area>.h). Each seam has a Linux implementation (*_linux.c)
+** and a Windows one (*_win.c); the build picks one set, and no module
+** names the operating system.
 */
 #ifndef UPKIT_PLATFORM_H
 #define UPKIT_PLATFORM_H

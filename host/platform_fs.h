@@ -1,7 +1,7 @@
 /*
 ** platform_fs.h: the file-system seam of upkit.fs. Every function returns
 ** 0 on success or an errno value; none touches Lua. A Windows build adds
-** platform_fs_win.c beside platform_fs_posix.c.
+** platform_fs_win.c beside platform_fs_linux.c.
 */
 #ifndef UPKIT_PLATFORM_FS_H
 #define UPKIT_PLATFORM_FS_H

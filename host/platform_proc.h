@@ -1,7 +1,7 @@
 /*
 ** platform_proc.h: the process seam of upkit.proc. Functions return 0 or
 ** an errno value and never touch Lua. A Windows build adds
-** platform_proc_win.c beside platform_proc_posix.c.
+** platform_proc_win.c beside platform_proc_linux.c.
 */
 #ifndef UPKIT_PLATFORM_PROC_H
 #define UPKIT_PLATFORM_PROC_H

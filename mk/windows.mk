@@ -67,7 +67,7 @@ $(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platfo
 # repl_win.c takes its place); host/win/compat.h first into each, host/win/ (the CNG
 # openssl/*.h) on the include path. lua/ and scripts/ are found beside upkit.exe
 # (upk_share_dir), so there is no config.h.
-WIN_SRC   = $(filter-out %_posix.c %_linux.c host/repl.c,$(wildcard host/*.c))
+WIN_SRC   = $(filter-out %_linux.c host/repl.c,$(wildcard host/*.c))
 WIN_OBJ   = $(WIN_SRC:host/%.c=$(WIN_DIR)/obj/%.o)
 WIN_EXE   = $(WIN_DIR)/upkit.exe
 WIN_EXE_CFLAGS = $(WIN_CFLAGS) -include host/win/compat.h -Ihost/win -Ihost -I$(WIN_DIR)/gen \

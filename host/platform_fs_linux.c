@@ -1,5 +1,6 @@
 /*
-** platform_fs_posix.c: POSIX (Linux first) implementation of platform_fs.h.
+** platform_fs_linux.c: Linux implementation of platform_fs.h (copy_file_range, sendfile,
+** sync_file_range, syncfs, renameat2, getrandom, /proc for stale temporaries).
 */
 #include <dirent.h>
 #include <errno.h>

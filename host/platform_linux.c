@@ -1,5 +1,5 @@
 /*
-** platform_posix.c: POSIX implementation of platform.h.
+** platform_linux.c: Linux implementation of platform.h (the executable from /proc/self/exe).
 */
 #include <errno.h>
 #include <signal.h>

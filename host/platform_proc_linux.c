@@ -1,5 +1,6 @@
 /*
-** platform_proc_posix.c: POSIX (Linux first) implementation of platform_proc.h.
+** platform_proc_linux.c: Linux implementation of platform_proc.h (posix_spawn with glibc's
+** addchdir_np, pidfd_open for the exit descriptor).
 */
 #include <errno.h>
 #include <fcntl.h>
