@@ -58,7 +58,10 @@ static void writer_release(lua_State *L, BfWriter *w) {
     if (!w->done) upk_fs_unlinkat(w->dirfd, w->tmp);
     upk_untrack(L, w);
   }
-  if (w->dirfd >= 0) upk_fs_close(w->dirfd);
+  if (w->dirfd >= 0) {
+    upk_fs_temp_release(w->dirfd);  /* the private temporary folder, when empty */
+    upk_fs_close(w->dirfd);
+  }
   w->dirfd = -1;
   EVP_MD_CTX_free(w->all);
   w->all = NULL;
@@ -413,21 +416,21 @@ static const luaL_Reg bf_funcs[] = {
   {NULL, NULL}
 };
 
-static void newclass(lua_State *L, const char *tname, const luaL_Reg *meth, lua_CFunction close) {
+static void newclass(lua_State *L, const char *tname, const luaL_Reg *meth, lua_CFunction close,
+                     const char *prefix) {
   luaL_newmetatable(L, tname);
   lua_pushcfunction(L, close);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, close);
   lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, meth, 0);
+  upk_newlib(L, meth, prefix);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
 
 int luaopen_upkit_backupfile(lua_State *L) {
-  newclass(L, BF_WRITER_MT, writer_meth, writer_close);
-  newclass(L, BF_READER_MT, reader_meth, reader_close);
-  luaL_newlib(L, bf_funcs);
+  newclass(L, BF_WRITER_MT, writer_meth, writer_close, "backup writer:");
+  newclass(L, BF_READER_MT, reader_meth, reader_close, "backup reader:");
+  upk_newlib(L, bf_funcs, "backupfile");
   return 1;
 }

@@ -251,7 +251,7 @@ sql.backup(db, { to = %q })
   local pid = tonumber((T.sh(T.q(T.upkit_bin()) .. " run " .. T.q(script) .. " >/dev/null 2>&1 & echo $!")))
   local saw_partial = false
   for _ = 1, 200 do
-    if T.sh("ls -a " .. T.q(dir) .. " | grep -c 'killed.bak.upkit-tmp' || true"):match("^[1-9]") then
+    if T.sh("ls -a " .. T.q(dir .. "/.upkit-tmp") .. " 2>/dev/null | grep -c '^killed.bak[.]' || true"):match("^[1-9]") then
       saw_partial = true
       break
     end

@@ -26,6 +26,7 @@
 -- keep the driver's detail; messages never hold passwords.
 local native = require "upkit._sql"
 local upkit = require "upkit"
+local util = require "upkit.util"
 
 local M = {}
 
@@ -183,16 +184,16 @@ setmetatable(M, { __index = function(_, k)
   if k == "mssql" or k == "logical" or k == "sqlite" or k == "connstr" then return lazy(k) end
 end })
 
-local BACKUP_KEYS = { to = true, database = true, method = true, progress = true, visible_as = true, test = true }
-local VERIFY_KEYS = { sha256 = true, db = true, restore = true, name = true, data_dir = true, log_dir = true }
-local RESTORE_KEYS = { from = true, database = true, replace = true, progress = true,
-                       data_dir = true, log_dir = true, sha256 = true }
+local BACKUP_KEYS = { to = "string", database = "string", method = "string", progress = "function|boolean",
+                      visible_as = "string", test = "boolean" }
+local VERIFY_KEYS = { sha256 = "string", db = "userdata|table", restore = "boolean", name = "string",
+                      data_dir = "string", log_dir = "string" }
+local RESTORE_KEYS = { from = "string", database = "string", replace = "boolean", progress = "function|boolean",
+                       data_dir = "string", log_dir = "string", sha256 = "string" }
 
 local function checkopts(fn, opts, keys)
-  if type(opts) ~= "table" then upkit.error("EINVAL", fn .. ": options must be a table") end
-  for k in pairs(opts) do
-    if not keys[k] then upkit.error("EINVAL", string.format("%s: unknown option '%s'", fn, tostring(k))) end
-  end
+  if opts == nil then upkit.error("EINVAL", fn .. ": options must be a table, got nil") end
+  return util.check_opts(fn, opts, keys)
 end
 
 -- When the caller gives no progress function (nor false) and standard error
@@ -263,8 +264,11 @@ function M.backup(db, opts)
   return r
 end
 
--- What kind of backup file is this? "sqlite", "logical" or "mssql".
-local function file_kind(path, fn)
+-- What kind of backup file is this? "sqlite", "logical" or "mssql". A SQL
+-- Server backup is in Microsoft Tape Format, whose first block is "TAPE";
+-- any other file is taken for one only when a SQL Server connection is
+-- given (the server judges it), else it is BAD_FORMAT.
+local function file_kind(path, fn, on_mssql)
   fn = fn or "sql.restore"
   if type(path) ~= "string" or path == "" then
     upkit.error("EINVAL", string.format("%s: expected a backup file's path, got %s", fn, type(path)))
@@ -277,19 +281,22 @@ local function file_kind(path, fn)
     return "logical"
   end
   if #head == 0 then upkit.error("BAD_FORMAT", fn .. ": '" .. path .. "': the file is empty") end
-  return "mssql"
+  if head:sub(1, 4) == "TAPE" or on_mssql then return "mssql" end
+  upkit.error("BAD_FORMAT", string.format("%s: '%s' is not a backup upkit knows (a SQLite database, an upkit " ..
+    "logical backup, or a SQL Server backup: pass { db = connection } for one)", fn, path), { path = path })
 end
 M.file_kind = file_kind
 
 -- file_kind, except that on a SQL Server connection a file not readable here
 -- is a SQL Server backup on the server's disk (the server reads it).
 local function kind_on(path, db, fn)
-  if db ~= nil and type(db) ~= "string" and engine(db) == "mssql" and type(path) == "string" then
+  local on_mssql = db ~= nil and type(db) ~= "string" and engine(db) == "mssql"
+  if on_mssql and type(path) == "string" then
     local f = io.open(path, "rb")
     if not f then return "mssql" end
     f:close()
   end
-  return file_kind(path, fn)
+  return file_kind(path, fn, on_mssql)
 end
 
 -- sql.restore(target, { from =, database =, replace = false, progress = fn })
@@ -341,8 +348,7 @@ end
 -- CHECKDB). The file's digest must equal sha256 when given
 -- (CHECKSUM_MISMATCH). Anything not verified raises; it never returns.
 function M.verify(file, opts)
-  if opts == nil then opts = {} end
-  checkopts("sql.verify", opts, VERIFY_KEYS)
+  opts = util.check_opts("sql.verify", opts, VERIFY_KEYS)
   M.check_sha256("sql.verify", opts.sha256)
   local kind = kind_on(file, opts.db, "sql.verify")
   local t0 = upkit.now()

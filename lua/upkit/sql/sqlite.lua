@@ -10,8 +10,7 @@ local upkit = require "upkit"
 
 local M = {}
 
-local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
-local function basename(p) return p:match("([^/]*)$") end
+local util = require "upkit.util"
 
 -- The digest in file's sidecar "<file>.sha256" (sha256sum's "<hex>  <name>"
 -- line). A sidecar that is missing (ENOENT), unreadable (its errno) or not
@@ -46,7 +45,7 @@ function M.backup(db, opts)
   local ok, err = pcall(function()
     db:exec("VACUUM INTO ?", w:path())
     local sha = hash.file("sha256", w:path())
-    fs.write(opts.to .. ".sha256", sha .. "  " .. basename(opts.to) .. "\n", { mode = "0600" })
+    fs.write(opts.to .. ".sha256", sha .. "  " .. util.basename(opts.to) .. "\n", { mode = "0600" })
     return sha
   end)
   if not ok then
@@ -106,7 +105,7 @@ function M.restore(target, opts)
       upkit.error("EINVAL", "sql.restore: option 'database' (the target SQLite file) is required with a connection; " ..
         "to replace the connected file, close it and pass its connection string")
     end
-    if path:sub(1, 1) ~= "/" then path = dirname(own) .. "/" .. path end
+    if path:sub(1, 1) ~= "/" then path = util.dirname(own) .. "/" .. path end
     if path == own then
       upkit.error("BUSY", "sql.restore: '" .. path .. "' is the connected database; close it and pass its connection string")
     end
