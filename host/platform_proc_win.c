@@ -185,6 +185,15 @@ static int remember(long pid, HANDLE process, HANDLE job) {
   return 0;
 }
 
+int upk_proc_which(const char *name, char *buf, size_t size) {
+  int err = 0;
+  wchar_t *w = *name ? resolve(name, &err) : NULL;
+  if (w == NULL) return *name ? err : ENOENT;
+  err = upk_utf8_path(w, buf, size);
+  free(w);
+  return err;
+}
+
 int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   int err = 0;
   *stage = UPK_SPAWN_SETUP;
@@ -357,23 +366,10 @@ static int terminate(long pid, int sig, int group) {
 int upk_proc_kill_group(long pid, int sig) { return terminate(pid, sig, 1); }
 int upk_proc_kill(long pid, int sig) { return terminate(pid, sig, 0); }
 
-static const struct { int sig; const char *name; } signames[] = {
+const UpkSignal upk_proc_signals[] = {
   {SIGINT, "INT"}, {SIGILL, "ILL"}, {SIGFPE, "FPE"}, {SIGKILL, "KILL"}, {SIGSEGV, "SEGV"},
   {SIGTERM, "TERM"}, {SIGBREAK, "BREAK"}, {SIGABRT, "ABRT"}, {0, NULL}
 };
-
-int upk_proc_signum(const char *name) {
-  if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (int i = 0; signames[i].name; i++)
-    if (strcmp(signames[i].name, name) == 0) return signames[i].sig;
-  return -1;
-}
-
-const char *upk_proc_signame(int sig) {
-  for (int i = 0; signames[i].name; i++)
-    if (signames[i].sig == sig) return signames[i].name;
-  return NULL;
-}
 
 /* Readiness of one pipe end now. */
 static int ready(const UpkPollFd *f) {

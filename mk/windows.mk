@@ -87,14 +87,15 @@ $(WIN_DIR)/obj/%.o: host/%.c $(HDR) $(wildcard host/win/*.h host/win/openssl/*.h
 
 $(WIN_EXE): $(WIN_OBJ)
 	$(WIN_CC) -o $@ $(WIN_OBJ) -static $(WIN_EXE_LIBS)
-	rm -rf $(WIN_DIR)/lua $(WIN_DIR)/scripts
-	cp -R lua scripts $(WIN_DIR)/
 
+# lua/ and scripts/ beside upkit.exe, copied again on every build (they change without it).
 win-exe: $(WIN_EXE)
+	@rm -rf $(WIN_DIR)/lua $(WIN_DIR)/scripts
+	@cp -R lua scripts $(WIN_DIR)/
 
 # The zip an operator copies to the server: upkit.exe, lua/, scripts/, README.md, SHA256SUMS.
 WIN_ZIP = $(WIN_DIR)/upkit-$(shell sed -n 's/^\#define UPKIT_VERSION "\(.*\)"/\1/p' host/upkit.h)-windows-x64.zip
-win-dist: $(WIN_EXE)
+win-dist: win-exe
 	rm -rf $(WIN_DIR)/dist && mkdir -p $(WIN_DIR)/dist/upkit
 	cp -R $(WIN_EXE) $(WIN_DIR)/lua $(WIN_DIR)/scripts README.md $(WIN_DIR)/dist/upkit/
 	cd $(WIN_DIR)/dist/upkit && find . -type f ! -name SHA256SUMS | LC_ALL=C sort | \

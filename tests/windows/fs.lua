@@ -94,6 +94,12 @@ T.test("fs.free gives the free bytes of the folder's volume", function()
   T.ok(math.type(free) == "integer" and free > 0, "free bytes: " .. tostring(free))
 end)
 
+T.test("fs.remove refuses a drive's root and the user's profile folder", function()
+  -- not recursive: were the refusal missing, the call would fail with ENOTEMPTY instead
+  T.contains(T.raises("EINVAL", fs.remove, "C:/").message, "root folder")
+  T.contains(T.raises("EINVAL", fs.remove, os.getenv("USERPROFILE")).message, "home folder")
+end)
+
 T.test("fs.remove removes a tree recursively", function()
   fs.mkdirs(dir .. "/rm/a/b")
   fs.write(dir .. "/rm/a/b/c.txt", "c")

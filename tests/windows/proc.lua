@@ -78,6 +78,12 @@ T.test("arguments reach a program unchanged (quotes, backslashes, empty)", funct
   T.eq(r.stdout:gsub("\r", ""), table.concat(want))
 end)
 
+T.test("proc.which finds cmd and upkit through PATH with Windows extensions", function()
+  T.match(proc.which("cmd"):lower(), "/cmd%.exe$")
+  T.match(proc.which(self):lower(), "/upkit%.exe$")
+  T.eq(proc.which("no-such-program-upkit"), nil)
+end)
+
 T.test("cwd and env reach the program", function()
   local r = proc.run({ "cmd.exe", "/c", "cd & echo %UPKIT_T%" }, { cwd = dir, env = { UPKIT_T = "value 1" } })
   T.contains(r.stdout:lower(), "upkit-test")

@@ -45,6 +45,14 @@ T.test("win.service_wait raises TIMEOUT when the state does not come", function(
   T.eq(e.state, "stopped")
 end)
 
+T.test("upkit.uuid gives distinct version 4 UUIDs (CNG's random source)", function()
+  local upkit = require "upkit"
+  local a, b = upkit.uuid(), upkit.uuid()
+  T.match(a, "^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$")
+  T.eq(#a, 36)
+  T.ne(a, b)
+end)
+
 T.test("wrong arguments are EINVAL", function()
   T.raises("EINVAL", win.service_wait, "MSIServer", "flying")
   T.raises("EINVAL", win.service_stop, "MSIServer", { timeout = "soon" })
