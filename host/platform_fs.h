@@ -69,6 +69,12 @@ int upk_fs_clean_temps(int dirfd, int *removed);
 int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
 /* 1 when name is upkit's private folder of temporary files. */
 int upk_fs_is_temp_name(const char *name);
+/*
+** pid of a name in the private folder, "<name>.<pid>-<8 hex digits>", or
+** -1 for any other name (a resumable download's "<name>.part" stays).
+** These three are the same on every system (platform_fs_temp.c).
+*/
+long upk_fs_temp_pid(const char *name);
 
 /*
 ** Copy size bytes from in to out (both at offset 0) by the fastest path

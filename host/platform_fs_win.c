@@ -312,22 +312,6 @@ int upk_fs_unlinkat(int dirfd, const char *name) {
   return remove_at(dirfd, name, 0);
 }
 
-/* pid of "<name>.<pid>-<8 hex digits>", or -1 for any other name. */
-static long temp_pid(const char *name) {
-  const char *dot = strrchr(name, '.');
-  if (!dot || dot == name) return -1;
-  char *end;
-  long pid = strtol(dot + 1, &end, 10);
-  if (end == dot + 1 || *end != '-' || strlen(end + 1) != 8) return -1;
-  for (const char *h = end + 1; *h; h++)
-    if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f'))) return -1;
-  return pid;
-}
-
-int upk_fs_is_temp_name(const char *name) {
-  return strcmp(name, UPK_TMP_DIR) == 0;
-}
-
 static int process_alive(DWORD pid) {
   HANDLE h = OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
   if (h == NULL) return GetLastError() != ERROR_INVALID_PARAMETER;  /* denied: it exists */
@@ -342,7 +326,7 @@ typedef struct Cleaning {
 
 static int clean_one(void *arg, const char *name) {
   Cleaning *c = arg;
-  long pid = temp_pid(name);
+  long pid = upk_fs_temp_pid(name);
   if (pid <= 0 || (DWORD)pid == GetCurrentProcessId() || process_alive((DWORD)pid)) return 0;
   int err = remove_at(c->dirfd, name, 0);
   if (err == 0) c->removed++;
@@ -368,11 +352,6 @@ int upk_fs_clean_temps(int dirfd, int *removed) {
   upk_fs_temp_release(dirfd);
   *removed = c.removed;
   return err ? err : c.err;
-}
-
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
-  *removed = 0;
-  return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
 }
 
 /* One positioned read or write of at most 1 GiB; *done gets the bytes moved. */
