@@ -78,6 +78,8 @@ skip_reason() {
       echo "the simulator's Octopus.Server/msiexec stand-ins are Unix programs (Wine returns no exit code for them)" ;;
     tests/http*.lua) echo "starts its servers through sh; tests/windows/http.lua covers upkit.http" ;;
     tests/fs*.lua|tests/hash.lua|tests/proc.lua) echo "checks against sh and coreutils; tests/windows/ has the Windows form" ;;
+    tests/win.lua) echo "checks that upkit.win is absent outside Windows; tests/windows/sys.lua tests it here" ;;
+    tests/platform.lua) echo "looks up sh and sets POSIX modes; tests/windows/proc.lua and sys.lua test proc.which and upkit.uuid" ;;
     *) echo "runs POSIX shell commands (io.popen/os.execute with sh syntax) or reads the source tree" ;;
   esac
 }
