@@ -28,6 +28,8 @@ DEPS_BUILD = build-essential pkg-config liblua5.4-dev lua-filesystem-dev libcurl
 DEPS_TEST  = lua5.4 perl libsqliteodbc odbc-postgresql postgresql sqlite3 python3 openssl \
 	rsync curl tmux procps time util-linux
 DEPS = $(DEPS_BUILD) $(DEPS_TEST)
+# upkit.remote: the OpenSSH client it drives, and the servers its tests start
+DEPS_TEST += openssh-client openssh-server
 
 UPKIT    = build/upkit
 PROVE    = prove -j2 --timer --exec '$(CURDIR)/tests/lib/runtest'
