@@ -11,6 +11,7 @@
 DEPS_WINDOWS = gcc-mingw-w64-x86-64-posix wine64 wine dpkg-dev patch python3
 
 WIN_CC     = x86_64-w64-mingw32-gcc-posix
+WIN_WINDRES = x86_64-w64-mingw32-windres
 WIN_DIR    = build/windows
 WIN_LOCK   = tools/windows/sources.lock
 # The cache key: the pinned sources, the recipe and the compiler. A second build with the same
@@ -85,8 +86,18 @@ $(WIN_DIR)/obj/%.o: host/%.c $(HDR) $(wildcard host/win/*.h host/win/openssl/*.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_EXE_CFLAGS) -c $< -o $@
 
-$(WIN_EXE): $(WIN_OBJ)
-	$(WIN_CC) -o $@ $(WIN_OBJ) -static $(WIN_EXE_LIBS)
+# The manifest (UTF-8 code page for the C runtime's narrow calls, long paths) and the version
+# resource, from host/upkit.h's UPKIT_VERSION.
+WIN_VERSION = $(shell sed -n 's/^\#define UPKIT_VERSION "\(.*\)"/\1/p' host/upkit.h)
+WIN_RES = $(WIN_DIR)/obj/upkit.res.o
+$(WIN_RES): host/win/upkit.rc host/win/upkit.manifest host/upkit.h
+	@mkdir -p $(@D)
+	cd host/win && $(WIN_WINDRES) -DUPK_VERSION='\"$(WIN_VERSION)\"' \
+	  $(foreach n,1 2 3,-DUPK_V$(n)=$(word $(n),$(subst ., ,$(WIN_VERSION)))) \
+	  upkit.rc -O coff -o $(CURDIR)/$@
+
+$(WIN_EXE): $(WIN_OBJ) $(WIN_RES)
+	$(WIN_CC) -o $@ $(WIN_OBJ) $(WIN_RES) -static $(WIN_EXE_LIBS)
 
 # lua/ and scripts/ beside upkit.exe, copied again on every build (they change without it).
 win-exe: $(WIN_EXE)
@@ -94,7 +105,7 @@ win-exe: $(WIN_EXE)
 	@cp -R lua scripts $(WIN_DIR)/
 
 # The zip an operator copies to the server: upkit.exe, lua/, scripts/, README.md, SHA256SUMS.
-WIN_ZIP = $(WIN_DIR)/upkit-$(shell sed -n 's/^\#define UPKIT_VERSION "\(.*\)"/\1/p' host/upkit.h)-windows-x64.zip
+WIN_ZIP = $(WIN_DIR)/upkit-$(WIN_VERSION)-windows-x64.zip
 win-dist: win-exe
 	rm -rf $(WIN_DIR)/dist && mkdir -p $(WIN_DIR)/dist/upkit
 	cp -R $(WIN_EXE) $(WIN_DIR)/lua $(WIN_DIR)/scripts README.md $(WIN_DIR)/dist/upkit/

@@ -23,6 +23,14 @@ T.test("a file name in UTF-8 (ä, €, 日本) is written, listed and read back"
   T.ok(seen, "fs.scan lists the UTF-8 name")
 end)
 
+T.test("Lua's io.open takes a UTF-8 name too (the manifest's UTF-8 code page)", function()
+  local p = dir .. "/io-\xc3\xa4\xe2\x82\xac.txt"
+  local f = assert(io.open(p, "wb"))
+  f:write("via io.open")
+  f:close()
+  T.eq(fs.read(p), "via io.open")
+end)
+
 T.test("a path longer than 260 characters is created, copied and verified", function()
   local deep = dir
   for i = 1, 9 do deep = deep .. "/" .. string.rep(string.char(96 + i), 30) end

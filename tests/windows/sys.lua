@@ -11,6 +11,13 @@ T.test("win.file_version reads the version resource of a system DLL", function()
   T.ok(v.strings.FileVersion, "FileVersion string")
 end)
 
+T.test("upkit.exe carries its own version resource (upkit.version)", function()
+  local exe = require("upkit.proc").which("upkit")
+  local v = win.file_version(exe)
+  T.eq(v.file, require("upkit").version .. ".0")
+  T.eq(v.strings.ProductName, "upkit")
+end)
+
 T.test("win.file_version: a missing file is ENOENT, a file without a resource NOT_FOUND", function()
   T.raises("ENOENT", win.file_version, "C:/no/such/file.exe")
   local p = require("upkit.fs").tempdir("upkit-win") .. "/plain.txt"
