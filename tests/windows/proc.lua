@@ -78,6 +78,34 @@ T.test("arguments reach a program unchanged (quotes, backslashes, empty)", funct
   T.eq(r.stdout:gsub("\r", ""), table.concat(want))
 end)
 
+T.test("4 MB through a program's stdin and stdout come back unchanged", function()
+  fs.write(dir .. "/cat.lua", 'io.stdout:write(io.stdin:read("a"))')
+  local data = {}
+  for i = 1, 65536 do data[i] = string.format("%05d line\0\255\r\n", i % 100000):sub(1, 64) end
+  data = table.concat(data):rep(4)
+  local r = proc.run({ self, "run", dir .. "/cat.lua" }, { stdin = data })
+  T.eq(#r.stdout, #data)
+  T.ok(r.stdout == data, "the bytes are the same")
+end)
+
+T.test("stdin from a file, stdout to null, stdout lines one by one", function()
+  fs.write(dir .. "/in.txt", "from a file\r\n")
+  T.eq(proc.run({ "cmd.exe", "/c", "more" }, { stdin = { file = dir .. "/in.txt" } }).stdout, "from a file\r\n")
+  local r = proc.run({ "cmd.exe", "/c", "echo out & echo err 1>&2" }, { stdout = "null" })
+  T.eq(r.stdout, "")
+  T.match(r.stderr, "^err")
+  local p <close> = proc.spawn({ "cmd.exe", "/c", "echo a& echo b& echo c" })
+  local lines = {}
+  for l in p:lines() do lines[#lines + 1] = l end
+  T.eq(lines, { "a", "b", "c" })
+  T.eq(p:wait().code, 0)
+end)
+
+T.test("a missing cwd raises ENOENT naming the folder", function()
+  local e = T.raises("ENOENT", proc.run, { "cmd.exe", "/c", "dir" }, { cwd = dir .. "/missing" })
+  T.contains(e.message, "missing")
+end)
+
 T.test("proc.which finds cmd and upkit through PATH with Windows extensions", function()
   T.match(proc.which("cmd"):lower(), "/cmd%.exe$")
   T.match(proc.which(self):lower(), "/upkit%.exe$")
