@@ -371,6 +371,14 @@ const UpkSignal upk_proc_signals[] = {
   {SIGTERM, "TERM"}, {SIGBREAK, "BREAK"}, {SIGABRT, "ABRT"}, {0, NULL}
 };
 
+/*
+** The stdin end whose last write found the pipe full, and when: it counts
+** as writable again one poll step later, so a child that does not read yet
+** is not asked again in a busy loop.
+*/
+static int full_fd = -1;
+static ULONGLONG full_at;
+
 /* Readiness of one pipe end now. */
 static int ready(const UpkPollFd *f) {
   HANDLE h = fd_handle(f->fd);
@@ -380,6 +388,7 @@ static int ready(const UpkPollFd *f) {
     if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) return UPK_POLL_IN | UPK_POLL_HUP;  /* closed */
     return avail > 0 ? UPK_POLL_IN : 0;
   }
+  if (f->fd == full_fd && GetTickCount64() - full_at < POLL_STEP_MS) return 0;
   return UPK_POLL_OUT;  /* a PIPE_NOWAIT end: a write takes what fits, or says EAGAIN */
 }
 
@@ -421,10 +430,17 @@ long upk_proc_write(int fd, const void *buf, size_t n) {
     DWORD e = GetLastError();
     return e == ERROR_NO_DATA || e == ERROR_BROKEN_PIPE ? -EPIPE : -(long)upk_win_errno(e);
   }
-  return k == 0 ? -EAGAIN : (long)k;
+  if (k == 0) {
+    full_fd = fd;
+    full_at = GetTickCount64();
+    return -EAGAIN;
+  }
+  if (fd == full_fd) full_fd = -1;
+  return (long)k;
 }
 
 int upk_proc_close(int fd) {
+  if (fd == full_fd) full_fd = -1;
   return _close(fd) != 0 ? errno : 0;
 }
 
