@@ -69,12 +69,12 @@ sed 's/^/#   /' "$tmp/out"
 # 4. The TAP suite with upkit.exe.
 WIN_TESTS="tests/json.lua tests/json_conformance.lua tests/json_fuzz.lua tests/version.lua tests/sql_mssql.lua
   tests/windows/hash.lua tests/windows/fs.lua tests/windows/proc.lua tests/windows/sys.lua
-  tests/windows/http.lua tests/windows/sql.lua"
+  tests/windows/http.lua tests/windows/sql.lua tests/windows/procedure.lua"
 skip_reason() {
   case $1 in
     tests/errors.lua) echo "reads the sources; it runs under Wine as on Linux, so make test covers it" ;;
     tests/procedure*.lua|tests/resume.lua|tests/journal*.lua|tests/cli.lua|tests/mssql_steps.lua)
-      echo "starts upkit through sh (T.run_upkit, T.sh: redirections, rm -rf, kill)" ;;
+      echo "starts upkit through sh (T.run_upkit, T.sh: redirections, rm -rf, kill); tests/windows/procedure.lua runs the engine here" ;;
     tests/remote*.lua) echo "drives OpenSSH and a POSIX shell on the node" ;;
     tests/sql*.lua) echo "uses sh, PostgreSQL or backups whose paths Wine splits between its two sides; tests/windows/sql.lua runs SQLite through odbc32" ;;
     tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal" ;;
