@@ -23,21 +23,14 @@
 #include "win.h"
 
 #define LINE_MAX_CHARS 8192
+#define COMPLETER_KEY "upkit.repl.completer"  /* the completion function, in the registry */
 
-static int completer = LUA_NOREF;
 static volatile LONG cancelled;
 
 static BOOL WINAPI cancel_handler(DWORD type) {
   if (type != CTRL_C_EVENT && type != CTRL_BREAK_EVENT) return FALSE;
   InterlockedExchange(&cancelled, 1);
   return TRUE;  /* handled: the host's handler is not called while the prompt reads */
-}
-
-static const char *arg_string(lua_State *L, int arg, const char *fn, const char *def) {
-  if (def != NULL && lua_isnoneornil(L, arg)) return def;
-  if (lua_type(L, arg) != LUA_TSTRING)
-    upk_error(L, "EINVAL", "%s: argument #%d must be a string, not %s", fn, arg, luaL_typename(L, arg));
-  return lua_tostring(L, arg);
 }
 
 static void write_utf8(HANDLE out, const char *s) {
@@ -49,13 +42,15 @@ static void write_utf8(HANDLE out, const char *s) {
 
 /* The completer's text to insert after line (UTF-8), or NULL; lists candidates when several. */
 static char *complete(lua_State *L, HANDLE out, const char *line) {
-  if (completer == LUA_NOREF) return NULL;
+  int top = lua_gettop(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, COMPLETER_KEY) != LUA_TFUNCTION) {
+    lua_settop(L, top);
+    return NULL;
+  }
   size_t len = strlen(line), word = len;
   while (word > 0 && (strchr("_.:", line[word - 1]) || (unsigned char)line[word - 1] >= 0x80 ||
                       (line[word - 1] >= '0' && line[word - 1] <= '9') ||
                       ((line[word - 1] | 32) >= 'a' && (line[word - 1] | 32) <= 'z'))) word--;
-  int top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, completer);
   lua_pushstring(L, line);
   lua_pushstring(L, line + word);
   char *ins = NULL;
@@ -92,7 +87,7 @@ static char *complete(lua_State *L, HANDLE out, const char *line) {
 
 /* _repl.readline(prompt) -> line | nil (end of input) | false (Ctrl-C) */
 static int repl_readline(lua_State *L) {
-  const char *prompt = arg_string(L, 1, "repl.readline", "> ");
+  const char *prompt = luaL_optstring(L, 1, "> ");
   HANDLE in = GetStdHandle(STD_INPUT_HANDLE), out = GetStdHandle(STD_OUTPUT_HANDLE);
   DWORD mode;
   if (!GetConsoleMode(in, &mode)) return upk_error(L, "ENOTTY", "repl.readline: the input is not a console");
@@ -150,21 +145,15 @@ static int repl_readline(lua_State *L) {
 
 /* _repl.add_history(line): the console keeps this session's lines itself; see above */
 static int repl_add_history(lua_State *L) {
-  arg_string(L, 1, "repl.add_history", NULL);
+  luaL_checkstring(L, 1);
   return 0;
 }
 
 /* _repl.set_completer(fn | nil) */
 static int repl_set_completer(lua_State *L) {
-  if (!lua_isnoneornil(L, 1) && !lua_isfunction(L, 1))
-    return upk_error(L, "EINVAL", "repl.set_completer: argument #1 must be a function or nil, not %s",
-                     luaL_typename(L, 1));
-  luaL_unref(L, LUA_REGISTRYINDEX, completer);
-  completer = LUA_NOREF;
-  if (!lua_isnoneornil(L, 1)) {
-    lua_settop(L, 1);
-    completer = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
+  luaL_argexpected(L, lua_isnoneornil(L, 1) || lua_isfunction(L, 1), 1, "function or nil");
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, COMPLETER_KEY);
   return 0;
 }
 
@@ -176,6 +165,6 @@ static const luaL_Reg repl_funcs[] = {
 };
 
 int luaopen_upkit_repl(lua_State *L) {
-  luaL_newlib(L, repl_funcs);
+  upk_newlib(L, repl_funcs, "repl");
   return 1;
 }

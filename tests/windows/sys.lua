@@ -60,6 +60,15 @@ T.test("upkit.uuid gives distinct version 4 UUIDs (CNG's random source)", functi
   T.ne(a, b)
 end)
 
+T.test("the REPL's line reader: no console is ENOTTY, a completer must be a function", function()
+  local repl = require "upkit._repl"
+  T.raises("ENOTTY", repl.readline, "> ")
+  T.raises("EINVAL", repl.set_completer, 42)
+  repl.set_completer(function() return {} end)
+  repl.set_completer(nil)
+  T.raises("EINVAL", repl.add_history, {})
+end)
+
 T.test("wrong arguments are EINVAL", function()
   T.raises("EINVAL", win.service_wait, "MSIServer", "flying")
   T.raises("EINVAL", win.service_stop, "MSIServer", { timeout = "soon" })
