@@ -26,7 +26,7 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 DEPS_BUILD = build-essential pkg-config liblua5.4-dev lua-filesystem-dev libcurl4-openssl-dev \
 	unixodbc-dev unixodbc libedit-dev libssl-dev
 DEPS_TEST  = lua5.4 perl libsqliteodbc odbc-postgresql postgresql sqlite3 python3 openssl \
-	rsync curl tmux procps time util-linux
+	rsync curl tmux procps time util-linux nodejs
 DEPS = $(DEPS_BUILD) $(DEPS_TEST)
 # upkit.remote: the OpenSSH client it drives, and the servers its tests start
 DEPS_TEST += openssh-client openssh-server
@@ -51,6 +51,11 @@ install_missing = missing=""; for p in $(1); do \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
+	@# npm packages of the contract tests, at the versions package-lock.json pins
+	@command -v npm >/dev/null || { if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends npm; }
+	@cd tests/contract && if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch node_modules; fi
 
 deps:
 	@$(call install_missing,$(DEPS))

@@ -26,7 +26,7 @@ end
 return {
   name = "backup",
   summary = "Back up an Octopus Server: master key, licence, config, database, folders",
-  params = U.params("server_url", "api_key", "instance", "server_exe", "db", "backup_dir", "timeout",
+  params = U.params("server_url", "api_key", "instance", "server_exe", "file_version", "db", "backup_dir", "timeout",
                     "verify_tls", maintenance),
   steps = {
     S.connect(),

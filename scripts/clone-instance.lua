@@ -13,38 +13,46 @@ local fs = require "upkit.fs"
 local U = require "upkit.upgrade"
 local S = U.steps
 
-local params = U.params("server_url", "api_key", "instance", "server_exe", "db", "backup_dir",
-  "download_url", "versions_feed", "target_version", "timeout", "verify_tls",
-  { name = "clone_server_exe", type = "path", default = [[C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe]],
+local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "db", "backup_dir",
+  "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
+  { name = "clone_server_exe", type = "path", default = U.DEFAULT_EXE,
     describe = "Octopus.Server executable on the new server (after the install)" },
   { name = "clone_msiexec", type = "path", default = "msiexec", describe = "the installer program on the new server" },
   { name = "clone_instance", type = "string", default = "OctopusServer", describe = "instance name of the clone" },
   { name = "clone_home", type = "path", required = true, describe = "home folder of the clone (config, folders)" },
   { name = "clone_db", type = "string", required = true,
-    describe = "ODBC connection string of the clone's new database (it must not exist or be empty)" },
+    describe = "connection string of the clone's new database as the clone's server gets it (ADO.NET; an ODBC " ..
+               "string is converted); the database must not exist or be empty" },
+  { name = "clone_odbc", type = "string",
+    describe = "ODBC connection string upkit uses to reach the clone's database (default: clone_db converted)" },
   { name = "clone_url", type = "string", required = true,
     describe = "URL the clone listens on (configure --webListenPrefixes)" },
   { name = "disable_targets", type = "boolean", default = true,
     describe = "disable targets, workers, triggers and subscriptions on the clone" },
-  { name = "skip_license_check", type = "boolean", default = false,
-    describe = "pass --skipLicenseCheck to the database upgrade" })
+  table.unpack(U.machine_params("clone", "new server")))
 
 local function clone_cli(ctx)
-  local p = ctx.params
-  ctx._clone = ctx._clone or U.server { exe = p.clone_server_exe, instance = p.clone_instance, timeout = p.timeout }
+  ctx._clone = ctx._clone or U.new_cli(ctx, ctx.params.clone_server_exe, ctx.params.clone_instance,
+                                       U.machine_of(ctx, "clone"))
   return ctx._clone
+end
+
+local function clone_odbc(ctx)
+  return ctx.params.clone_odbc or U.odbc_connection(ctx.params.clone_db)
+end
+
+local function clone_site(ctx)
+  return { cli = clone_cli(ctx), msiexec = ctx.params.clone_msiexec, db = clone_odbc(ctx), url = ctx.params.clone_url }
 end
 
 local function master_key(ctx)
   return ctx.secret((fs.read(ctx.params.backup_dir .. "/master-key.txt"):gsub("%s+$", "")))
 end
 
-local FOLDER_FLAGS = { Artifacts = "--artifacts", TaskLogs = "--taskLogs", Packages = "--nugetRepository",
-                       EventExports = "--eventExports" }
-
+-- The clone's folders: the main instance's, under clone_home.
 local function clone_folders(ctx)
   local out = {}
-  for name in pairs(U.cli(ctx):folders()) do out[name] = ctx.params.clone_home .. "/" .. name end
+  for name in pairs(ctx.state.server_folders) do out[name] = ctx.params.clone_home .. "/" .. name end
   return out
 end
 
@@ -65,7 +73,7 @@ return {
       describe = "restore the backup as the clone's new database",
       done = function(ctx) return ctx.state.clone_restored == true end,
       run = function(ctx)
-        local r = U.restore_database(ctx.state.database_backup.file, ctx.params.clone_db)
+        local r = U.restore_database(ctx.state.database_backup.file, clone_odbc(ctx))
         ctx.log("restored %s into the clone database (%s)", r.file or ctx.state.database_backup.file, r.method or "")
         return { clone_restored = true }
       end,
@@ -77,20 +85,13 @@ return {
       run = function(ctx)
         local p, cli = ctx.params, clone_cli(ctx)
         local key = master_key(ctx)
-        cli.secrets[#cli.secrets + 1] = key
         fs.mkdirs(p.clone_home)
-        local known = false
-        for _, i in ipairs(cli:instances()) do if i.InstanceName == p.clone_instance then known = true end end
-        if not known then
-          cli:run("create-instance", "--config=" .. p.clone_home .. "/" .. p.clone_instance .. ".config",
-                  "--home=" .. p.clone_home)
+        if not cli:has_instance() then
+          cli:create_instance(p.clone_home .. "/" .. p.clone_instance .. ".config", p.clone_home)
         end
-        cli:run("database", "--connectionString=" .. p.clone_db, "--masterKey=" .. key)
+        cli:set_database(U.ado_connection(p.clone_db), key)
         cli:run("configure", "--home=" .. p.clone_home, "--webListenPrefixes=" .. p.clone_url)
-        local args = {}
-        for name, path in pairs(clone_folders(ctx)) do args[#args + 1] = FOLDER_FLAGS[name] .. "=" .. path end
-        table.sort(args)
-        if #args > 0 then cli:run("path", table.unpack(args)) end
+        cli:set_paths(clone_folders(ctx))
         cli:service("install")
       end,
     },
@@ -98,25 +99,30 @@ return {
       name = "copy-folders",
       describe = "copy Artifacts, Packages, TaskLogs and EventExports to the clone, verified",
       run = function(ctx)
-        local main = U.cli(ctx):folders()
+        local main, dst = ctx.state.server_folders, clone_folders(ctx)
         local results = {}
         for name, path in pairs(main) do
-          local dst = ctx.params.clone_home .. "/" .. name
           local manifest = ctx.run_dir .. "/" .. name .. ".SHA256SUMS"
-          local r = fs.mirror(path, dst, { delete = true, manifest = manifest, progress = true })
-          local v = fs.verify(dst, manifest)
-          if not v.ok then upkit.error("VERIFY_FAILED", "the copy of " .. name .. " does not match its manifest") end
-          ctx.log("%s: %d files (%d copied, %d bytes)", name, r.files, r.copied, r.bytes)
-          results[name] = { path = dst, manifest = manifest }
+          if fs.exists(path) then
+            local r = fs.mirror(path, dst[name], { delete = true, manifest = manifest, verify = true })
+            local v = fs.verify(dst[name], manifest)
+            if not v.ok then
+              upkit.error("CHECKSUM_MISMATCH", "the copy of " .. name .. " does not match its manifest", { path = dst[name] })
+            end
+            ctx.log("%s: %d files (%d copied, %d bytes)", name, r.files, r.copied, r.bytes)
+            results[name] = { path = dst[name], manifest = manifest, files = r.files }
+          else
+            ctx.log("%s: %s does not exist on the main instance; nothing to copy", name, path)
+          end
         end
-        return { main_folders = main, clone_folders = results }
+        return { clone_folders = results }
       end,
     },
     {
       name = "make-clone-harmless",
       describe = "disable targets, workers, triggers, subscriptions; remove server nodes and extensions; new installation id",
       run = function(ctx)
-        local db <close> = U.connect(U.odbc_connection(ctx.params.clone_db))
+        local db <close> = U.connect(clone_odbc(ctx))
         if ctx.params.disable_targets then
           for stmt, n in pairs(U.harden_clone(db)) do ctx.log("%-60s %d row%s", stmt, n, n == 1 and "" or "s") end
         else
@@ -131,29 +137,19 @@ return {
       name = "start-clone",
       describe = "start the clone and wait until its API answers",
       run = function(ctx)
-        local cli = clone_cli(ctx)
-        if not cli:running() then cli:service("start") end
-        local api = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
+        clone_cli(ctx):service("start")
+        local api <close> = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
         ctx.log("clone answers at %s: Octopus %s", ctx.params.clone_url, api:version())
       end,
     },
-    {
-      name = "upgrade-clone",
-      describe = function(ctx) return "upgrade the clone to " .. tostring(ctx.params.target_version) ..
-                                      " (with the documented intermediate stops)" end,
-      run = function(ctx)
-        local target = U.target(ctx)
-        local hops = U.upgrade_instance(ctx, clone_cli(ctx), ctx.params.clone_msiexec, target, ctx.run_dir .. "/logs",
-                                        U.odbc_connection(ctx.params.clone_db))
-        return { target = target, installed = hops }
-      end,
-    },
+    S.upgrade("upgrade-clone", function(ctx) return "upgrade the clone to " .. tostring(ctx.params.target_version) ..
+                                                    " (with the documented intermediate stops)" end, clone_site),
     {
       name = "test-clone",
       describe = "test the clone: version, health, row counts, folders readable",
       run = function(ctx)
-        local api = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
-        local db <close> = U.connect(U.odbc_connection(ctx.params.clone_db))
+        local api <close> = U.wait_api(ctx.params.clone_url, ctx.params.api_key, ctx.params.verify_tls, 60)
+        local db <close> = U.connect(clone_odbc(ctx))
         local folders = {}
         for _, f in pairs(ctx.state.clone_folders or {}) do folders[#folders + 1] = f end
         U.test_instance(ctx, api, db, { version = ctx.state.target, counts = ctx.state.source_counts,

@@ -62,23 +62,27 @@ local ok, code = xpcall(function()
     "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" }, { ok = { 0 } })
   local clone_url = string.format("http://127.0.0.1:%d/", tonumber(free.stdout:match("%d+")))
   local config = dir .. "/site.lua"
-  fs.write(config, string.format([[
-return {
-  server_url = %q,
-  server_exe = %q,
-  instance = %q,
-  backup_dir = %q,
-  download_url = %q,
-  versions_feed = %q,
-  clone_server_exe = %q,
-  clone_msiexec = %q,
-  clone_home = %q,
-  clone_db = %q,
-  clone_url = %q,
-}
-]], main.url, main.server_exe, main.instance, dir .. "/backup", site_url .. "/octopus",
-    site_url .. "/download/upgrade/v3", clone.server_exe, clone.msiexec, clone.machine .. "/Octopus",
-    "Driver=SQLite3;Database=" .. dir .. "/new-server/OctopusClone.db", clone_url))
+  -- the clone's database on the new server's simulated SQL Server: the server gets the
+  -- ADO.NET string, upkit reaches the same database through ODBC
+  local sqlserver = dir .. "/new-server/sqlserver"
+  fs.mkdirs(sqlserver)
+  local values = {
+    server_url = main.url, server_exe = main.server_exe, instance = main.instance, db = main.connection_string,
+    service_control = main.sc, file_version = main.filever, backup_dir = dir .. "/backup",
+    download_url = site_url .. "/octopus", versions_feed = site_url .. "/download/upgrade/v3",
+    installer_digests = main.downloads .. "/SHA256SUMS",
+    clone_server_exe = clone.server_exe, clone_msiexec = clone.msiexec, clone_service_control = clone.sc,
+    clone_file_version = clone.filever, clone_home = clone.machine .. "/Octopus",
+    clone_db = "Data Source=" .. sqlserver .. ";Initial Catalog=OctopusClone",
+    clone_odbc = "Driver=SQLite3;Database=" .. sqlserver .. "/OctopusClone.db", clone_url = clone_url,
+  }
+  local keys = {}
+  for k in pairs(values) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local lines = { "return {" }
+  for _, k in ipairs(keys) do lines[#lines + 1] = string.format("  %s = %q,", k, values[k]) end
+  lines[#lines + 1] = "}"
+  fs.write(config, table.concat(lines, "\n") .. "\n")
   fs.write(dir .. "/api-key", main.api_key .. "\n", { mode = "0600" })
   started[#started + 1] = { exe = clone.server_exe, instance = "OctopusServer" }
   local cli = require "upkit.cli"

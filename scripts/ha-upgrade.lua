@@ -1,32 +1,34 @@
 -- ha-upgrade: upgrade an Octopus Server cluster (high availability: several
 -- nodes sharing one database and one set of folders).
 --
--- The guide's high-availability notes: stop every node, back up, upgrade one
--- node (it upgrades the database), then install the new version on the other
--- nodes without a database upgrade, start them. Since 2023.2.9755 the database
--- upgrade aborts while another node is running, so every node is drained and
--- stopped first. In order: check every node (its program, instance, database;
--- no running node left out); download the installers; back up master key,
--- licence and config; maintenance on; wait until idle; drain and stop every
--- node, then mark the stopped nodes offline in OctopusServerNode (their last
--- heartbeat would still count as running; a node marks itself online when it
--- starts); back up database and folders; upgrade this node through the upgrade
--- path; install the target on the other nodes; start and undrain every node;
--- test; maintenance off. `upkit run rollback` with the same backup_dir undoes a
--- failed upgrade of this node (the other nodes get the previous version with
--- their own installer).
+-- The guide's high-availability notes and Octopus's own upgrade runbook: stop
+-- every node, back up, upgrade one node (it upgrades the database), then
+-- install the new version on the other nodes without a database upgrade, start
+-- them. Since 2023.2.9755 the database upgrade aborts while another node is
+-- running ("can be highly destructive"), so every instance of every node is
+-- drained and stopped first, and the procedure waits until every node has
+-- marked itself offline in the database (it never writes a node's status:
+-- STILL_RUNNING when a node does not go offline within node_offline_timeout).
+-- In order: check every node (its program, instance, database; no online node
+-- left out); download the installers; back up master key, licence and config;
+-- maintenance on; wait until idle; delete the Service Watchdogs (watchdog=true);
+-- drain and stop every node; wait until they are offline; back up database and
+-- folders; upgrade this node through the upgrade path; install the target on
+-- the other nodes, checking each program's version; start and undrain every
+-- node; create the watchdogs again; test; maintenance off. `upkit run rollback`
+-- with the same backup_dir undoes a failed upgrade of this node (the other
+-- nodes get the previous version with their own installer).
 --
 -- This node is described by server_exe and msiexec; the other nodes by two
 -- comma-separated lists of equal length, other_server_exes and other_msiexecs
 -- (the same instance name on every node).
 local upkit = require "upkit"
-local fs = require "upkit.fs"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
 
-local params = U.params("server_url", "api_key", "instance", "server_exe", "msiexec", "db", "backup_dir",
-  "download_url", "versions_feed", "target_version", "timeout", "verify_tls",
+local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
+  "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "other_server_exes", type = "string", required = true,
     describe = "Octopus.Server executables of the other nodes, comma-separated",
     validate = function(v)
@@ -40,37 +42,52 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "msie
       if n ~= m then return false, string.format("%d installer programs for %d other nodes", n, m) end
       return true
     end },
-  { name = "skip_license_check", type = "boolean", default = false,
-    describe = "pass --skipLicenseCheck to the database upgrade" })
+  { name = "other_service_controls", type = "string",
+    describe = "the service control program of each other node, comma-separated (default: service_control)" },
+  { name = "other_file_versions", type = "string",
+    describe = "the file version reader of each other node, comma-separated (default: file_version)" },
+  { name = "node_offline_timeout", type = "number", default = 300,
+    describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" })
 
--- Every node: { label, cli, msiexec }; this node first.
+-- Every node: { label, cli, msiexec, url }; this node first.
 local function nodes(ctx)
   if not ctx._nodes then
     local p = ctx.params
-    local list = { { label = "this node", cli = U.cli(ctx), msiexec = p.msiexec } }
+    local list = { { label = "this node", cli = U.cli(ctx), msiexec = p.msiexec, url = p.server_url } }
     local msis = U.split_list(p.other_msiexecs)
+    local scs, fvs = U.split_list(p.other_service_controls), U.split_list(p.other_file_versions)
     for i, exe in ipairs(U.split_list(p.other_server_exes)) do
       list[#list + 1] = { label = string.format("node %d (%s)", i + 1, exe), msiexec = msis[i],
-                          cli = U.server { exe = exe, instance = p.instance, timeout = p.timeout } }
+                          cli = U.new_cli(ctx, exe, p.instance, { service_control = scs[i], file_version = fvs[i] }) }
     end
     ctx._nodes = list
   end
   return ctx._nodes
 end
 
--- The node name a node runs as; the cluster's node rows are found by it.
-local function node_name(node)
-  return node.cli:node_name() or upkit.error("BAD_OUTPUT", string.format(
-    "%s: show-configuration gives no Octopus.Server.NodeName", node.label))
+local function others(ctx)
+  local list = nodes(ctx)
+  return { table.unpack(list, 2) }
 end
 
-local function each_other(ctx)
-  local list = nodes(ctx)
-  local i = 1
-  return function()
-    i = i + 1
-    return list[i]
+local function online(api)
+  local names = {}
+  for _, n in ipairs(api:nodes()) do if not n.IsOffline then names[#names + 1] = n.Name end end
+  return names
+end
+
+-- Nodes that have not marked themselves offline: OctopusServerNodeStatus (liveness from
+-- 2019, OctopusDeploy/Issues #5729), read only. nil before 2019 (no such table: a
+-- node's liveness was its LastSeen in OctopusServerNode, which the upgrade of those
+-- versions does not check).
+local function not_offline(db)
+  if not U.table_exists(db, "OctopusServerNodeStatus") then return nil end
+  local names = {}
+  for row in db:rows("SELECT n.Name AS Name FROM OctopusServerNodeStatus s JOIN OctopusServerNode n ON n.Id = s.Id " ..
+                     "WHERE s.IsOffline = 0 OR s.IsOffline IS NULL ORDER BY n.Name") do
+    names[#names + 1] = row.Name
   end
+  return names
 end
 
 return {
@@ -81,45 +98,33 @@ return {
     S.connect(),
     {
       name = "check-nodes",
-      describe = "check every other node: its program, instance and database; no running node left out",
+      describe = "check every other node: its program, instance and database; no online node left out",
       check = function(ctx)
         local main_cs = U.cli(ctx):connection_string()
         local main_version = U.api(ctx):version()
-        local ours = { [node_name(nodes(ctx)[1])] = true }
-        for node in each_other(ctx) do
-          if not fs.exists(node.cli.exe) then
-            upkit.error("ENOENT", string.format("%s: the Octopus.Server executable %s does not exist", node.label,
-                                                node.cli.exe))
-          end
-          local listed = false
-          for _, i in ipairs(node.cli:instances()) do if i.InstanceName == ctx.params.instance then listed = true end end
-          if not listed then
-            upkit.error("NOT_FOUND", string.format("%s has no instance %s", node.label, ctx.params.instance))
-          end
-          local v = node.cli:version()
-          if version.compare(v, main_version) ~= 0 then
+        for _, node in ipairs(others(ctx)) do
+          local v = node.cli:program_version()
+          if not version.eq(v, main_version) then
             upkit.error("VERSION_MISMATCH", string.format("%s runs %s, this node %s", node.label, v, main_version))
+          end
+          if not node.cli:has_instance() then
+            upkit.error("NOT_FOUND", string.format("%s has no instance %s", node.label, ctx.params.instance))
           end
           if node.cli:connection_string() ~= main_cs then
             upkit.error("DATABASE_MISMATCH", string.format("%s uses another database than this node", node.label))
           end
-          ours[node_name(node)] = true
         end
-        for _, n in ipairs(U.api(ctx):nodes()) do
-          if not n.IsOffline and not ours[n.Name] then
-            upkit.error("UNKNOWN_NODE", string.format("node %s is online but is not one of the nodes given " ..
-              "(server_exe, other_server_exes): every node must be stopped for the upgrade", n.Name))
-          end
+        local up = online(U.api(ctx))
+        if #up > #nodes(ctx) then
+          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (server_exe, " ..
+            "other_server_exes): every node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx)))
         end
         return true
       end,
       run = function(ctx)
-        local names = {}
         for _, node in ipairs(nodes(ctx)) do
-          names[#names + 1] = node_name(node)
-          ctx.log("%s: node %s, Octopus %s", node.label, names[#names], node.cli:version())
+          ctx.log("%s: Octopus %s", node.label, node.cli:program_version())
         end
-        return { node_names = names }
       end,
     },
     S.download_installers(),
@@ -128,43 +133,70 @@ return {
     S.maintenance_on(),
     S.wait_idle(),
     {
-      name = "drain-and-stop-nodes",
-      describe = "drain every node, stop every node's service, mark the stopped nodes offline",
+      name = "watchdog-delete",
+      describe = "delete the Service Watchdog of every node (watchdog=true)",
       run = function(ctx)
-        for _, node in ipairs(nodes(ctx)) do node.cli:drain(true) end
+        if not ctx.params.watchdog then ctx.log("watchdog=false: no Service Watchdog to delete") return end
+        for _, node in ipairs(nodes(ctx)) do node.cli:watchdog("delete", "*") end
+      end,
+    },
+    {
+      name = "drain-and-stop-nodes",
+      describe = "drain and stop every instance of every node, then wait until every node has marked itself offline",
+      check = function(ctx)
         for _, node in ipairs(nodes(ctx)) do
-          if node.cli:running() then node.cli:service("stop") end
-          if node.cli:running() then
-            upkit.error("STILL_RUNNING", string.format("%s: the service still runs after service --stop", node.label))
-          end
+          U.states(node.cli, { url = node.url, verify = ctx.params.verify_tls })
+        end
+        return true
+      end,
+      run = function(ctx)
+        local stopped = {}
+        for i, node in ipairs(nodes(ctx)) do
+          stopped[i] = U.stop_all(node.cli, { url = node.url, verify = ctx.params.verify_tls, log = function(fmt, ...)
+            ctx.log("%s: " .. fmt, node.label, ...)
+          end })
           ctx.log("%s: drained and stopped", node.label)
         end
-        local db <close> = U.connect(U.db_connection(ctx))
-        local n = U.mark_nodes_offline(db, ctx.state.node_names)
-        ctx.log("%d node rows marked offline", n)
+        U.set_api(ctx, nil)
+        local function poll()  -- a new connection each time: no snapshot or lock held while the nodes write
+          local db <close> = U.connect(U.db_connection(ctx))
+          return not_offline(db)
+        end
+        local deadline = upkit.now() + ctx.params.node_offline_timeout
+        local left = poll()
+        if not left then
+          ctx.log("Octopus %s keeps no node status (OctopusServerNodeStatus arrived in 2019): nothing to wait for",
+                  ctx.state.source_version)
+          left = {}
+        end
+        while #left > 0 do
+          if upkit.now() > deadline then
+            upkit.error("STILL_RUNNING", string.format("after %g s these nodes have not marked themselves offline: %s; " ..
+              "a node that still runs must be stopped before the database upgrade", ctx.params.node_offline_timeout,
+              table.concat(left, ", ")))
+          end
+          upkit.sleep(1)
+          left = poll()
+        end
+        ctx.log("every node is offline")
+        return { stopped_by_node = stopped }
       end,
     },
     S.backup_database(),
     S.backup_folders(),
     S.write_manifest(),
-    {
-      name = "upgrade-this-node",
-      describe = "install each version on the path on this node and upgrade the database",
-      run = function(ctx)
-        local installed = U.upgrade_instance(ctx, U.cli(ctx), ctx.params.msiexec, ctx.state.target,
-                                             ctx.run_dir .. "/logs", U.db_connection(ctx))
-        return { installed = installed }
-      end,
-    },
+    S.upgrade("upgrade-this-node", "install each version on the path on this node and upgrade the database",
+      S.main_site(false)),
     {
       name = "install-other-nodes",
       describe = "install the target version on the other nodes (their database is upgraded already)",
       run = function(ctx)
-        local inst = U.fetch_installer(U.downloads(ctx), ctx.state.target, ctx.run_dir .. "/installers",
-                                       { download_url = ctx.params.download_url })
-        for node in each_other(ctx) do
-          if version.compare(node.cli:version(), ctx.state.target) < 0 then
+        local inst = U.fetch(ctx, ctx.state.target)
+        for _, node in ipairs(others(ctx)) do
+          node.cli:forget_version()
+          if version.lt(node.cli:program_version(), ctx.state.target) then
             local r = U.install(node.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+            U.expect_program(node.cli, ctx.state.target)
             ctx.log("%s: installed %s (exit code %d)", node.label, ctx.state.target, r.code)
           else
             ctx.log("%s: %s is installed already", node.label, ctx.state.target)
@@ -174,22 +206,26 @@ return {
     },
     {
       name = "start-and-undrain",
-      describe = "start every node's service and take every node out of drain",
+      describe = "start the instance on every node and take it out of drain",
       run = function(ctx)
-        for _, node in ipairs(nodes(ctx)) do
-          if not node.cli:running() then node.cli:service("start") end
-        end
-        for _, node in ipairs(nodes(ctx)) do node.cli:drain(false) end
-        ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
+        for _, node in ipairs(nodes(ctx)) do U.start(node.cli, { ctx.params.instance }) end
+        U.set_api(ctx, U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
+        for i, node in ipairs(nodes(ctx)) do U.others_left_stopped(ctx, node.cli, ctx.state.stopped_by_node[i]) end
+      end,
+    },
+    {
+      name = "watchdog-create",
+      describe = "create the Service Watchdog of every node again (watchdog=true)",
+      run = function(ctx)
+        if not ctx.params.watchdog then ctx.log("watchdog=false: no Service Watchdog to create") return end
+        for _, node in ipairs(nodes(ctx)) do node.cli:watchdog("create", "*") end
       end,
     },
     {
       name = "test",
-      describe = "test the cluster: every node runs the target, online; version, health, row counts, folders",
+      describe = "test the cluster: every node runs the target and is online; version, health, row counts, folders",
       run = function(ctx)
         local api = U.api(ctx)
-        local online = {}
-        for _, n in ipairs(api:nodes()) do if not n.IsOffline then online[n.Name] = true end end
         local db <close> = U.connect(U.db_connection(ctx))
         local folders = {}
         for name, f in pairs(ctx.state.folders or {}) do
@@ -198,11 +234,18 @@ return {
         U.test_instance(ctx, api, db, {
           version = ctx.state.target, counts = ctx.state.source_counts, folders = folders,
           test = function()
-            for i, node in ipairs(nodes(ctx)) do
-              local v = node.cli:version()
-              if version.compare(v, ctx.state.target) ~= 0 then error(node.label .. " runs " .. v, 0) end
-              if not node.cli:running() then error(node.label .. ": the service is not running", 0) end
-              if not online[ctx.state.node_names[i]] then error(node.label .. " is not online in the cluster", 0) end
+            for _, node in ipairs(nodes(ctx)) do
+              node.cli:forget_version()
+              local v = node.cli:program_version()
+              if not version.eq(v, ctx.state.target) then error(node.label .. " runs " .. v, 0) end
+            end
+            local deadline, up = upkit.now() + 60, online(api)
+            while #up < #nodes(ctx) and upkit.now() < deadline do
+              upkit.sleep(1)
+              up = online(api)
+            end
+            if #up < #nodes(ctx) then
+              error(string.format("%d of %d nodes are online in the cluster", #up, #nodes(ctx)), 0)
             end
           end })
         ctx.log("%d nodes run Octopus %s", #nodes(ctx), ctx.state.target)

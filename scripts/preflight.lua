@@ -13,7 +13,7 @@ local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
 
-local params = U.params("server_url", "api_key", "instance", "server_exe", "db", "backup_dir",
+local params = U.params("server_url", "api_key", "instance", "server_exe", "file_version", "db", "backup_dir",
   "download_url", "versions_feed", "target_version", "timeout", "verify_tls")
 
 -- Each check returns { problem = "..." } or { note = "..." }; the verdict collects them.
@@ -60,10 +60,22 @@ return {
       end
       return nil, "licence is compliant"
     end),
+    finding("database-version", "the database's installation history agrees with the running server", function(ctx)
+      local db <close> = U.connect(U.db_connection(ctx))
+      local schema = U.schema_version(db)
+      if not schema then
+        return "the database's OctopusServerInstallationHistory is empty: the schema's version is unknown"
+      end
+      if version.compare(schema, ctx.state.source_version) ~= 0 then
+        return string.format("the database was last upgraded to %s but the server runs %s", schema,
+                             ctx.state.source_version)
+      end
+      return nil, "database schema " .. schema
+    end),
     finding("sql-server", "the SQL Server version is supported by the target", function(ctx)
       local db <close> = U.connect(U.db_connection(ctx))
       local info = db:info()
-      if not info.dbms:lower():find("sql server") then
+      if require("upkit.sql").engine(db) ~= "mssql" then
         return nil, string.format("database engine is %s %s (not SQL Server: no version rule)", info.dbms, info.dbms_version or "")
       end
       local major = sql_server_major(db)
@@ -75,7 +87,7 @@ return {
     finding("free-disk", "the backup folder has room for the database and the folders", function(ctx)
       fs.mkdirs(ctx.params.backup_dir)
       local need = 0
-      for _, path in pairs(U.cli(ctx):folders()) do need = need + U.tree_size(path) end
+      for _, path in pairs(ctx.state.server_folders) do need = need + U.tree_size(path) end
       local cs = U.db_connection(ctx)
       local dbfile = cs:match("[Dd]atabase=([^;]+)")
       if dbfile and fs.exists(dbfile) then need = need + U.tree_size(dbfile) end
@@ -87,18 +99,17 @@ return {
       return nil, string.format("%d MB free for a backup of about %d MB", free // 1000000, need // 1000000)
     end),
     finding("nodes", "no other node of a high-availability cluster is running", function(ctx)
-      local others = {}
-      local me = U.cli(ctx):configuration()["Octopus.Server.NodeName"]
+      local online = {}
       for _, n in ipairs(U.api(ctx):nodes()) do
-        if n.Name ~= me and not n.IsOffline then others[#others + 1] = n.Name end
+        if not n.IsOffline then online[#online + 1] = n.Name end
       end
-      if #others > 0 then
-        return "other nodes are running (" .. table.concat(others, ", ") .. "): use ha-upgrade, which stops every node"
+      if #online > 1 then
+        return "several nodes are online (" .. table.concat(online, ", ") .. "): use ha-upgrade, which stops every node"
       end
       return nil, "single node"
     end),
     finding("tasks", "no task is executing or queued", function(ctx)
-      local page = U.api(ctx):get("/api/tasks", { query = { states = "Executing,Cancelling,Queued" } })
+      local page = U.api(ctx):active_tasks()
       local n = page.TotalResults or #(page.Items or {})
       if n > 0 then
         return string.format("%d tasks are executing or queued; in-place-upgrade waits for them", n)

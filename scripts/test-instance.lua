@@ -9,42 +9,46 @@
 -- database (its own new master key, saved as test-master-key.txt) and the main
 -- instance's licence; export the chosen projects from main and import them into
 -- the test instance; back up the test database; upgrade the test instance and
--- test it. With upgrade_main: maintenance on (main), drain and stop, back up its
--- database and folders, upgrade it in place, start, undrain, test, maintenance
--- off. `upkit run rollback` with the same backup_dir undoes a failed main upgrade.
+-- test it. With upgrade_main: maintenance on (main), drain and stop every
+-- instance of the main machine, back up its database and folders, upgrade it in
+-- place, start, undrain, test, maintenance off. `upkit run rollback` with the
+-- same backup_dir undoes a failed main upgrade.
 --
--- The test instance's API key. A new database has no API key, so none can be
--- given before the run. The procedure creates the administrator test_admin
--- (`admin --username --password`); then it uses test_api_key when given.
--- Without it: with create_test_api_key=true it runs `create-api-key --user`
--- (a command of the simulator and of sites that add one; Octopus Server itself
--- has none) and keeps the key in backup_dir/test-api-key.txt (0600); otherwise
--- the step stops and says how to create a key in the web portal and resume
--- with test_api_key_file.
+-- The test instance's API key. A new database has no API key. The procedure
+-- makes one (or takes test_api_key) and gives it to the administrator test_admin
+-- with `admin --username --password --apiKey` (documented on the command's
+-- page); the key is kept in backup_dir/test-api-key.txt (0600). A server whose
+-- `admin` refuses --apiKey stops the run, saying how to create a key in the web
+-- portal and resume with test_api_key_file.
 --
--- Projects. Export and import exist from Octopus 2021.1. On an older main
--- instance a non-empty `projects` fails the preflight check (nothing is
--- changed); with `projects` empty the test instance stays empty and the run
+-- Projects. Export and import exist from Octopus 2021.1; there is no documented
+-- route before (Octopus.Migrator's partial export is not automated here). On an
+-- older main instance a non-empty `projects` fails the preflight check (nothing
+-- is changed); with `projects` empty the test instance stays empty and the run
 -- says so. The package the export leaves on main is saved in backup_dir
--- (projects-export.zip, its password beside it, both 0600) and imported from
--- that file, so the test instance never gets the main instance's API key; the
--- test server must be able to read backup_dir (upkit runs its installer, so it
--- is on that server or a share of it).
+-- (projects-export.zip, its password beside it, both 0600) and uploaded to the
+-- test instance (import-export/import-files), which then imports it; the test
+-- instance never gets the main instance's API key.
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local version = require "upkit.version"
+local octopus = require "upkit.octopus"
 local U = require "upkit.upgrade"
 local S = U.steps
 
-local params = U.params("server_url", "api_key", "instance", "server_exe", "msiexec", "db", "backup_dir",
-  "download_url", "versions_feed", "target_version", "timeout", "verify_tls",
-  { name = "test_server_exe", type = "path", default = [[C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe]],
+local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version",
+  "watchdog", "msiexec", "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout",
+  "verify_tls", "skip_license_check",
+  { name = "test_server_exe", type = "path", default = U.DEFAULT_EXE,
     describe = "Octopus.Server executable on the test server (after the install)" },
   { name = "test_msiexec", type = "path", default = "msiexec", describe = "the installer program on the test server" },
   { name = "test_instance", type = "string", default = "OctopusServer", describe = "instance name of the test instance" },
   { name = "test_home", type = "path", required = true, describe = "home folder of the test instance (config, folders)" },
   { name = "test_db", type = "string", required = true,
-    describe = "ODBC connection string of the test instance's new database (database --create makes it)" },
+    describe = "connection string of the test instance's new database as its server gets it (ADO.NET; an ODBC " ..
+               "string is converted); the server creates the database" },
+  { name = "test_odbc", type = "string",
+    describe = "ODBC connection string upkit uses to reach the test database (default: test_db converted)" },
   { name = "test_url", type = "string", required = true,
     describe = "URL the test instance listens on (configure --webListenPrefixes)" },
   { name = "test_admin", type = "string", default = "upkit-admin",
@@ -52,44 +56,62 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "msie
   { name = "test_admin_password", type = "secret", required = true,
     describe = "password of that administrator (admin --password)" },
   { name = "test_api_key", type = "secret",
-    describe = "API key of test_admin on the test instance (see create_test_api_key)" },
-  { name = "create_test_api_key", type = "boolean", default = false,
-    describe = "without test_api_key: create one with `create-api-key` (not a command of Octopus Server itself)" },
+    describe = "API key for test_admin on the test instance (default: upkit makes one and sets it with admin --apiKey)" },
   { name = "projects", type = "string", default = "",
     describe = "projects to export from main into the test instance: comma-separated names or ids (2021.1+)" },
   { name = "upgrade_main", type = "boolean", default = false,
     describe = "after the test instance passed its tests, upgrade the main instance in place" },
-  { name = "skip_license_check", type = "boolean", default = false,
-    describe = "pass --skipLicenseCheck to the database upgrades" })
+  table.unpack(U.machine_params("test", "test server")))
 
 local function test_cli(ctx)
-  local p = ctx.params
-  ctx._test = ctx._test or U.server { exe = p.test_server_exe, instance = p.test_instance, timeout = p.timeout }
+  ctx._test = ctx._test or U.new_cli(ctx, ctx.params.test_server_exe, ctx.params.test_instance,
+                                     U.machine_of(ctx, "test"))
   return ctx._test
+end
+
+local function test_odbc(ctx)
+  return ctx.params.test_odbc or U.odbc_connection(ctx.params.test_db)
 end
 
 local function saved(ctx, name)
   return ctx.params.backup_dir .. "/" .. name
 end
 
--- The test instance's API key: the parameter, or the one this procedure created.
+-- The test instance's API key: the parameter, or the one this procedure made.
 local function test_key(ctx)
   if ctx.params.test_api_key then return ctx.params.test_api_key end
   local file = saved(ctx, "test-api-key.txt")
   if not fs.exists(file) then
-    upkit.error("NO_API_KEY", "no API key for the test instance: give test_api_key_file (or create_test_api_key=true)")
+    upkit.error("NOT_FOUND", "no API key for the test instance: give test_api_key_file")
   end
   return ctx.secret((fs.read(file):gsub("%s+$", "")))
 end
 
 local function test_api(ctx, fresh)
   if fresh or not ctx._test_api then
+    if ctx._test_api then ctx._test_api:close() end
     ctx._test_api = U.wait_api(ctx.params.test_url, test_key(ctx), ctx.params.verify_tls, 120)
   end
   return ctx._test_api
 end
 
-local EXPORT_SINCE = "2021.1.0"
+-- An API key in Octopus's form: API- and 27 upper-case letters and digits.
+local function new_api_key()
+  local h = require("upkit.hash").new("sha256")
+  h:update(U.new_guid(), U.new_guid())
+  local raw = h:digest()
+  h:close()
+  local alphabet, out = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", {}
+  for i = 1, 27 do
+    local b = raw:byte(i)
+    out[i] = alphabet:sub(b % 36 + 1, b % 36 + 1)
+  end
+  return "API-" .. table.concat(out)
+end
+
+local function test_site(ctx)
+  return { cli = test_cli(ctx), msiexec = ctx.params.test_msiexec, db = test_odbc(ctx), url = ctx.params.test_url }
+end
 
 -- The steps of the main instance's upgrade run only with upgrade_main=true.
 local function main_only(step, name)
@@ -115,71 +137,14 @@ return {
     S.connect(),
     S.master_key(),
     S.licence_and_config(),
-    S.install_same_version("test_msiexec", "test server"),
     {
-      name = "create-test-instance",
-      describe = "create the test instance with a new empty database, save its master key, load the licence",
-      run = function(ctx)
-        local p, cli = ctx.params, test_cli(ctx)
-        fs.mkdirs(p.test_home)
-        local known = false
-        for _, i in ipairs(cli:instances()) do if i.InstanceName == p.test_instance then known = true end end
-        if not known then
-          cli:run("create-instance", "--config=" .. p.test_home .. "/" .. p.test_instance .. ".config",
-                  "--home=" .. p.test_home)
-        end
-        cli:run("configure", "--home=" .. p.test_home, "--webListenPrefixes=" .. p.test_url)
-        if cli:configuration()["Octopus.Storage.ExternalDatabaseConnectionString"] == p.test_db then
-          ctx.log("the test instance's database exists already (an earlier run created it)")
-        else
-          cli:run("database", "--connectionString=" .. p.test_db, "--create")
-        end
-        local keyfile = saved(ctx, "test-master-key.txt")
-        fs.write(keyfile, cli:show_master_key() .. "\n", { mode = "0600" })
-        ctx.log("the test instance's master key is saved in %s", keyfile)
-        local lic = saved(ctx, "license.xml")
-        if fs.exists(lic) and fs.read(lic):find("<License", 1, true) then
-          cli:run("license", "--licenseFile=" .. lic)
-          ctx.log("the main instance's licence is loaded into the test instance")
-        end
-        cli:service("install")
-        return { test_master_key_file = keyfile }
-      end,
-    },
-    {
-      name = "test-api-key",
-      describe = "create the test instance's administrator and get an API key for it",
-      run = function(ctx)
-        local p, cli = ctx.params, test_cli(ctx)
-        cli.secrets[#cli.secrets + 1] = p.test_admin_password
-        cli:run("admin", "--username=" .. p.test_admin, "--password=" .. p.test_admin_password)
-        local file = saved(ctx, "test-api-key.txt")
-        if p.test_api_key then
-          ctx.log("using test_api_key for %s", p.test_admin)
-        elseif fs.exists(file) then
-          ctx.log("using the API key created earlier (%s)", file)
-        elseif p.create_test_api_key then
-          local key = cli:create_api_key(p.test_admin, "upkit test-instance")
-          fs.write(file, key .. "\n", { mode = "0600" })
-          ctx.log("created an API key for %s, saved in %s", p.test_admin, file)
-        else
-          upkit.error("NO_API_KEY", string.format("the test instance needs an API key: start it (%s service --start " ..
-            "--instance=%s), sign in at %s as %s, create an API key (Profile, My API Keys), write it to a file and " ..
-            "resume with --set test_api_key_file=FILE", p.test_server_exe, p.test_instance, p.test_url, p.test_admin))
-        end
-        if not cli:running() then cli:service("start") end
-        local api = test_api(ctx, true)
-        ctx.log("test instance answers at %s: Octopus %s", p.test_url, api:version())
-      end,
-    },
-    {
-      name = "export-projects",
-      describe = "export the chosen projects from the main instance (2021.1+) and save the package",
+      name = "check-projects",
+      describe = "the projects asked for exist, and the main instance can export them (2021.1+)",
       check = function(ctx)
         local wanted = U.split_list(ctx.params.projects)
         if #wanted == 0 then return true end
         local api = U.api(ctx)
-        if version.compare(api:version(), EXPORT_SINCE) < 0 then
+        if version.lt(api:version(), octopus.EXPORT_SINCE) then
           upkit.error("UNSUPPORTED", string.format("projects were asked for (%s), but project export and import " ..
             "do not exist before Octopus 2021.1 and the main instance runs %s: set projects empty for an empty " ..
             "test instance", table.concat(wanted, ", "), api:version()))
@@ -193,14 +158,78 @@ return {
       end,
       run = function(ctx)
         local wanted = U.split_list(ctx.params.projects)
-        local api = U.api(ctx)
-        if version.compare(api:version(), EXPORT_SINCE) < 0 then
-          ctx.log("project export and import do not exist before Octopus 2021.1 (main runs %s): the test " ..
-                  "instance stays empty", api:version())
-          return
-        end
-        if #wanted == 0 then
+        if version.lt(ctx.state.source_version, octopus.EXPORT_SINCE) then
+          ctx.log("project export and import do not exist before Octopus 2021.1 (main runs %s): no projects are " ..
+                  "imported, the test instance stays empty", ctx.state.source_version)
+        elseif #wanted == 0 then
           ctx.log("no projects chosen (projects is empty): the test instance stays empty")
+        end
+      end,
+    },
+    S.install_same_version("test_msiexec", "test server"),
+    {
+      name = "create-test-instance",
+      describe = "create the test instance with a new empty database, save its master key, load the licence",
+      run = function(ctx)
+        local p, cli = ctx.params, test_cli(ctx)
+        fs.mkdirs(p.test_home)
+        if not cli:has_instance() then
+          cli:create_instance(p.test_home .. "/" .. p.test_instance .. ".config", p.test_home)
+        end
+        cli:run("configure", "--home=" .. p.test_home, "--webListenPrefixes=" .. p.test_url)
+        local ado = U.ado_connection(p.test_db)
+        if cli:setting("Octopus.Storage.ExternalDatabaseConnectionString") == ado then
+          ctx.log("the test instance's database exists already (an earlier run created it)")
+        else
+          cli:set_database(ado, nil, true)
+        end
+        local keyfile = saved(ctx, "test-master-key.txt")
+        fs.write(keyfile, cli:master_key() .. "\n", { mode = "0600" })
+        ctx.log("the test instance's master key is saved in %s", keyfile)
+        local lic = saved(ctx, "license.xml")
+        if fs.exists(lic) and fs.read(lic):find("<License", 1, true) then
+          cli:run("license", "--licenseFile=" .. lic)
+          ctx.log("the main instance's licence is loaded into the test instance")
+        end
+        cli:service("install")
+        return { test_master_key_file = keyfile }
+      end,
+    },
+    {
+      name = "test-api-key",
+      describe = "create the test instance's administrator with an API key (admin --apiKey); start the instance",
+      run = function(ctx)
+        local p, cli = ctx.params, test_cli(ctx)
+        cli:secret(p.test_admin_password)
+        local file = saved(ctx, "test-api-key.txt")
+        local key = p.test_api_key or (fs.exists(file) and (fs.read(file):gsub("%s+$", ""))) or new_api_key()
+        cli:secret(key)
+        local ok, err = pcall(cli.run, cli, "admin", "--username=" .. p.test_admin, "--password=" .. p.test_admin_password,
+                              "--apiKey=" .. key)
+        if not ok then
+          if upkit.is_error(err) and err.code == "EXIT_CODE" and tostring(err):find("Unrecognized", 1, true) then
+            upkit.error("UNSUPPORTED", string.format("Octopus %s's `admin` takes no --apiKey: create the administrator " ..
+              "with `%s admin --instance=%s --username=%s --password=...`, start the instance, sign in at %s, create " ..
+              "an API key (Profile, My API Keys), write it to a file and resume with --set test_api_key_file=FILE",
+              cli:program_version(), p.test_server_exe, p.test_instance, p.test_admin, p.test_url))
+          end
+          error(err, 0)
+        end
+        if not p.test_api_key then fs.write(file, key .. "\n", { mode = "0600" }) end
+        cli:service("start")
+        local api = test_api(ctx, true)
+        ctx.log("test instance answers at %s: Octopus %s; the API key of %s is in %s", p.test_url, api:version(),
+                p.test_admin, p.test_api_key and "test_api_key" or file)
+      end,
+    },
+    {
+      name = "export-projects",
+      describe = "export the chosen projects from the main instance (2021.1+) and save the package",
+      run = function(ctx)
+        local wanted = U.split_list(ctx.params.projects)
+        local api = U.api(ctx)
+        if #wanted == 0 or version.lt(api:version(), octopus.EXPORT_SINCE) then
+          ctx.log("nothing to export")
           return
         end
         local names = {}
@@ -211,14 +240,14 @@ return {
         local pwfile = saved(ctx, "projects-export.password")
         fs.write(pwfile, password .. "\n", { mode = "0600" })
         local r = api:export_projects { projects = wanted, password = password, timeout = ctx.params.timeout }
-        local pkg = U.save_export(api, r.task_id, saved(ctx, "projects-export.zip"))
+        local pkg = api:save_export(r.task_id, saved(ctx, "projects-export.zip"))
         ctx.log("exported %s (task %s) to %s, %d bytes", table.concat(exported, ", "), r.task_id, pkg.file, pkg.bytes)
         return { export_file = pkg.file, export_task = r.task_id, exported = exported }
       end,
     },
     {
       name = "import-projects",
-      describe = "import the exported projects into the test instance",
+      describe = "upload the exported package to the test instance and import it",
       run = function(ctx)
         if not ctx.state.export_file then
           ctx.log("nothing to import")
@@ -226,16 +255,16 @@ return {
         end
         local password = ctx.secret((fs.read(saved(ctx, "projects-export.password")):gsub("%s+$", "")))
         local api = test_api(ctx)
-        local task = U.import_file(api, ctx.state.export_file, password, { timeout = ctx.params.timeout })
+        local r = api:import_upload { file = ctx.state.export_file, password = password, timeout = ctx.params.timeout }
         local have = {}
         for p in api:each("projects", { space = "Spaces-1", take = 1000 }) do have[p.Name] = true end
         for _, name in ipairs(ctx.state.exported) do
           if not have[name] then
-            upkit.error("IMPORT_FAILED", string.format("import task %s finished, but project '%s' is not in the test " ..
-              "instance", task.Id, name))
+            upkit.error("TASK_FAILED", string.format("import task %s finished, but project '%s' is not in the test " ..
+              "instance", r.task_id, name))
           end
         end
-        ctx.log("imported %s into the test instance (task %s)", table.concat(ctx.state.exported, ", "), task.Id)
+        ctx.log("imported %s into the test instance (task %s)", table.concat(ctx.state.exported, ", "), r.task_id)
         return { imported = ctx.state.exported }
       end,
     },
@@ -243,29 +272,20 @@ return {
       name = "backup-test-database",
       describe = "back up the test instance's database",
       run = function(ctx)
-        local db <close> = U.connect(U.odbc_connection(ctx.params.test_db))
+        local db <close> = U.connect(test_odbc(ctx))
         local r = require("upkit.sql").backup(db, { to = saved(ctx, "test-database.bak") })
         ctx.log("test database backed up to %s (%d bytes, sha256 %s)", r.file, r.bytes, r.sha256)
         return { test_database_backup = { file = r.file, sha256 = r.sha256, bytes = r.bytes, method = r.method },
                  test_counts = U.counts(db) }
       end,
     },
-    {
-      name = "upgrade-test-instance",
-      describe = function(ctx) return "upgrade the test instance to " .. tostring(ctx.params.target_version) ..
-                                      " (with the documented intermediate stops)" end,
-      run = function(ctx)
-        local target = U.target(ctx)
-        local hops = U.upgrade_instance(ctx, test_cli(ctx), ctx.params.test_msiexec, target, ctx.run_dir .. "/logs",
-                                        U.odbc_connection(ctx.params.test_db))
-        return { target = target, test_installed = hops }
-      end,
-    },
+    S.upgrade("upgrade-test-instance", function(ctx) return "upgrade the test instance to " ..
+      tostring(ctx.params.target_version) .. " (with the documented intermediate stops)" end, test_site, "test_installed"),
     {
       name = "test-test-instance",
       describe = "test the test instance: version, health, row counts, imported projects present",
       run = function(ctx)
-        local db <close> = U.connect(U.odbc_connection(ctx.params.test_db))
+        local db <close> = U.connect(test_odbc(ctx))
         U.test_instance(ctx, test_api(ctx, true), db, {
           version = ctx.state.target, counts = ctx.state.test_counts,
           test = function(api)
@@ -279,46 +299,16 @@ return {
     },
     main_only(S.maintenance_on(), "main-maintenance-on"),
     main_only(S.wait_idle(), "main-wait-until-idle"),
-    main_only({
-      describe = "drain the main node and stop its service",
-      run = function(ctx)
-        local cli = U.cli(ctx)
-        cli:drain(true)
-        if cli:running() then cli:service("stop") end
-      end,
-    }, "main-drain-and-stop"),
+    main_only(S.watchdog("delete"), "main-watchdog-delete"),
+    main_only(S.drain_and_stop(), "main-drain-and-stop"),
     main_only(S.backup_database(), "main-backup-database"),
     main_only(S.backup_folders(), "main-backup-folders"),
     main_only(S.write_manifest(), "main-write-manifest"),
-    main_only({
-      describe = "install each version on the path on the main instance and upgrade its database",
-      run = function(ctx)
-        local installed = U.upgrade_instance(ctx, U.cli(ctx), ctx.params.msiexec, ctx.state.target,
-                                             ctx.run_dir .. "/logs", U.db_connection(ctx))
-        return { installed = installed }
-      end,
-    }, "main-upgrade"),
-    main_only({
-      describe = "start the main instance's service and take the node out of drain",
-      run = function(ctx)
-        local cli = U.cli(ctx)
-        if not cli:running() then cli:service("start") end
-        cli:drain(false)
-        ctx._api = U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120)
-      end,
-    }, "main-start-and-undrain"),
-    main_only({
-      describe = "test the main instance: version, health, row counts, old task logs and artifacts readable",
-      run = function(ctx)
-        local db <close> = U.connect(U.db_connection(ctx))
-        local folders = {}
-        for name, f in pairs(ctx.state.folders or {}) do
-          folders[#folders + 1] = { path = f.path, manifest = saved(ctx, "folders/" .. name .. ".SHA256SUMS") }
-        end
-        U.test_instance(ctx, U.api(ctx), db, { version = ctx.state.target, counts = ctx.state.source_counts,
-                                               folders = folders })
-      end,
-    }, "main-test"),
+    main_only(S.upgrade(nil, "install each version on the path on the main instance and upgrade its database",
+                        S.main_site(false)), "main-upgrade"),
+    main_only(S.start_and_undrain(), "main-start-and-undrain"),
+    main_only(S.watchdog("create"), "main-watchdog-create"),
+    main_only(S.test_main(), "main-test"),
     main_only(S.maintenance_off(), "main-maintenance-off"),
   },
 }

@@ -19,17 +19,9 @@ local function node_api(url, path)
 end
 
 local function cli_version(exe)
-  local r = proc.run({ exe, "version", "--format=json", "--instance=" .. F.main.instance }, { ok = { 0 } })
-  return json.decode(r.stdout).Version
+  return octofix.program_version(exe, exe == F.main.server_exe and F.main.filever or F.clone.filever)
 end
-
-local function running(exe)
-  local r = proc.run({ exe, "list-instances", "--format=json" }, { ok = { 0 } })
-  for _, i in ipairs(json.decode(r.stdout)) do
-    if i.InstanceName == F.main.instance then return i.Running == true end
-  end
-  return false
-end
+local function running(url) return octofix.answers(url) end
 
 T.test("the fixture is a cluster: two nodes online on one database", function()
   T.eq(node_api(node2.url, "/api").Version, "2023.4.8166")
@@ -60,13 +52,15 @@ T.test("a node that cannot be reached fails the check before any change", functi
   T.eq(octofix.dump(F.main.connection_string), before, "database row for row")
   T.eq(F:api("/api").Version, "2023.4.8166")
   T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
-  T.ok(running(F.main.server_exe) and running(node2.server_exe), "both nodes still run")
+  T.ok(running(F.main.url) and running(node2.url), "both nodes still run")
 end)
 
 T.test("ha-upgrade stops both nodes, upgrades the database once, then every node, and tests the cluster", function()
-  local pidfile = F.clone.machine .. "/Octopus/octosim-service.pid"
+  local pidfile = F.clone.machine .. "/services/OctopusDeploy.pid"
   local pid_before = T.read_file(pidfile)
-  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec })
+  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec,
+                         other_service_controls = F.clone.sc, other_file_versions = F.clone.filever,
+                         node_offline_timeout = 60 })
   local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
   T.eq(code, 0, out .. err)
   T.contains(out, "(" .. node2.server_exe .. "): drained and stopped")
@@ -79,10 +73,10 @@ end)
 T.test("both nodes run the newest version (command line and API), online, undrained; maintenance off", function()
   for _, exe in ipairs { F.main.server_exe, node2.server_exe } do
     T.eq(cli_version(exe), "2025.4.10700", exe)
-    T.ok(running(exe), exe .. " runs")
   end
   T.eq(F:api("/api").Version, "2025.4.10700")
   T.eq(node_api(node2.url, "/api").Version, "2025.4.10700")
+  T.ok(running(F.main.url) and running(node2.url), "both nodes run")
   local nodes = F:api("/api/octopusservernodes/summary").Nodes
   T.eq(#nodes, 2)
   for _, n in ipairs(nodes) do

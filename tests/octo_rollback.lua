@@ -15,9 +15,7 @@ local function folders_digest()
 end
 local folders_before = folders_digest()
 
-local function version_of(exe)
-  return json.decode(require("upkit.proc").run({ exe, "version", "--format=json" }, { ok = { 0 } }).stdout).Version
-end
+local function version_of(exe) return octofix.program_version(exe, F.main.filever) end
 
 T.test("in-place-upgrade stops at the failing database upgrade and says how to go on", function()
   T.write_file(F.main.machine .. "/faults.json", json.encode { migration_fail_at = "2024.4.7000" })

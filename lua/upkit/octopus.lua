@@ -19,14 +19,22 @@
 --   s:wait_task(id, { timeout =, interval = }) --> the finished task (Success)
 --   s:export_projects{ projects =, password =, space =, wait = true, timeout = }
 --   s:import_projects{ task_id =, password =, source_space =, space =, wait = true, timeout = }
+--   s:import_upload{ file =, password =, space =, wait = true, timeout = }
 --        --> { task_id, task }            (Octopus 2021.1 and later)
+--   s:save_export(task_id, file [, space]) --> { file, bytes }: the package an export task left
+--   s:active_tasks()       --> the tasks page of Executing, Cancelling and Queued tasks (every space)
 --   s:versions()           --> versions on the download feed, ascending
 --   s:installer_url(v)     --> download URL of Octopus.<v>-x64.msi
 --   s:get(path, opts), s:put(path, body), s:post(path, body) --> decoded JSON
 --   s:close()
 --   octopus.versions{ feed_url = } and octopus.installer_url(v [, base]) work without a server.
+--   octopus.expand(template, vars) --> a link with its URI template (RFC 6570) expanded
+--   octopus.answers(url, { timeout =, verify = }) --> the version /api reports, or nil when nothing answers
 --
--- Failures raise error objects: UNAUTHORIZED (401), FORBIDDEN (403),
+-- Links in Octopus's documents are URI templates ("/api/projects{?skip,take}"):
+-- every link is expanded before use, never used as a plain path.
+--
+-- Failures raise error objects: AUTH_FAILED (401), PERMISSION_DENIED (403),
 -- NOT_FOUND (404), HTTP_STATUS (other statuses; field status, errors),
 -- TIMEOUT, TASK_FAILED (field task), UNSUPPORTED (a feature the server's
 -- version lacks), and the transport codes of upkit.http.
@@ -42,7 +50,41 @@ M.FEED_URL = "https://octopus.com/download/upgrade/v3"
 local Server = {}
 Server.__index = Server
 
-local STATUS_CODES = { [401] = "UNAUTHORIZED", [403] = "FORBIDDEN", [404] = "NOT_FOUND" }
+local STATUS_CODES = { [401] = "AUTH_FAILED", [403] = "PERMISSION_DENIED", [404] = "NOT_FOUND" }
+
+M.SPACES_SINCE = "2019.1.0"       -- spaces, mixed-scope tasks
+M.HEALTH_SINCE = "2019.4.0"       -- /api/serverstatus/health (OctopusClients #412, April 2019)
+M.EXPORT_SINCE = "2021.1.0"       -- project export and import
+
+local function pct(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
+end
+
+--[[
+octopus.expand(template, vars) -> string: RFC 6570 expressions {var},
+{/var}, {?a,b} and {&a,b} with the values in vars (absent ones are left out,
+so a link with no vars is the template stripped of its expressions).
+]]
+function M.expand(template, vars)
+  if type(template) ~= "string" then upkit.error("EINVAL", "octopus.expand: expected a link template") end
+  vars = vars or {}
+  return (template:gsub("{([/?&]?)([^}]*)}", function(op, names)
+    local out = {}
+    for name in names:gmatch("[^,]+") do
+      name = name:gsub("%*$", ""):gsub(":%d+$", "")
+      local v = vars[name]
+      if v ~= nil then
+        if op == "?" or op == "&" then out[#out + 1] = name .. "=" .. pct(v)
+        else out[#out + 1] = pct(v) end
+      end
+    end
+    if #out == 0 then return "" end
+    if op == "?" then return "?" .. table.concat(out, "&") end
+    if op == "&" then return "&" .. table.concat(out, "&") end
+    if op == "/" then return "/" .. table.concat(out, "/") end
+    return table.concat(out, ",")
+  end))
+end
 local KINDS = { machines = true, workers = true, projecttriggers = true, subscriptions = true }
 
 local function check_opts(fn, opts, keys)
@@ -153,7 +195,11 @@ function Server:path(collection, space)
 end
 
 function Server:status() return self:get("/api/serverstatus") end
-function Server:health() return self:get("/api/serverstatus/health") end
+-- Health: /api/serverstatus/health from 2019.4; before, only /api/serverstatus.
+function Server:health()
+  if version.lt(self:version(), M.HEALTH_SINCE) then return self:get("/api/serverstatus") end
+  return self:get("/api/serverstatus/health")
+end
 function Server:license_status() return self:get("/api/licenses/licenses-current-status") end
 
 function Server:maintenance()
@@ -182,7 +228,7 @@ end
 
 function Server:spaces()
   if not self:has_spaces() then return {} end
-  return self:get("/api/spaces/all")
+  return self:list("/api/spaces", { take = 1000 })
 end
 
 -- for item in s:each(collection, { space =, take = 100, query = }) do ... end
@@ -203,7 +249,7 @@ function Server:each(collection, opts)
         items, nextpath = page, nil
       else
         items = page.Items
-        nextpath = page.Links and page.Links["Page.Next"]
+        nextpath = page.Links and page.Links["Page.Next"] and M.expand(page.Links["Page.Next"])
       end
       q, i = nil, 0
     end
@@ -232,7 +278,8 @@ local function resources(self, kind, space)
   local projects = self:list("projects", { space = sp, take = 1000 })
   local reqs = {}
   for i, p in ipairs(projects) do
-    reqs[i] = { path = (p.Links and p.Links.Triggers) or self:path("projects/" .. p.Id .. "/triggers", sp),
+    reqs[i] = { path = (p.Links and p.Links.Triggers and M.expand(p.Links.Triggers))
+                       or self:path("projects/" .. p.Id .. "/triggers", sp),
                 query = { take = 1000 }, expect = 200 }
   end
   local out = {}
@@ -243,7 +290,7 @@ local function resources(self, kind, space)
     for _, t in ipairs(page.Items) do out[#out + 1] = t end
     local nextpath = page.Links and page.Links["Page.Next"]
     while nextpath do
-      page = self:get(nextpath)
+      page = self:get(M.expand(nextpath))
       for _, t in ipairs(page.Items) do out[#out + 1] = t end
       nextpath = page.Links and page.Links["Page.Next"]
     end
@@ -300,13 +347,22 @@ function Server:set_disabled(kind, disabled, opts)
   return result
 end
 
+-- s:active_tasks() -> the first page of Executing, Cancelling and Queued tasks. From 2019.1
+-- tasks are mixed-scope: every space and the system tasks are asked for, as
+-- Octopus's own client does (spaces=all&includeSystem=true).
+function Server:active_tasks()
+  local q = { states = "Executing,Cancelling,Queued", take = 100 }
+  if version.ge(self:version(), M.SPACES_SINCE) then q.spaces = "all"; q.includeSystem = "true" end
+  return self:get("/api/tasks", { query = q })
+end
+
 -- s:wait_until_idle{ timeout = 600, interval = 2 } -> { seconds, tasks = 0 }
 function Server:wait_until_idle(opts)
   opts = check_opts("octopus.wait_until_idle", opts, { timeout = true, interval = true })
   local timeout, interval = opts.timeout or 600, opts.interval or 2
   local t0 = upkit.now()
   while true do
-    local page = self:get("/api/tasks", { query = { states = "Executing,Cancelling,Queued", take = 100 } })
+    local page = self:active_tasks()
     local n = page.TotalResults or #(page.Items or {})
     if n == 0 then return { seconds = upkit.now() - t0, tasks = 0 } end
     if upkit.now() - t0 >= timeout then
@@ -388,7 +444,7 @@ end
 function Server:export_projects(opts)
   opts = check_opts("octopus.export_projects", opts,
     { projects = true, password = true, space = true, wait = true, timeout = true, interval = true })
-  need_version(self, "2021.1.0", "exporting projects")
+  need_version(self, M.EXPORT_SINCE, "exporting projects")
   local space = opts.space or "Spaces-1"
   local byname = {}
   for p in self:each("projects", { space = space, take = 1000 }) do byname[p.Name] = p.Id; byname[p.Id] = p.Id end
@@ -406,13 +462,84 @@ end
 function Server:import_projects(opts)
   opts = check_opts("octopus.import_projects", opts,
     { task_id = true, password = true, source_space = true, space = true, wait = true, timeout = true, interval = true })
-  need_version(self, "2021.1.0", "importing projects")
+  need_version(self, M.EXPORT_SINCE, "importing projects")
   if type(opts.task_id) ~= "string" then upkit.error("EINVAL", "octopus.import_projects: task_id is required") end
   local space = opts.space or "Spaces-1"
   local reply = self:post(self:path("projects/import-export/import", space), {
     ImportSource = { Type = "space", SpaceId = opts.source_space or space, TaskId = opts.task_id },
     Password = password_body(opts.password) })
   return task_result(self, reply, opts, "the import")
+end
+
+--[[
+s:save_export(task_id, file [, space]) -> { file, bytes }: downloads the package
+a project export task left as an artifact (2021.1+) into file, mode 0600
+(sensitive values in it are sealed with the export password).
+]]
+function Server:save_export(task_id, file, space)
+  local items = self:get(self:path("artifacts", space or "Spaces-1"), { query = { regarding = task_id } }).Items or {}
+  local content = items[1] and items[1].Links and items[1].Links.Content
+  if not content then
+    upkit.error("NOT_FOUND", string.format("octopus: the export task %s left no package among its artifacts", task_id))
+  end
+  local r = self.http:request { method = "GET", path = M.expand(content) }
+  if r.status ~= 200 then error(api_error("GET", M.expand(content), r), 0) end
+  if r.body == "" then
+    upkit.error("BAD_RESPONSE", string.format("octopus: the export package of task %s is empty", task_id))
+  end
+  require("upkit.fs").write(file, r.body, { mode = "0600" })
+  return { file = file, bytes = #r.body }
+end
+
+-- A multipart/form-data body with one file part: body, content type.
+local function multipart(field, filename, data)
+  local h = require("upkit.hash").new("sha256")
+  local boundary = "upkit-" .. h:update(data):hex():sub(1, 24)
+  h:close()
+  local body = table.concat {
+    "--", boundary, "\r\n",
+    'Content-Disposition: form-data; name="', field, '"; filename="', filename, '"\r\n',
+    "Content-Type: application/octet-stream\r\n\r\n", data, "\r\n--", boundary, "--\r\n" }
+  return body, "multipart/form-data; boundary=" .. boundary
+end
+
+--[[
+s:import_upload{ file =, password =, space =, wait = true, timeout = } -> { task_id, task, uploaded_file_id }
+Imports an export package saved from another server (2021.1+): the zip is
+uploaded with a multipart POST to .../projects/import-export/import-files,
+then imported with an ImportSource { Type = "upload", UploadedFileId }.
+]]
+function Server:import_upload(opts)
+  opts = check_opts("octopus.import_upload", opts,
+    { file = true, password = true, space = true, wait = true, timeout = true, interval = true })
+  need_version(self, M.EXPORT_SINCE, "importing projects")
+  if type(opts.file) ~= "string" then upkit.error("EINVAL", "octopus.import_upload: file is required") end
+  local space = opts.space or "Spaces-1"
+  local data = require("upkit.fs").read(opts.file)
+  -- The uploaded file is known by its name (OctopusDeploy-Api's ExportImportProjects.ps1);
+  -- the upload's answer body is not documented and not read.
+  local id = opts.file:match("([^/\\]+)$")
+  local body, ctype = multipart("fileData", id, data)
+  local path = self:path("projects/import-export/import-files", space)
+  local r = self.http:request { method = "POST", path = path, body = body, headers = { ["Content-Type"] = ctype } }
+  if r.status < 200 or r.status > 299 then error(api_error("POST", path, r), 0) end
+  local reply = self:post(self:path("projects/import-export/import", space), {
+    ImportSource = { Type = "upload", UploadedFileId = id }, Password = password_body(opts.password) })
+  local out = task_result(self, reply, opts, "the import")
+  out.uploaded_file_id = id
+  return out
+end
+
+-- octopus.answers(url, { timeout =, verify = }) -> the Version of url's /api (anonymous), or nil
+-- when nothing answers there (connection refused, timeout, not an Octopus API).
+function M.answers(url, opts)
+  opts = check_opts("octopus.answers", opts, { timeout = true, verify = true })
+  local base = url:gsub("/+$", ""):gsub("/api$", "")
+  local c <close> = http.client { base = base, timeout = opts.timeout or 5, verify = opts.verify, retries = 0 }
+  local ok, r = pcall(c.get, c, "/api")
+  if not ok or r.status ~= 200 then return nil end
+  local jok, doc = pcall(r.json, r)
+  return jok and type(doc) == "table" and type(doc.Version) == "string" and doc.Version or nil
 end
 
 -- octopus.versions{ feed_url =, timeout =, verify =, cafile =, proxy = } -> version strings, ascending

@@ -18,14 +18,15 @@ import os
 import signal
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from simlib import machine as mach  # noqa: E402
-from simlib import rest, schema, servercli  # noqa: E402
+from simlib import rest, schema, servercli, winsvc  # noqa: E402
 from simlib.common import (DEFAULT_INSTANCE, SimError, VERSIONS, connect, connection_string,  # noqa: E402
-                           find_home_config, folders_of, free_port, new_master_key, read_config,
-                           read_json)
+                           find_home_config, folders_of, free_port, load_faults, new_master_key,
+                           odbc_connection_string, read_config, read_json)
 
 
 def cli(machine, *argv):
@@ -53,7 +54,10 @@ def create(home_root, version, size="small", instance=DEFAULT_INSTANCE, port=Non
     db = os.path.join(root, "sqlserver", "OctopusDeploy.db" if instance == DEFAULT_INSTANCE
                       else "Octopus-%s.db" % instance)
     port = port or free_port()
-    cli(m, "create-instance", "--instance=" + instance, "--config=" + config, "--home=" + home)
+    if schema.vcmp(version, "3.16.4") >= 0:
+        cli(m, "create-instance", "--instance=" + instance, "--config=" + config, "--home=" + home)
+    else:
+        cli(m, "create-instance", "--instance=" + instance, "--config=" + config)
     cli(m, "configure", "--instance=" + instance, "--home=" + home,
         "--webListenPrefixes=http://127.0.0.1:%d/" % port)
     cfg = read_config(config)
@@ -61,7 +65,7 @@ def create(home_root, version, size="small", instance=DEFAULT_INSTANCE, port=Non
     if schema.vcmp(version, "2019.1.0") >= 0:
         folders = dict(folders, Packages=os.path.join(folders["Packages"], "Spaces-1"))
     master_key = new_master_key()
-    schema.create_database(db, master_key, version, cfg["Octopus.Server.NodeName"],
+    schema.create_database(db, master_key, version, cfg.get("Octopus.Server.NodeName") or mach.machine_name(m),
                            schema.seed_options(size, machines, files, package_mb), folders)
     api_key, user_key = schema.new_api_key(), schema.new_api_key()
     c = connect(db)
@@ -73,14 +77,23 @@ def create(home_root, version, size="small", instance=DEFAULT_INSTANCE, port=Non
     finally:
         c.close()
     cs = connection_string(db)
-    cli(m, "database", "--instance=" + instance, "--connectionString=" + cs, "--masterKey=" + master_key)
+    if schema.vcmp(version, "2018.1.0") >= 0:
+        cli(m, "database", "--instance=" + instance, "--connectionString=" + cs, "--masterKey=" + master_key)
+    else:
+        cli(m, "configure", "--instance=" + instance, "--storageConnectionString=" + cs,
+            "--masterKey=" + master_key)
     cli(m, "service", "--instance=" + instance, "--install")
     if start:
         cli(m, "service", "--instance=" + instance, "--start")
+        if not winsvc.wait_api(port):
+            raise SimError("the started service did not answer on port %d" % port)
     f = folders_of(read_config(config))
-    return {"home": home, "database": os.path.abspath(db), "connection_string": cs, "api_key": api_key,
-            "user_api_key": user_key, "master_key": master_key, "server_exe": mach.server_exe(m),
-            "msiexec": mach.msiexec_path(m), "downloads": downloads, "instance": instance, "config": config,
+    return {"home": home, "database": os.path.abspath(db), "connection_string": odbc_connection_string(db),
+            "sql_connection_string": cs, "sqlserver": os.path.dirname(os.path.abspath(db)),
+            "api_key": api_key, "user_api_key": user_key, "master_key": master_key,
+            "server_exe": mach.server_exe(m), "msiexec": mach.msiexec_path(m), "sc": mach.sc_path(m),
+            "filever": mach.filever_path(m), "service_name": winsvc.service_name(instance),
+            "downloads": downloads, "instance": instance, "config": config,
             "machine": m, "machine_name": mach.machine_name(m), "folders": f, "version": version,
             "port": port, "url": "http://127.0.0.1:%d" % port}
 
@@ -97,6 +110,8 @@ def serve(home, port, downloads=None, config=None, machine=None):
     if not version:
         raise SimError("Octopus Server is not installed on machine %s" % machine)
     cfg = read_config(config)
+    delay = float(load_faults(machine).get("startup_delay") or 0.5)
+    time.sleep(delay)  # a server takes a while to start answering after its service reports Running
     servercli.preflight(machine, cfg, version)
     app = rest.App(home, config, machine, version, downloads=downloads and os.path.abspath(downloads))
     app.start_background()
@@ -109,6 +124,11 @@ def run_server(server, app=None):
     def stop(signum, frame):
         if app:
             app.stop_event.set()
+            if signum == signal.SIGTERM:
+                try:
+                    app.mark_offline_later()
+                except Exception as e:  # the stop goes on; report like the server log would
+                    print("could not mark the node offline: %r" % e, flush=True)
         threading.Thread(target=server.shutdown, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -130,6 +150,8 @@ def download_site(d, port, machine=None):
 def sandbox(d, port=None):
     info = create(d, "3.17.14", port=port or free_port())
     cli(info["machine"], "service", "--start")
+    if not winsvc.wait_api(info["port"]):
+        raise SimError("the sandbox's service did not answer on port %d" % info["port"])
     print(json.dumps(info, indent=2))
     print("Octopus Server 3.17.14 sandbox running at %s/api" % info["url"])
     print("API key (administrator): %s" % info["api_key"])

@@ -62,7 +62,30 @@ class SimCase(unittest.TestCase):
         r = self.exe(info, "service", "--start", "--instance=" + info["instance"], env=env)
         self.services.append((info["machine"], info["instance"]))
         self.assertEqual(r.returncode, 0, r.stderr)
+        from simlib import winsvc
+        self.assertTrue(winsvc.wait_api(info["port"]), "the service did not answer on /api")
         return info["port"]
+
+    def start_fails(self, info, text):
+        """`service --start` returns, but the server stops during its start-up: /api never answers,
+        the service is STOPPED and the log says why."""
+        r = self.exe(info, "service", "--start", "--instance=" + info["instance"])
+        self.services.append((info["machine"], info["instance"]))
+        deadline = time.time() + 20
+        while self.service_pid(info) and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertIsNone(self.service_pid(info))
+        with open(os.path.join(info["home"], "Logs", "OctopusServer.txt")) as f:
+            self.assertIn(text, f.read())
+        return r
+
+    def service_pid(self, info):
+        from simlib import winsvc
+        return winsvc.pid_of(info["machine"], info["instance"])
+
+    def run_tool(self, path, *args, env=None):
+        return subprocess.run([path] + list(args), capture_output=True, text=True,
+                              env=dict(os.environ, **(env or {})))
 
     def exe(self, info, *args, env=None):
         return subprocess.run([info["server_exe"]] + list(args), capture_output=True, text=True,
@@ -123,6 +146,19 @@ class Api:
 
     def post(self, path, body, **kw):
         return self.call("POST", path, body, **kw)
+
+    def upload(self, path, field, filename, data, key=None):
+        """POST multipart/form-data with one file (as .NET's MultipartFormDataContent sends it)."""
+        boundary = "octosim-" + os.urandom(8).hex()
+        body = (("--%s\r\nContent-Disposition: form-data; name=%s; filename=%s\r\n"
+                 "Content-Type: multipart/form-data\r\n\r\n" % (boundary, field, filename)).encode()
+                + data + ("\r\n--%s--\r\n" % boundary).encode())
+        h = {"Content-Type": "multipart/form-data; boundary=" + boundary,
+             "X-Octopus-ApiKey": key if key is not None else self.key}
+        self.conn.request("POST", path, body=body, headers=h)
+        r = self.conn.getresponse()
+        raw = r.read()
+        return r.status, json.loads(raw) if raw else None
 
     def wait_task(self, path, timeout=15):
         deadline = time.time() + timeout

@@ -41,15 +41,16 @@ class DownloadSite(SimCase):
         versions = [e["Version"] for e in feed]
         for v in ("3.17.14", "2019.1.5", "2021.1.7687", "2023.4.8166", "2024.4.7000", "2025.4.10700"):
             self.assertIn(v, versions)
-        s, _, sums = raw_get(port, "/octopus/SHA256SUMS")
-        sums = dict(reversed(line.split("  ")) for line in sums.decode().splitlines())
-        e = feed[1]
-        s, h, data = raw_get(port, "/octopus/Octopus.%s-x64.msi" % e["Version"])
+        self.assertEqual(set(feed[0]), {"Version", "Released"})  # nothing the real feed is not known to have
+        self.assertEqual(raw_get(port, "/octopus/SHA256SUMS")[0], 404)  # no published digests
+        with open(os.path.join(d, "SHA256SUMS")) as f:  # the tests' own copy
+            sums = dict(reversed(line.split("  ")) for line in f.read().splitlines())
+        e = dict(feed[1], Url="/octopus/Octopus.%s-x64.msi" % feed[1]["Version"])
+        s, h, data = raw_get(port, e["Url"])
         self.assertEqual(s, 200)
         self.assertEqual(h["Accept-Ranges"], "bytes")
         digest = hashlib.sha256(data).hexdigest()
-        self.assertEqual(digest, e["Sha256"])
-        self.assertEqual(digest, sums[e["FileName"]])
+        self.assertEqual(digest, sums["Octopus.%s-x64.msi" % e["Version"]])
         s, h, part = raw_get(port, e["Url"], {"Range": "bytes=1000-"})
         self.assertEqual(s, 206)
         self.assertEqual(h["Content-Range"], "bytes 1000-%d/%d" % (len(data) - 1, len(data)))
@@ -154,11 +155,11 @@ class Sandbox(SimCase):
         api = Api(info["port"], info["api_key"])
         self.assertEqual(api.get("/api")["Version"], "3.17.14")
         api.close()
-        with open(os.path.join(info["home"], "octosim-service.pid")) as f:
-            pid = int(f.read())
+        pid = self.service_pid(info)
+        self.assertIsNotNone(pid)
         os.kill(p.pid, signal.SIGTERM)
         self.assertEqual(p.wait(20), 0)
-        from simlib.servercli import alive
+        from simlib.winsvc import alive
         self.assertFalse(alive(pid))
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", info["port"]), timeout=1).close()

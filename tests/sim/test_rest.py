@@ -111,14 +111,10 @@ class Rest3x(SimCase):
         self.assertFalse(st["IsInMaintenanceMode"])
         self.assertIn("IsUpgradeAvailable", st)
         self.assertIn("MaximumAvailableVersion", st)
-        h = self.api.get("/api/serverstatus/health")
-        self.assertTrue(h["IsOperatingNormally"])
-        self.assertIn("Description", h)
-        f = self.api.get("/api/configuration/server-folders/values")
-        self.assertEqual(f["ArtifactsDirectory"], self.info["folders"]["Artifacts"])
-        self.assertEqual(f["PackagesDirectory"], self.info["folders"]["Packages"])
-        self.assertEqual(f["LogsDirectory"], self.info["folders"]["TaskLogs"])
-        self.assertNotIn("EventExportsDirectory", f)
+        # no /api/serverstatus/health (2019.4+) and no server-folders values on 3.x
+        self.assertEqual(self.api.call("GET", "/api/serverstatus/health")[0], 404)
+        self.assertEqual(self.api.call("GET", "/api/configuration/server-folders/values")[0], 404)
+        self.assertNotIn("Health", st["Links"])
         ls = self.api.get("/api/licenses/licenses-current-status")
         self.assertTrue(ls["IsCompliant"])
         self.assertEqual(ls["Messages"], [])
@@ -200,7 +196,10 @@ class RestSpaces(SimCase):
             self.assertEqual(s, 200)
             self.assertTrue(out["IsDisabled"])
             f = api.get("/api/configuration/server-folders/values")
-            self.assertEqual(f["EventExportsDirectory"], info["folders"]["EventExports"])
+            self.assertEqual(set(f), {"ArtifactsDirectory", "PackagesDirectory", "LogsDirectory", "Links"})
+            self.assertEqual(f["LogsDirectory"], info["folders"]["TaskLogs"])
+            h = api.get("/api/serverstatus/health", key="")  # anonymous
+            self.assertTrue(h["IsOperatingNormally"])
             _, _, t = api.post("/api/Spaces-1/tasks", {"Name": "Health", "SimDurationSeconds": 0.1})
             self.assertEqual(api.wait_task("/api/Spaces-1/tasks/" + t["Id"])["State"], "Success")
         finally:
@@ -208,7 +207,20 @@ class RestSpaces(SimCase):
 
 
 class ExportImport(SimCase):
-    def test_export_then_import_into_second_instance_over_loopback(self):
+    def move(self, sapi, dapi, task_id, password, space="Spaces-1"):
+        """Octopus's cross-server route: download the export artifact, upload it, import it."""
+        art = [a for a in sapi.get("/api/%s/artifacts?regarding=%s" % (space, task_id))["Items"]
+               if a["Filename"].startswith("Octopus-Export-")][0]
+        data = sapi.get(art["Links"]["Content"])
+        s, _ = dapi.upload("/api/%s/projects/import-export/import-files" % space, "fileData", art["Filename"], data)
+        self.assertEqual(s, 200)
+        s, _, imp = dapi.post("/api/%s/projects/import-export/import" % space,
+                              {"ImportSource": {"Type": "upload", "UploadedFileId": art["Filename"]},
+                               "Password": {"HasValue": True, "NewValue": password}})
+        self.assertEqual(s, 200)
+        return dapi.wait_task("/api/%s/tasks/%s" % (space, imp["TaskId"]))
+
+    def test_export_upload_import_into_second_instance(self):
         src = self.create("2021.1.7687", "src")
         dst = self.create("2023.4.8166", "dst")
         sapi = Api(self.serve(src), src["api_key"])
@@ -225,35 +237,24 @@ class ExportImport(SimCase):
             db = sqlite3.connect(dst["database"])
             db.execute("DELETE FROM Project")
             db.commit()
-            bad = dapi.post("/api/Spaces-1/projects/import-export/import",
-                            {"ImportSource": {"Type": "space", "SpaceId": "Spaces-1", "TaskId": r["TaskId"],
-                                              "ServerUri": "http://127.0.0.1:%d" % sapi.port,
-                                              "ApiKey": src["api_key"]},
-                             "Password": {"HasValue": True, "NewValue": "wrong"}})[2]
-            self.assertEqual(dapi.wait_task("/api/Spaces-1/tasks/" + bad["TaskId"])["State"], "Failed")
-            s, _, imp = dapi.post("/api/Spaces-1/projects/import-export/import",
-                                  {"ImportSource": {"Type": "space", "SpaceId": "Spaces-1", "TaskId": r["TaskId"],
-                                                    "ServerUri": "http://127.0.0.1:%d" % sapi.port,
-                                                    "ApiKey": src["api_key"]},
-                                   "Password": {"HasValue": True, "NewValue": "s3cret"}})
-            self.assertEqual(s, 200)
-            t = dapi.wait_task("/api/Spaces-1/tasks/" + imp["TaskId"])
+            self.assertEqual(self.move(sapi, dapi, r["TaskId"], "wrong")["State"], "Failed")
+            t = self.move(sapi, dapi, r["TaskId"], "s3cret")
             self.assertEqual(t["State"], "Success", t)
             names = sorted(p["Name"] for p in dapi.get("/api/Spaces-1/projects/all"))
             self.assertEqual(names, ["Project 1", "Project 3"])
             self.assertEqual(db.execute("SELECT COUNT(*) FROM Project").fetchone()[0], 2)
             db.close()
+            # the simulator's old shortcuts are gone: import source "file", ServerUri/ApiKey
+            for src_ in ({"Type": "file", "Path": "/nonexistent.zip"},):
+                s, _, _ = dapi.post("/api/Spaces-1/projects/import-export/import",
+                                    {"ImportSource": src_, "Password": {"HasValue": True, "NewValue": "s3cret"}})
+                self.assertEqual(s, 400)
             # a newer source cannot be imported into an older target
             pid = dapi.get("/api/Spaces-1/projects/all")[0]["Id"]
             _, _, ex = dapi.post("/api/Spaces-1/projects/import-export/export",
                                  {"IncludedProjectIds": [pid], "Password": {"HasValue": True, "NewValue": "s3cret"}})
             self.assertEqual(dapi.wait_task("/api/Spaces-1/tasks/" + ex["TaskId"])["State"], "Success")
-            s, _, back = sapi.post("/api/Spaces-1/projects/import-export/import",
-                                   {"ImportSource": {"Type": "space", "SpaceId": "Spaces-1", "TaskId": ex["TaskId"],
-                                                     "ServerUri": "http://127.0.0.1:%d" % dapi.port,
-                                                     "ApiKey": dst["api_key"]},
-                                    "Password": {"HasValue": True, "NewValue": "s3cret"}})
-            failed = sapi.wait_task("/api/Spaces-1/tasks/" + back["TaskId"])
+            failed = self.move(dapi, sapi, ex["TaskId"], "s3cret")
             self.assertEqual(failed["State"], "Failed")
             self.assertIn("same or an older version", failed["ErrorMessage"])
         finally:

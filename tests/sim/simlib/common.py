@@ -18,6 +18,8 @@ VERSIONS = [
     ("3.17.14", "2017-11-12"),
     ("2019.1.5", "2019-03-20"),
     ("2021.1.7687", "2021-03-31"),
+    ("2021.3.12912", "2021-11-30"),
+    ("2022.1.2735", "2022-03-21"),
     ("2023.4.8166", "2023-11-20"),
     ("2024.4.7000", "2024-12-10"),
     ("2025.4.10700", "2025-11-05"),
@@ -67,6 +69,29 @@ def checks_running_nodes(v):
 
 def needs_sql2016(v):
     return vcmp(v, "2020.2.0") >= 0
+
+
+def has_node_command(v):
+    return vcmp(v, "2018.1.0") >= 0
+
+
+def has_node_status(v):
+    return vcmp(v, "2019.1.0") >= 0
+
+
+def has_health(v):
+    return vcmp(v, "2019.4.0") >= 0
+
+
+def since(v, first):
+    """Does version `v` have something that first appeared in `first` (None = always)?"""
+    return first is None or vcmp(v, first) >= 0
+
+
+def issue_7790(frm_has_0321, to):
+    """OctopusDeploy/Issues #7790: a database that ran Script0321DeleteQueuedCleanupTasks (2021.3.12912+)
+    cannot be opened by 2022.1.2735 up to the last 2022.3 release."""
+    return frm_has_0321 and vcmp(to, "2022.1.2735") >= 0 and vcmp(to, "2022.4.0") < 0
 
 
 def api_version(v):
@@ -131,17 +156,72 @@ class SimError(Exception):
 
 # ---------------------------------------------------------------- connection strings
 
+# SqlClient's keywords (SqlConnectionStringBuilder); anything else is "Keyword not supported".
+SQLCLIENT_KEYWORDS = {k.lower() for k in (
+    "Data Source", "Server", "Address", "Addr", "Network Address", "Initial Catalog", "Database",
+    "Integrated Security", "Trusted_Connection", "User ID", "UID", "User", "Password", "PWD",
+    "Encrypt", "TrustServerCertificate", "Trust Server Certificate", "Connect Timeout",
+    "Connection Timeout", "Timeout", "Application Name", "App", "MultipleActiveResultSets",
+    "Multiple Active Result Sets", "Persist Security Info", "PersistSecurityInfo", "Pooling",
+    "Max Pool Size", "Min Pool Size", "MultiSubnetFailover", "Multi Subnet Failover",
+    "ApplicationIntent", "Application Intent", "Workstation ID", "WSID", "Packet Size",
+    "Failover Partner", "Authentication", "Command Timeout", "Column Encryption Setting",
+    "Connect Retry Count", "Connect Retry Interval", "Current Language", "Language",
+    "Load Balance Timeout", "Connection Lifetime", "Enlist", "Replication", "Transaction Binding",
+    "Type System Version", "User Instance", "AttachDbFilename", "Extended Properties",
+    "Initial File Name", "Network Library", "Net", "Network", "Context Connection")}
+
+
+class KeywordNotSupported(Exception):
+    pass
+
+
+def parse_ado(cs):
+    """An ADO.NET (SqlClient) connection string as {lower-case keyword: value}; raises
+    KeywordNotSupported for a keyword SqlClient does not know (e.g. ODBC's Driver)."""
+    out = {}
+    for part in (cs or "").split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise KeywordNotSupported("Format of the initialization string does not conform to "
+                                      "specification starting at index 0.")
+        k, v = part.split("=", 1)
+        k = " ".join(k.split()).lower()
+        if k not in SQLCLIENT_KEYWORDS:
+            raise KeywordNotSupported("Keyword not supported: '%s'." % k)
+        out[k] = v.strip()
+    return out
+
+
 def db_path_from_cs(cs):
-    """The SQLite file named by an ODBC connection string `Driver=SQLite3;Database=PATH`."""
-    for part in cs.split(";"):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            if k.strip().lower() in ("database", "data source"):
-                return v.strip()
-    raise SimError("connection string has no Database= (expected Driver=SQLite3;Database=PATH): %r" % cs)
+    """The SQLite file behind an ADO.NET connection string `Data Source=SQLSERVER;Initial Catalog=DB`:
+    the simulated SQL Server is a folder and its database DB is the file SQLSERVER/DB.db."""
+    try:
+        d = parse_ado(cs)
+    except KeywordNotSupported as e:
+        raise SimError(str(e), 100)
+    server = d.get("data source") or d.get("server") or d.get("address") or d.get("addr") \
+        or d.get("network address")
+    catalog = d.get("initial catalog") or d.get("database")
+    if not server:
+        raise SimError("A network-related or instance-specific error occurred while establishing a "
+                       "connection to SQL Server (no Data Source in the connection string)")
+    if not catalog:
+        raise SimError("Cannot open database \"master\" for Octopus: give Initial Catalog= in the "
+                       "connection string")
+    return os.path.join(server, catalog + ".db")
 
 
 def connection_string(path):
+    """The ADO.NET string of the simulated database file `path` (SQLSERVER/DB.db)."""
+    path = os.path.abspath(path)
+    return "Data Source=%s;Initial Catalog=%s;Integrated Security=True" % (
+        os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
+
+
+def odbc_connection_string(path):
+    """How upkit reaches the same simulated database through ODBC."""
     return "Driver=SQLite3;Database=%s" % os.path.abspath(path)
 
 
@@ -231,14 +311,17 @@ def write_config(path, values):
     os.replace(tmp, path)
 
 
+FOLDER_KEYS = {"Artifacts": "Octopus.Folders.ArtifactsDirectory", "Packages": "Octopus.Folders.PackagesDirectory",
+               "TaskLogs": "Octopus.Folders.LogDirectory"}
+EVENT_EXPORTS_KEY = "Octopus.Folders.EventExportsDirectory"  # unverified key: stored, never shown
+
+
 def folders_of(cfg):
+    """The effective folders of an instance (defaults under its home)."""
     home = cfg.get("Octopus.Home", "")
-    return {
-        "Artifacts": cfg.get("Octopus.Folders.Artifacts") or os.path.join(home, "Artifacts"),
-        "Packages": cfg.get("Octopus.Folders.Packages") or os.path.join(home, "Packages"),
-        "TaskLogs": cfg.get("Octopus.Folders.TaskLogs") or os.path.join(home, "TaskLogs"),
-        "EventExports": cfg.get("Octopus.Folders.EventExports") or os.path.join(home, "EventExports"),
-    }
+    f = {k: cfg.get(key) or os.path.join(home, k) for k, key in FOLDER_KEYS.items()}
+    f["EventExports"] = cfg.get(EVENT_EXPORTS_KEY) or os.path.join(home, "EventExports")
+    return f
 
 
 def find_home_config(home):
@@ -260,7 +343,7 @@ FAULT_KEYS = {
     "rest_error_status": int, "rest_error_rate": float, "rest_error_first": int,
     "retry_after": int, "rest_delay_ms": int, "rest_drop_rate": float, "rest_drop_first": int,
     "download_break_after": int, "download_break_count": int, "task_duration": float,
-    "node_stale_seconds": int,
+    "node_stale_seconds": int, "node_offline_delay": float, "startup_delay": float,
 }
 
 

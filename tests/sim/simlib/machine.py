@@ -2,6 +2,7 @@
 installer files (Octopus.<version>-x64.msi) and the msiexec stand-in."""
 
 import base64
+import re
 import hashlib
 import json
 import os
@@ -19,15 +20,15 @@ STANDIN = """#!/usr/bin/env python3
 import sys
 sys.path.insert(0, %(simdir)r)
 from simlib import %(module)s
-sys.exit(%(module)s.main(%(machine)r, sys.argv[1:]))
+sys.exit(%(module)s.%(func)s(%(machine)r, sys.argv[1:]))
 """
 
 
-def write_standin(path, module, machine, what):
+def write_standin(path, module, machine, what, func="main"):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(STANDIN % {"simdir": SIM_DIR, "module": module, "machine": os.path.abspath(machine),
-                           "what": what})
+                           "what": what, "func": func})
     os.chmod(path, 0o755)
 
 
@@ -41,6 +42,26 @@ def server_exe(machine):
 
 def msiexec_path(machine):
     return os.path.join(machine, "bin", "msiexec")
+
+
+def sc_path(machine):
+    return os.path.join(machine, "bin", "sc")
+
+
+def filever_path(machine):
+    return os.path.join(machine, "bin", "filever")
+
+
+def file_version(machine, path):
+    """The file version of `path` on this machine (only the installed Octopus.Server has one)."""
+    if os.path.abspath(path) == os.path.abspath(server_exe(machine)) and os.path.exists(path):
+        return installed_version(machine)
+    return None
+
+
+def installed_product_code(machine):
+    p = read_json(os.path.join(program_dir(machine), "program.json"))
+    return p["ProductCode"] if p else None
 
 
 def installed_version(machine):
@@ -60,8 +81,10 @@ def create_machine(root, name=None):
         write_json(os.path.join(root, "machine.json"), {"Name": name, "Kind": "octosim-machine"})
         write_json(os.path.join(root, "registry.json"), {"Instances": []})
     write_standin(msiexec_path(root), "machine", root, "msiexec")
+    write_standin(sc_path(root), "servercli", root, "sc (Windows service control)", "sc_main")
+    write_standin(filever_path(root), "servercli", root, "file version (FileVersionInfo)", "filever_main")
     return {"machine": root, "server_exe": server_exe(root), "msiexec": msiexec_path(root),
-            "name": machine_name(root)}
+            "sc": sc_path(root), "filever": filever_path(root), "name": machine_name(root)}
 
 
 def registry(machine):
@@ -128,6 +151,8 @@ class MsiArgs:
                 self.norestart = low == "/norestart"
             elif low.startswith("/l") or low == "/log":
                 self.log = next(it, None)
+            elif re.fullmatch(r"\{[0-9A-Fa-f-]{36}\}", a) and self.action and self.target is None:
+                self.target = a
             elif "=" in a and not a.startswith("/"):
                 k, v = a.split("=", 1)
                 self.props[k.upper()] = v.strip().strip('"').strip("'")
@@ -185,16 +210,7 @@ def install(machine, package):
     return _run(machine, MsiArgs(["/i", package, "/quiet"]), lambda m: None, {})
 
 
-def _run(machine, args, log, faults):
-    pdir = program_dir(machine)
-    current = installed_version(machine)
-    if args.action == "uninstall":
-        if current is None:
-            raise SimError("Error 1605. This action is only valid for products that are currently installed.", 1605)
-        shutil.rmtree(pdir)
-        log("Removed Octopus Deploy Server %s from %s" % (current, pdir))
-        return 0
-    pkg = args.target
+def _open_package(pkg):
     if not os.path.exists(pkg):
         raise SimError("Error 1619. This installation package could not be opened: %s" % pkg, 1619)
     try:
@@ -202,12 +218,51 @@ def _run(machine, args, log, faults):
             doc = json.loads(f.read())
         assert doc.get("Format") == "octosim-msi/1"
         base64.b64decode(doc["Payload"], validate=True)
+        return doc
     except Exception:
         raise SimError("Error 1620. This installation package could not be opened. Contact the application "
                        "vendor to verify that this is a valid Windows Installer package: %s" % pkg, 1620)
+
+
+def _uninstall(machine, args, log):
+    """msiexec /x PACKAGE|{PRODUCT-CODE}: removes the product only when it is the installed one."""
+    pdir = program_dir(machine)
+    current = installed_version(machine)
+    code = args.target if args.target.startswith("{") else _open_package(args.target)["ProductCode"]
+    if current is None or code.upper() != (installed_product_code(machine) or "").upper():
+        raise SimError("Error 1605. This action is only valid for products that are currently installed. "
+                       "(product %s%s)" % (code, "" if current is None else "; installed: Octopus Deploy "
+                                           "Server %s" % current), 1605)
+    _refuse_running(machine, log)
+    shutil.rmtree(pdir)
+    log("Removed Octopus Deploy Server %s from %s" % (current, pdir))
+    return 0
+
+
+def _refuse_running(machine, log):
+    """One program serves every instance on the machine: refuse while any of their services runs
+    (after the Service Watchdog has had its turn)."""
+    from . import servercli, winsvc
+    started = winsvc.watchdog_tick(machine, lambda inst, cfg: servercli.start_service(machine, inst, cfg))
+    for inst in started:
+        log("The Service Watchdog started the service of instance %s" % inst)
+    running = winsvc.running_instances(machine)
+    if running:
+        raise SimError("Error 1603. The Octopus Server service of instance(s) %s is running and its files are "
+                       "in use; stop every instance on this machine first." % ", ".join(running), 1603)
+
+
+def _run(machine, args, log, faults):
+    pdir = program_dir(machine)
+    current = installed_version(machine)
+    if args.action == "uninstall":
+        return _uninstall(machine, args, log)
+    pkg = args.target
+    doc = _open_package(pkg)
     version = doc["Version"]
     log("Package: %s (Octopus Deploy Server %s)" % (pkg, version))
-    if faults.get("msi_local_disk") and args.props.get("WIXUI_DONTVALIDATEPATH") != "1":
+    if faults.get("msi_local_disk") and not args.quiet and args.props.get("WIXUI_DONTVALIDATEPATH") != "1":
+        # The path check is part of the install dialogs (WixUIValidatePath): a quiet install never runs it.
         raise SimError("Installation directory must be on a local hard drive.", 1603)
     fexit = int(faults.get("msi_exit") or 0)
     if fexit not in (0, 3010):
@@ -216,6 +271,7 @@ def _run(machine, args, log, faults):
     if current and vcmp(current, version) > 0:
         raise SimError("A newer version of Octopus Deploy Server (%s) is already installed. Uninstall it "
                        "first (msiexec /x) to install %s." % (current, version), 1603)
+    _refuse_running(machine, log)
     if os.path.exists(pdir):
         shutil.rmtree(pdir)
     os.makedirs(pdir)

@@ -9,6 +9,8 @@ import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -17,9 +19,9 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import schema
-from .common import (FaultCache, SimError, connect, db_path_from_cs, folders_of, has_event_exports,
-                     has_export_import, has_spaces, has_workers, now_iso, parse_iso, read_config, seal,
-                     unseal, vcmp)
+from .common import (FaultCache, SimError, connect, db_path_from_cs, folders_of, has_export_import,
+                     has_health, has_node_status, has_spaces, has_workers, now_iso, parse_iso, read_config,
+                     read_json, seal, unseal, vcmp)
 
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 400: "Bad Request",
                401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -53,6 +55,11 @@ BOOL_COLS = {"IsDisabled", "IsDefault", "IsInMaintenanceMode", "IsOffline"}
 TASK_COLS = ["Id", "Name", "Description", "QueueTime", "StartTime", "CompletedTime", "State",
              "ServerNodeId", "DurationSeconds", "HasWarningsOrErrors", "JSON"]
 DONE_STATES = ("Failed", "Canceled", "TimedOut", "Success")
+MARK_OFFLINE = ("import sqlite3, sys, time\n"
+                "time.sleep(float(sys.argv[1]))\n"
+                "c = sqlite3.connect(sys.argv[2], timeout=30)\n"
+                "c.execute('UPDATE OctopusServerNodeStatus SET IsOffline=1 WHERE Id=?', (sys.argv[3],))\n"
+                "c.commit()\n")
 
 
 class App:
@@ -66,7 +73,9 @@ class App:
         self.cfg = cfg
         self.db_path = db_path_from_cs(cfg["Octopus.Storage.ExternalDatabaseConnectionString"])
         self.master_key = cfg.get("Octopus.Storage.MasterKey", "")
-        self.node = cfg.get("Octopus.Server.NodeName") or "SIM-SERVER"
+        self.node = cfg.get("Octopus.Server.NodeName") or \
+            (read_json(os.path.join(machine, "machine.json"), {}) or {}).get("Name") or "SIM-SERVER"
+        self.node_status = has_node_status(version)
         self.folders = folders_of(cfg)
         self.spaces = has_spaces(version)
         self.faults = FaultCache(machine)
@@ -104,8 +113,30 @@ class App:
         c.execute("INSERT OR IGNORE INTO OctopusServerNode VALUES (?,?,?,?,0,5,0,?)",
                   (self.node, self.node, now_iso(), "Leader", json.dumps({"Id": self.node, "Name": self.node})))
         c.execute("UPDATE OctopusServerNode SET LastSeen=?, IsOffline=0 WHERE Id=?", (now_iso(), self.node))
+        if self.node_status:
+            c.execute("INSERT OR REPLACE INTO OctopusServerNodeStatus VALUES (?,?,0,?)",
+                      (self.node, now_iso(), json.dumps({"Id": self.node})))
         t = threading.Thread(target=self.task_loop, daemon=True)
         t.start()
+
+    def heartbeat(self):
+        c = self.conn()
+        if self.node_status:
+            c.execute("UPDATE OctopusServerNodeStatus SET LastSeen=?, IsOffline=0 WHERE Id=?", (now_iso(), self.node))
+        else:
+            c.execute("UPDATE OctopusServerNode SET LastSeen=? WHERE Id=?", (now_iso(), self.node))
+
+    def mark_offline_later(self):
+        """A stopping 2019+ node marks itself offline in OctopusServerNodeStatus after a short delay; the
+        service is already stopped by then (a child process does the write)."""
+        if not self.node_status:
+            self.conn().execute("UPDATE OctopusServerNode SET IsOffline=1 WHERE Id=?", (self.node,))
+            return
+        delay = float(self.get_faults().get("node_offline_delay") or 2)
+        # a fresh process (not a fork of this threaded one) that holds none of the service's descriptors
+        subprocess.Popen([sys.executable, "-c", MARK_OFFLINE, str(delay), self.db_path, self.node],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
     # -------------------------------------------------------------- task processor
     def task_loop(self):
@@ -115,8 +146,7 @@ class App:
                 self.process_tasks()
                 if time.time() - last_beat > 10:
                     last_beat = time.time()
-                    self.conn().execute("UPDATE OctopusServerNode SET LastSeen=? WHERE Id=?",
-                                        (now_iso(), self.node))
+                    self.heartbeat()
             except Exception as e:  # keep the processor alive; report like the server log would
                 print("task processor error: %r" % e, flush=True)
 
@@ -167,7 +197,7 @@ class App:
                             (state, now_iso(), dur, 1 if error else 0, json.dumps(doc), tid))
         self.task_log(tid, "Task %s%s" % (state, (": " + error) if error else ""))
 
-    def queue_task(self, name, description, space, args, duration=None):
+    def queue_task(self, name, description, space, args, duration=None, system=False):
         c = self.conn()
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -180,7 +210,7 @@ class App:
             vals = [tid, name, description, now_iso(), "Queued", json.dumps(doc)]
             if self.spaces:
                 cols += ", SpaceId"
-                vals.append(space or "Spaces-1")
+                vals.append(None if system else (space or "Spaces-1"))
             c.execute("INSERT INTO ServerTask (%s) VALUES (%s)" % (cols, ",".join("?" * len(vals))), vals)
             c.execute("COMMIT")
         except Exception:
@@ -214,7 +244,7 @@ class App:
                     "PasswordCheck": seal("export-password:" + password, "octosim"), "Projects": projects}
         d = os.path.join(self.folders["Artifacts"], tid)
         os.makedirs(d, exist_ok=True)
-        fname = "export-%s.zip" % tid
+        fname = "Octopus-Export-%s.zip" % tid
         with zipfile.ZipFile(os.path.join(d, fname), "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("manifest.json", json.dumps(manifest, indent=1))
         c.execute("BEGIN IMMEDIATE")
@@ -231,29 +261,23 @@ class App:
             return None
         return os.path.join(self.folders["Artifacts"], json.loads(row[0])["RelativePath"])
 
+    def imports_dir(self):
+        return os.path.join(self.cfg.get("Octopus.Home") or self.home, "Imports")
+
     def fetch_package(self, src):
-        typ = (src.get("Type") or "space").lower()
-        if typ == "file":
-            with open(src["Path"], "rb") as f:
+        typ = (src.get("Type") or "").lower()
+        if typ == "upload":
+            name = os.path.basename(src.get("UploadedFileId") or "")
+            path = os.path.join(self.imports_dir(), name)
+            if not name or not os.path.exists(path):
+                raise SimError("The uploaded file %r was not found" % src.get("UploadedFileId"))
+            with open(path, "rb") as f:
                 return f.read()
         space, task = src.get("SpaceId", "Spaces-1"), src.get("TaskId")
-        uri = src.get("ServerUri")
-        if uri:
-            host = urllib.parse.urlparse(uri).hostname
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                raise SimError("ImportSource.ServerUri must be a loopback address")
-            h = {"X-Octopus-ApiKey": src.get("ApiKey", ""), "X-Octosim-Internal": "1"}
-            base = uri.rstrip("/")
-            q = urllib.request.Request("%s/api/%s/artifacts?regarding=%s" % (base, space, task), headers=h)
-            items = json.loads(urllib.request.urlopen(q, timeout=30).read())["Items"]
-            if not items:
-                raise SimError("The source server has no export package for task %s" % task)
-            q = urllib.request.Request(base + items[0]["Links"]["Content"], headers=h)
-            return urllib.request.urlopen(q, timeout=60).read()
-        row = self.conn().execute("SELECT Id FROM Artifact WHERE ServerTaskId=? AND Filename LIKE 'export-%'",
+        row = self.conn().execute("SELECT Id FROM Artifact WHERE ServerTaskId=? AND Filename LIKE 'Octopus-Export-%'",
                                   (task,)).fetchone()
         if not row:
-            raise SimError("No export package found for task %s" % task)
+            raise SimError("No export package found for task %s in space %s" % (task, space))
         with open(self.artifact_path(row[0]), "rb") as f:
             return f.read()
 
@@ -397,8 +421,10 @@ class Handler(BaseHTTPRequestHandler):
             f = app.get_faults()
             if f and self.apply_faults(f):
                 return
+        self.raw_body = raw
+        ctype = self.headers.get("Content-Type") or ""
         try:
-            body = json.loads(raw) if raw else None
+            body = json.loads(raw) if raw and not ctype.startswith("multipart/") else None
         except ValueError:
             return self.send_json(400, {"ErrorMessage": "The request body is not valid JSON", "Errors": []})
         try:
@@ -445,6 +471,12 @@ def route(app, req, method, path, query, body):
         if method != "GET":
             raise HttpError(405, "Method not allowed")
         return 200, root_doc(app)
+    if parts == ["serverstatus", "health"]:
+        if not has_health(app.version):
+            raise HttpError(404, "The resource you requested was not found: %s" % path)
+        if method != "GET":
+            raise HttpError(405, "Method not allowed")
+        return 200, health_doc(app)
     user, admin, _ = app.authenticate(req.headers.get("X-Octopus-ApiKey") or (query.get("apikey") or [None])[0])
     space = None
     if app.spaces and re.fullmatch(r"Spaces-\d+", parts[0]):
@@ -468,7 +500,7 @@ def route(app, req, method, path, query, body):
         return ctx.spaces(rest)
     if head == "tasks":
         return ctx.tasks(rest)
-    if head == "configuration" and rest in (["server-folders", "values"], ["server-folders"]):
+    if head == "configuration" and rest == ["server-folders", "values"] and app.spaces:
         return ctx.server_folders()
     if head == "licenses" and rest:
         return ctx.licenses(rest)
@@ -495,34 +527,82 @@ def route(app, req, method, path, query, body):
     raise HttpError(404, "The resource you requested was not found: %s" % path)
 
 
-def root_doc(app):
+# Link templates of a real 2023.1 server's GET /api (FIDELITY.md, root-2023); SPACE is replaced by the
+# default space from 2019.1 and dropped before.
+ROOT_LINKS = {
+    "Self": "/api",
+    "Artifacts": "/api/SPACE/artifacts{/id}{?skip,take,regarding,ids,partialName,order}",
+    "CurrentLicense": "/api/licenses/licenses-current",
+    "CurrentLicenseStatus": "/api/licenses/licenses-current-status",
+    "CurrentUser": "/api/users/me",
+    "Environments": "/api/SPACE/environments{/id}{?name,skip,ids,take,partialName}",
+    "Events": "/api/events{/id}{?skip,regarding,regardingAny,user,users,projects,projectGroups,environments,"
+              "eventGroups,eventCategories,eventAgents,tags,tenants,from,to,internal,fromAutoId,toAutoId,"
+              "documentTypes,asCsv,take,ids,spaces,includeSystem,excludeDifference}",
+    "ExportProjects": "/api/SPACE/projects/import-export/export",
+    "ImportProjects": "/api/SPACE/projects/import-export/import",
+    "ProjectImportFiles": "/api/SPACE/projects/import-export/import-files",
+    "Machines": "/api/SPACE/machines{/id}{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,"
+                "commStyles,tenantIds,tenantTags,environmentIds,thumbprint,deploymentId,shellNames,"
+                "deploymentTargetTypes}",
+    "MaintenanceConfiguration": "/api/maintenanceconfiguration",
+    "OctopusServerClusterSummary": "/api/octopusservernodes/summary",
+    "OctopusServerNodes": "/api/octopusservernodes{/id}{?skip,take,ids,partialName}",
+    "Projects": "/api/SPACE/projects{/id}{?name,skip,ids,clone,take,partialName,clonedFromProjectId}",
+    "ProjectTriggers": "/api/SPACE/projecttriggers{/id}{?skip,take,ids,runbooks}",
+    "ServerHealthStatus": "/api/serverstatus/health",
+    "ServerStatus": "/api/serverstatus",
+    "SpaceHome": "/api/{spaceId}",
+    "Spaces": "/api/spaces{/id}{?skip,ids,take,partialName}",
+    "Subscriptions": "/api/SPACE/subscriptions{/id}{?skip,take,ids,partialName,spaces}",
+    "Tasks": "/api/tasks{/id}{?skip,active,environment,tenant,runbook,project,name,node,running,states,"
+             "hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem,description,"
+             "fromCompletedDate,toCompletedDate,fromQueueDate,toQueueDate,fromStartDate,toStartDate}",
+    "WorkerPools": "/api/SPACE/workerpools{/id}{?skip,ids,take,partialName}",
+    "Workers": "/api/SPACE/workers{/id}{?skip,take,name,ids,partialName,isDisabled,healthStatuses,commStyles,"
+               "workerPoolIds,thumbprint,shellNames}",
+}
+
+
+def root_links(app):
     v = app.version
-    links = {"Self": "/api", "ServerStatus": "/api/serverstatus", "Health": "/api/serverstatus/health",
-             "MaintenanceConfiguration": "/api/maintenanceconfiguration",
-             "Machines": "/api/machines{/id}{?skip,take,ids,partialName}",
-             "Projects": "/api/projects{/id}{?skip,take,ids,partialName}",
-             "Environments": "/api/environments{/id}{?skip,take,ids}",
-             "Subscriptions": "/api/subscriptions{/id}{?skip,take,ids}",
-             "Tasks": "/api/tasks{/id}{?skip,take,states,ids}",
-             "OctopusServerNodes": "/api/octopusservernodes{/id}", "CurrentLicense": "/api/licenses/licenses-current",
-             "CurrentLicenseStatus": "/api/licenses/licenses-current-status",
-             "ServerConfiguration": "/api/configuration/server-folders/values"}
-    if has_workers(v):
-        links["Workers"] = "/api/workers{/id}{?skip,take,ids,partialName}"
-    if app.spaces:
-        links["Spaces"] = "/api/spaces{/id}{?skip,take,ids,partialName}"
-        links["SpaceHome"] = "/api/{spaceId}"
-    return {"Application": "Octopus Deploy", "Version": v, "ApiVersion": "3.0.0",
-            "InstallationId": app.installation_id(), "IsEarlyAccessProgram": False,
-            "HasLongTermSupport": False, "Links": links}
+    drop = set()
+    if not app.spaces:
+        drop |= {"SpaceHome", "Spaces"}
+    if not has_workers(v):
+        drop |= {"Workers", "WorkerPools"}
+    if not has_health(v):
+        drop.add("ServerHealthStatus")
+    if not has_export_import(v):
+        drop |= {"ExportProjects", "ImportProjects", "ProjectImportFiles"}
+    sp = "Spaces-1/" if app.spaces else ""
+    links = {k: t.replace("SPACE/", sp) for k, t in ROOT_LINKS.items() if k not in drop}
+    if not app.spaces:
+        for k in ("Tasks", "Events", "Subscriptions"):
+            links[k] = links[k].replace(",spaces,includeSystem", "").replace(",spaces}", "}")
+    return links
+
+
+def root_doc(app):
+    return {"Application": "Octopus Deploy", "Version": app.version, "ApiVersion": "3.0.0",
+            "InstallationId": app.installation_id(), "HasLongTermSupport": False, "Links": root_links(app)}
+
+
+def health_doc(app):
+    ok, msgs = schema.license_compliance(app.conn(), app.version)
+    return {"IsOperatingNormally": ok, "IsEntireClusterReadOnly": False, "IsEntireClusterDrainingTasks": False,
+            "IsCompliantWithLicense": ok,
+            "Description": "Octopus Server is %s" % (
+                "operating normally" if ok else "not compliant with its licence: " + " ".join(msgs)),
+            "Links": {"Self": "/api/serverstatus/health", "Index": "/api"}}
 
 
 def space_doc(app, space):
     row = app.conn().execute("SELECT JSON FROM Space WHERE Id=?", (space,)).fetchone()
     d = json.loads(row[0])
     d["Links"] = {"Self": "/api/spaces/" + space, "SpaceHome": "/api/" + space,
-                  "Machines": "/api/%s/machines{/id}{?skip,take}" % space,
-                  "Projects": "/api/%s/projects{/id}{?skip,take}" % space}
+                  "Web": "/app#/" + space, "Logo": "/api/spaces/%s/logo" % space,
+                  "Search": "/api/spaces/%s/search{?keyword}" % space}
     return d
 
 
@@ -590,9 +670,11 @@ class Ctx:
             d["SpaceId"] = d.get("SpaceId") or self.space
         d["Links"] = {"Self": "%s/%s/%s" % (self.prefix(), name, d["Id"])}
         if name == "artifacts":
+            d.pop("RelativePath", None)  # where the simulator keeps the file; not a resource field
             d["Links"]["Content"] = "%s/artifacts/%s/content" % (self.prefix(), d["Id"])
         if name == "projects":
-            d["Links"]["Triggers"] = "%s/projects/%s/triggers" % (self.prefix(), d["Id"])
+            d["Links"]["Triggers"] = ("%s/projects/%s/triggers{?skip,take,partialName,triggerActionType,"
+                                      "triggerActionCategory,runbooks}" % (self.prefix(), d["Id"]))
         return d
 
     def collection(self, name, rest, extra=None):
@@ -662,21 +744,17 @@ class Ctx:
     def server_status(self, rest):
         self.need("GET")
         app = self.app
-        mm = app.maintenance()
-        ok, msgs = schema.license_compliance(self.c, app.version)
-        if rest == ["health"]:
-            return 200, {"IsOperatingNormally": ok, "IsEntireClusterReadOnly": False,
-                         "IsCompliantWithLicense": ok, "IsInMaintenanceMode": mm,
-                         "Description": "Octopus Server is %s" % (
-                             "operating normally" if ok else "not compliant with its licence: " + " ".join(msgs))}
         if rest:
             raise HttpError(404, "Not found")
-        return 200, {"Id": "ServerStatus", "IsDatabaseEncrypted": True, "IsMajorMinorUpgrade": False,
-                     "IsInMaintenanceMode": mm, "IsUpgradeAvailable": False, "MaximumAvailableVersion": app.version,
-                     "MaximumAvailableVersionCoveredByLicense": app.version,
+        links = {"Self": "/api/serverstatus"}
+        if has_health(app.version):
+            links["Health"] = "/api/serverstatus/health"
+        return 200, {"IsDatabaseEncrypted": True, "IsMajorMinorUpgrade": False,
+                     "IsInMaintenanceMode": app.maintenance(), "IsUpgradeAvailable": False,
+                     "MaximumAvailableVersion": app.version, "MaximumAvailableVersionCoveredByLicense": app.version,
                      "MaintenanceExpires": schema.license_field(
                          schema.get_config_row(self.c, "license", {}).get("LicenseText"), "MaintenanceExpires"),
-                     "Links": {"Self": "/api/serverstatus", "Health": "/api/serverstatus/health"}}
+                     "Links": links}
 
     def maintenance_config(self):
         self.need("GET", "PUT")
@@ -693,11 +771,8 @@ class Ctx:
     def server_folders(self):
         self.need("GET")
         f = self.app.folders
-        d = {"Id": "server-folders", "ArtifactsDirectory": f["Artifacts"], "PackagesDirectory": f["Packages"],
-             "LogsDirectory": f["TaskLogs"], "Links": {"Self": "/api/configuration/server-folders/values"}}
-        if has_event_exports(self.app.version):
-            d["EventExportsDirectory"] = f["EventExports"]
-        return 200, d
+        return 200, {"ArtifactsDirectory": f["Artifacts"], "PackagesDirectory": f["Packages"],
+                     "LogsDirectory": f["TaskLogs"], "Links": {"Self": "/api/configuration/server-folders/values"}}
 
     def licenses(self, rest):
         lic = schema.get_config_row(self.c, "license", {})
@@ -711,43 +786,60 @@ class Ctx:
                 lic = {"Id": "license", "LicenseText": text}
                 schema.put_config_row(self.c, "license", lic)
             return 200, {"Id": "licenses-current", "LicenseText": lic.get("LicenseText", ""),
+                         "SerialNumber": schema.license_field(lic.get("LicenseText"), "LicenseKey") or "",
                          "Links": {"Self": "/api/licenses/licenses-current"}}
         if rest == ["licenses-current-status"]:
             self.need("GET")
             ok, msgs = schema.license_compliance(self.c, self.app.version)
             n = self.c.execute("SELECT COUNT(*) FROM Machine").fetchone()[0]
             limit = schema.license_field(lic.get("LicenseText"), "MachineLimit") or "Unlimited"
-            return 200, {"IsCompliant": ok, "HostingEnvironment": "SelfHosted",
-                         "EffectiveExpiryDate": schema.license_field(lic.get("LicenseText"), "MaintenanceExpires"),
-                         "EffectiveEdition": "Enterprise", "IsExpired": False,
+            expiry = schema.license_field(lic.get("LicenseText"), "MaintenanceExpires") or ""
+            try:
+                days = int((parse_iso(expiry + "T00:00:00") - time.time()) // 86400)
+            except ValueError:
+                days = 0
+            return 200, {"Id": "licenses-current-status", "IsCompliant": ok, "HostingEnvironment": "SelfHosted",
                          "ComplianceSummary": "Your license is compliant" if ok else "Your license is not compliant",
-                         "Messages": [{"Severity": "Error", "Message": m} for m in msgs],
+                         "EffectiveExpiryDate": expiry, "DaysToEffectiveExpiryDate": days,
+                         "Messages": [{"Disposition": "Error", "Message": m} for m in msgs],
                          "Limits": [{"Name": "Targets", "CurrentUsage": n,
                                      "EffectiveLimit": -1 if limit == "Unlimited" else int(limit),
-                                     "IsUnlimited": limit == "Unlimited"}]}
+                                     "EffectiveLimitDescription": limit, "IsUnlimited": limit == "Unlimited",
+                                     "Message": "", "Disposition": "Information"}],
+                         "EffectiveNodeTaskLimit": -1, "EffectiveClusterTaskLimit": -1,
+                         "IsNodeTaskLimitControlledByLicense": False, "IsClusterTaskLimitControlledByLicense": False,
+                         "PermissionsMode": "Full", "DoesExpiryBlockKeyActivities": False,
+                         "Links": {"Self": "/api/licenses/licenses-current-status"}}
         raise HttpError(404, "Not found")
 
     # -------------------------------------------------------------- nodes
-    def node_doc(self, row):
-        id_, name, seen, rank, off, cap, mm = row
+    NODE_SEL = "SELECT Id, Name, LastSeen, IsOffline, MaxConcurrentTasks, IsInMaintenanceMode FROM OctopusServerNode"
+
+    def node_doc(self, row, summary):
+        id_, name, seen, off, cap, mm = row
+        d = {"Id": id_, "Name": name, "MaxConcurrentTasks": cap, "IsInMaintenanceMode": bool(mm),
+             "Links": {"Self": "/api/octopusservernodes/" + id_}}
+        if not summary:
+            return d
+        if self.app.node_status:
+            st = self.c.execute("SELECT LastSeen, IsOffline FROM OctopusServerNodeStatus WHERE Id=?", (id_,)).fetchone()
+            seen, off = st if st else (seen, 1)
         stale = int(self.app.get_faults().get("node_stale_seconds") or 300)
-        running = self.c.execute("SELECT COUNT(*) FROM ServerTask WHERE ServerNodeId=? AND "
-                                 "State IN ('Executing','Cancelling')", (id_,)).fetchone()[0]
-        offline = bool(off) or (time.time() - parse_iso(seen) > stale)
-        return {"Id": id_, "Name": name, "LastSeen": seen, "Rank": rank, "IsOffline": offline,
-                "MaxConcurrentTasks": cap, "IsInMaintenanceMode": bool(mm), "RunningTaskCount": running,
-                "Links": {"Self": "/api/octopusservernodes/" + id_}}
+        d["LastSeen"] = seen
+        d["IsOffline"] = bool(off) or (time.time() - parse_iso(seen) > stale)
+        d["RunningTaskCount"] = self.c.execute("SELECT COUNT(*) FROM ServerTask WHERE ServerNodeId=? AND "
+                                               "State IN ('Executing','Cancelling')", (id_,)).fetchone()[0]
+        return d
 
     def nodes(self, rest):
-        sel = "SELECT Id, Name, LastSeen, Rank, IsOffline, MaxConcurrentTasks, IsInMaintenanceMode FROM OctopusServerNode"
+        sel = self.NODE_SEL
         if rest == ["summary"]:
             self.need("GET")
-            nodes = [self.node_doc(r) for r in self.c.execute(sel + " ORDER BY Name")]
-            return 200, {"Nodes": nodes, "IsInMaintenanceMode": self.app.maintenance(),
-                         "IsHighAvailabilityLicensed": True}
+            nodes = [self.node_doc(r, True) for r in self.c.execute(sel + " ORDER BY Name")]
+            return 200, {"Nodes": nodes, "Links": {"Self": "/api/octopusservernodes/summary"}}
         if not rest or rest == ["all"]:
             self.need("GET")
-            nodes = [self.node_doc(r) for r in self.c.execute(sel + " ORDER BY Name")]
+            nodes = [self.node_doc(r, False) for r in self.c.execute(sel + " ORDER BY Name")]
             if rest:
                 return 200, nodes
             return 200, page(len(nodes), 0, max(30, len(nodes)), "/api/octopusservernodes", {},
@@ -767,10 +859,23 @@ class Ctx:
             row = self.c.execute(sel + " WHERE Id=?", (rest[0],)).fetchone()
         else:
             self.need("GET")
-        return 200, self.node_doc(row)
+        return 200, self.node_doc(row, False)
 
     # -------------------------------------------------------------- spaces
     def spaces(self, rest):
+        if not rest and self.method == "POST":
+            self.need_admin("spaces")
+            b = self.need_body()
+            if not b.get("Name"):
+                raise HttpError(400, "The space Name is required", ["Name is required"])
+            n = self.c.execute("SELECT MAX(CAST(SUBSTR(Id, 8) AS INTEGER)) FROM Space").fetchone()[0] or 0
+            sid = "Spaces-%d" % (n + 1)
+            doc = {"Id": sid, "Name": b["Name"], "Slug": b["Name"].lower().replace(" ", "-"),
+                   "Description": b.get("Description") or "", "IsDefault": False,
+                   "SpaceManagersTeams": b.get("SpaceManagersTeams") or ["teams-administrators"],
+                   "SpaceManagersTeamMembers": b.get("SpaceManagersTeamMembers") or [], "TaskQueueStopped": False}
+            self.c.execute("INSERT INTO Space VALUES (?,?,?,0,0,?)", (sid, doc["Name"], doc["Slug"], json.dumps(doc)))
+            return 201, space_doc(self.app, sid)
         self.need("GET")
         rows = self.c.execute("SELECT Id FROM Space ORDER BY rowid").fetchall()
         docs = [space_doc(self.app, r[0]) for r in rows]
@@ -797,7 +902,7 @@ class Ctx:
                   "Duration": "%d seconds" % (r["DurationSeconds"] or 0), "CanRerun": state in DONE_STATES})
         d.pop("SimDurationSeconds", None)
         if self.app.spaces:
-            d["SpaceId"] = r.get("SpaceId") or "Spaces-1"
+            d["SpaceId"] = r.get("SpaceId")
         d["Links"] = {"Self": "/api/tasks/" + r["Id"], "Raw": "/api/tasks/%s/raw" % r["Id"],
                       "Cancel": "/api/tasks/%s/cancel" % r["Id"]}
         return d
@@ -824,6 +929,22 @@ class Ctx:
             if self.req.path.startswith("/api/Spaces-"):
                 where.append("SpaceId=?")
                 args.append(self.space)
+            elif self.app.spaces:
+                # Mixed-scope: without `spaces`, the default space only; `spaces=all` every space;
+                # system tasks (no space) only with includeSystem=true (OctopusClients MixedScopeBaseRepository).
+                sp = [x for v in self.query.get("spaces", []) for x in v.split(",") if x]
+                system = (self.query.get("includeSystem") or ["false"])[-1].lower() == "true"
+                cond = []
+                if "all" in [x.lower() for x in sp]:
+                    cond.append("SpaceId IS NOT NULL")
+                else:
+                    sp = sp or ([] if system and self.query.get("spaces") else ["Spaces-1"])
+                    if sp:
+                        cond.append("SpaceId IN (%s)" % ",".join("?" * len(sp)))
+                        args += sp
+                if system:
+                    cond.append("SpaceId IS NULL")
+                where.append("(" + (" OR ".join(cond) or "0") + ")")
             w = (" WHERE " + " AND ".join(where)) if where else ""
             skip, take = qint(self.query, "skip", 0), qint(self.query, "take", 30)
             total = self.c.execute("SELECT COUNT(*) FROM ServerTask" + w, args).fetchone()[0]
@@ -858,16 +979,23 @@ class Ctx:
         name = b.get("Name")
         if not name:
             raise HttpError(400, "The task Name is required", ["Name is required"])
-        tid = self.app.queue_task(name, b.get("Description") or name, b.get("SpaceId") or self.space,
-                                  b.get("Arguments"), b.get("SimDurationSeconds"))
+        space = self.space
+        if self.app.spaces and "SpaceId" in b and not self.req.path.startswith("/api/Spaces-"):
+            space = b["SpaceId"]  # None: a system task
+            if space and not self.c.execute("SELECT 1 FROM Space WHERE Id=?", (space,)).fetchone():
+                raise HttpError(400, "The space %s was not found" % space)
+        tid = self.app.queue_task(name, b.get("Description") or name, space,
+                                  b.get("Arguments"), b.get("SimDurationSeconds"), system=space is None)
         return 201, self.task_doc(self.c.execute("SELECT %s FROM ServerTask WHERE Id=?" % ", ".join(
             TASK_COLS + (["SpaceId"] if self.app.spaces else [])), (tid,)).fetchone())
 
     # -------------------------------------------------------------- project export / import
     def import_export(self, rest):
         self.need("POST")
-        b = self.need_body()
         self.refuse_in_maintenance()
+        if rest == ["import-files"]:
+            return self.upload_import_file()
+        b = self.need_body()
         pw = b.get("Password") or {}
         password = pw.get("NewValue") if pw.get("HasValue") else None
         if not password:
@@ -885,27 +1013,54 @@ class Ctx:
             return 200, {"TaskId": tid}
         if rest == ["import"]:
             src = b.get("ImportSource") or {}
-            if (src.get("Type") or "").lower() not in ("space", "file"):
-                raise HttpError(400, "ImportSource.Type must be 'space' (or the simulator's 'file')")
+            typ = src.get("Type") or ""
+            if typ.lower() not in ("space", "upload"):
+                raise HttpError(400, "ImportSource.Type must be 'space' or 'upload'", ["Unknown import source type"])
+            if typ.lower() == "upload" and not src.get("UploadedFileId"):
+                raise HttpError(400, "ImportSource.UploadedFileId is required", ["UploadedFileId is required"])
             tid = self.app.queue_task("ImportProjects", "Import projects", self.space,
                                       {"SpaceId": self.space, "ImportSource": src, "Password": password},
                                       b.get("SimDurationSeconds", 0.2))
             return 200, {"TaskId": tid}
         raise HttpError(404, "Not found")
 
+    def upload_import_file(self):
+        """Multipart upload of an export zip (OctopusDeploy-Api ExportImportProjects.ps1: form field
+        `fileData`; the file's name is its UploadedFileId)."""
+        import email.parser
+        import email.policy
+        ctype = self.req.headers.get("Content-Type") or ""
+        if not ctype.startswith("multipart/form-data"):
+            raise HttpError(400, "A multipart/form-data upload is required")
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + self.req.raw_body)
+        for part in msg.iter_parts():
+            name = os.path.basename(part.get_filename() or "")
+            if part.get_param("name", header="content-disposition") == "fileData" and name:
+                d = self.app.imports_dir()
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(part.get_payload(decode=True) or b"")
+                return 200, {}
+        raise HttpError(400, "The upload has no file in the form field 'fileData'")
+
 
 # ------------------------------------------------------------------ download site
 
 def serve_download(req, app, root, path):
-    """The versions feed (/download/upgrade/v3), SHA256SUMS and installers (/octopus/NAME)."""
+    """The versions feed (/download/upgrade/v3) and installers (/octopus/Octopus.<version>-x64.msi)."""
     if req.command not in ("GET", "HEAD"):
         return req.send_json(405, {"ErrorMessage": "Method not allowed", "Errors": []})
     if path == "/download/upgrade/v3":
-        with open(os.path.join(root, "versions.json"), "rb") as f:
-            return req.send(200, f.read())
+        # Octopus documents "every version ... and its corresponding release date", oldest first
+        # (its script takes $versions[-1]); the other fields of versions.json are the tests' own.
+        with open(os.path.join(root, "versions.json")) as f:
+            feed = [{"Version": e["Version"], "Released": e["Released"]} for e in json.load(f)]
+        return req.send(200, json.dumps(feed).encode())
     name = path[len("/octopus/"):] if path.startswith("/octopus/") else ""
     full = os.path.join(root, name)
-    if not name or "/" in name or name.startswith(".") or not os.path.isfile(full):
+    # only installers are downloadable: no digest file is published next to them
+    if not name.endswith(".msi") or "/" in name or name.startswith(".") or not os.path.isfile(full):
         return req.send(404, b"Not Found\n", ctype="text/plain")
     size = os.path.getsize(full)
     start, end, status = 0, size - 1, 200

@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 
-from .common import (RELEASED, SimError, checks_running_nodes, needs_sql2016, now_iso, parse_iso,
+from .common import (RELEASED, SimError, checks_running_nodes, issue_7790, needs_sql2016, now_iso, parse_iso,
                      required_stop, seal, vcmp, vkey, verify_master_key, VERSIONS)
 
 BASELINE = "3.17.14"
@@ -96,8 +96,14 @@ def _m_runbooks(c):
 
 
 def _m_node_status(c):
-    c.execute("""CREATE TABLE OctopusServerNodeStatus (Id TEXT PRIMARY KEY, Name TEXT NOT NULL,
-      LastSeen TEXT NOT NULL, JSON TEXT NOT NULL)""")
+    # Liveness moved out of OctopusServerNode in 2019 (OctopusDeploy/Issues #5729); columns unverified.
+    c.execute("""CREATE TABLE OctopusServerNodeStatus (Id TEXT PRIMARY KEY, LastSeen TEXT NOT NULL,
+      IsOffline INTEGER NOT NULL DEFAULT 0, JSON TEXT NOT NULL)""")
+    c.execute("INSERT INTO OctopusServerNodeStatus SELECT Id, LastSeen, IsOffline, JSON FROM OctopusServerNode")
+
+
+def _m_noop(c):
+    pass
 
 
 def _m_event_exports(c):
@@ -122,16 +128,26 @@ def _m_platform_hub(c):
 MIGRATIONS = [
     ("2018.7.0", "Script0180-AddWorkers", _m_workers),
     ("2019.1.0", "Script0200-AddSpaces", _m_spaces),
+    ("2019.1.0", "Script0205-AddOctopusServerNodeStatus", _m_node_status),
     ("2019.11.0", "Script0230-AddRunbooks", _m_runbooks),
-    ("2021.1.0", "Script0270-AddOctopusServerNodeStatus", _m_node_status),
+    ("2021.3.12912", "Script0321DeleteQueuedCleanupTasks", _m_noop),
+    ("2022.1.2735", "Script0332DeleteQueuedCleanupTasks", _m_noop),
     ("2023.3.0", "Script0330-AddArchivedEventFiles", _m_event_exports),
     ("2024.1.0", "Script0360-AddDeploymentFreeze", _m_freeze),
     ("2025.4.0", "Script0400-AddPlatformHub", _m_platform_hub),
 ]
 
 
+def in_program(v, name, version):
+    """Does the program of `version` ship script `name` (first shipped in `v`)? The 2021.3 script was
+    renamed in 2022.1 (OctopusDeploy/Issues #7790), so 2022.1+ programs do not ship 0321."""
+    if name == "Script0321DeleteQueuedCleanupTasks" and vcmp(version, "2022.1.0") >= 0:
+        return False
+    return vcmp(v, version) <= 0
+
+
 def migration_names(version):
-    return [{"Version": v, "Script": n} for v, n, _ in MIGRATIONS if vcmp(v, version) <= 0]
+    return [{"Version": v, "Script": n} for v, n, _ in MIGRATIONS if in_program(v, n, version)]
 
 
 def schema_version(c):
@@ -309,7 +325,9 @@ def seed(c, master_key, o, folders, node_name):
         thumb = hashlib.sha1(b"m%d" % i).hexdigest().upper()
         doc = {"Id": "Machines-%d" % i, "Name": "target-%05d" % i, "IsDisabled": False,
                "Roles": roles, "EnvironmentIds": [env], "TenantIds": [], "TenantTags": [],
-               "MachinePolicyId": "MachinePolicies-1", "Status": "Online", "HealthStatus": "Healthy",
+               "MachinePolicyId": "MachinePolicies-1", "StatusSummary": "Octopus was able to successfully "
+               "establish a connection with this machine", "HealthStatus": "Healthy",
+               "TenantedDeploymentParticipation": "Untenanted",
                "HasLatestCalamari": True, "IsInProcess": False,
                "Endpoint": {"CommunicationStyle": "TentaclePassive", "Thumbprint": thumb,
                             "Uri": "https://target-%05d.example.com:10933/" % i}}
@@ -409,7 +427,7 @@ def apply_migrations(c, version, node_name, fault_at=None, log=None):
     """Run the scripts up to `version` not yet applied, each version step in one transaction,
     then record the install. Raises SimError naming the failing script (its step rolled back)."""
     applied = {r[0] for r in c.execute("SELECT ScriptName FROM SchemaVersions")}
-    steps = [(v, n, f) for v, n, f in MIGRATIONS if vcmp(v, version) <= 0 and n not in applied]
+    steps = [(v, n, f) for v, n, f in MIGRATIONS if in_program(v, n, version) and n not in applied]
     steps.append((version, "Release-%s" % version, None))
     for v, name, fn in steps:
         c.execute("BEGIN")
@@ -436,10 +454,30 @@ def apply_migrations(c, version, node_name, fault_at=None, log=None):
                            % (name, e))
 
 
+def check_history(c, version):
+    """OctopusDeploy/Issues #7790: the schema journal has a script this version does not know."""
+    has_0321 = c.execute("SELECT 1 FROM SchemaVersions WHERE ScriptName='Script0321DeleteQueuedCleanupTasks'"
+                         ).fetchone() is not None
+    if issue_7790(has_0321, version):
+        raise SimError("Unexpected upgrade history detected. You probably need to upgrade to a later version of "
+                       "Octopus Server. Extra upgrade script(s) found: Script0321DeleteQueuedCleanupTasks")
+
+
+def live_nodes(c, stale):
+    """(name, ...) of nodes that look alive: OctopusServerNodeStatus from 2019, OctopusServerNode before."""
+    if table_exists(c, "OctopusServerNodeStatus"):
+        rows = c.execute("SELECT n.Name, s.LastSeen, s.IsOffline FROM OctopusServerNodeStatus s "
+                         "JOIN OctopusServerNode n ON n.Id = s.Id")
+    else:
+        rows = c.execute("SELECT Name, LastSeen, IsOffline FROM OctopusServerNode")
+    return [name for name, seen, off in rows if not off and time.time() - parse_iso(seen) < stale]
+
+
 def check_upgrade(c, master_key, target, node_name, faults, skip_license_check, log=print):
     """Everything the real upgrader checks before it changes anything."""
     current = schema_version(c)
     verify_master_key(c, master_key)
+    check_history(c, target)
     if vcmp(current, target) > 0:
         raise SimError("The database schema is at version %s, which is newer than this Octopus Server "
                        "(%s). Install %s or later, or restore a backup taken before the upgrade."
@@ -454,10 +492,7 @@ def check_upgrade(c, master_key, target, node_name, faults, skip_license_check, 
                        "Upgrade SQL Server first. Nothing was changed." % (target, sqlver))
     if checks_running_nodes(target):
         stale = int(faults.get("node_stale_seconds") or 300)
-        running = []
-        for nid, name, seen, off in c.execute("SELECT Id, Name, LastSeen, IsOffline FROM OctopusServerNode"):
-            if name != node_name and not off and time.time() - parse_iso(seen) < stale:
-                running.append(name)
+        running = [n for n in live_nodes(c, stale) if n != node_name]
         running += ["SimulatedNode-%d" % i for i in range(1, int(faults.get("nodes_running") or 0) + 1)]
         if running:
             raise SimError("Cannot upgrade the database while other Octopus Server nodes are running: %s. "

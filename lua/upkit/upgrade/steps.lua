@@ -1,0 +1,345 @@
+-- upkit.upgrade.steps: the step library of the bundled procedures. Each
+-- function returns a new step table; a procedure may rename it or wrap it.
+local upkit = require "upkit"
+local fs = require "upkit.fs"
+local json = require "upkit.json"
+local log = require "upkit.log"
+local version = require "upkit.version"
+local H = require "upkit.upgrade.handles"
+local I = require "upkit.upgrade.instance"
+local V = require "upkit.upgrade.versions"
+local D = require "upkit.upgrade.database"
+local F = require "upkit.upgrade.folders"
+
+local S = {}
+
+local function hashfile(path) return require("upkit.hash").file("sha256", path) end
+
+--[[
+Preflight: the REST API answers with this key; the command line is the program
+of this instance and of the version the API reports; the instance's
+configuration file and folders are known. Run: the installed version (from the
+API), the configuration file (list-instances) and the folders.
+]]
+function S.connect()
+  return {
+    name = "connect",
+    describe = "reach the server's API and command line; note the installed version, config file and folders",
+    check = function(ctx)
+      local api, cli = H.api(ctx), H.cli(ctx)
+      local v = api:version()
+      local program = cli:program_version()
+      if not version.eq(program, v) then
+        upkit.error("VERSION_MISMATCH", string.format("the program %s is Octopus %s but the API reports %s: is " ..
+          "server_exe the program of instance %s?", cli.exe, program, v, ctx.params.instance))
+      end
+      cli:config_file()
+      H.server_folders(ctx)
+      return true
+    end,
+    run = function(ctx)
+      local v = H.api(ctx):version()
+      ctx.log("Octopus Server %s at %s", v, ctx.params.server_url)
+      return { source_version = v, config_file = H.cli(ctx):config_file(), server_folders = H.server_folders(ctx) }
+    end,
+  }
+end
+
+-- The master key, written with mode 0600. Without it a database backup is useless.
+function S.master_key()
+  return {
+    name = "backup-master-key",
+    describe = "save the master key (show-master-key) with mode 0600",
+    -- A key saved earlier in backup_dir must be this server's: a backup made with
+    -- another key could never be restored.
+    check = function(ctx)
+      local file = ctx.params.backup_dir .. "/master-key.txt"
+      if not fs.exists(file) then return true end
+      if (fs.read(file):gsub("%s+$", "")) ~= H.cli(ctx):master_key() then
+        upkit.error("MASTER_KEY_MISMATCH", string.format("the master key in %s is not the master key of instance %s: " ..
+          "choose another backup_dir, or remove the file if it is stale", file, ctx.params.instance))
+      end
+      return true
+    end,
+    done = function(ctx) return fs.exists(ctx.params.backup_dir .. "/master-key.txt") end,
+    run = function(ctx)
+      fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })
+      local key = H.cli(ctx):master_key()
+      local file = ctx.params.backup_dir .. "/master-key.txt"
+      fs.write(file, key .. "\n", { mode = "0600" })
+      ctx.log("master key saved to %s", file)
+      return { master_key_file = file }
+    end,
+  }
+end
+
+-- The licence and the server configuration (its file, and what the command line reads from it).
+function S.licence_and_config()
+  return {
+    name = "backup-licence-config",
+    describe = "save the licence, the instance's config file and its configuration settings",
+    done = function(ctx)
+      local d = ctx.params.backup_dir
+      return fs.exists(d .. "/license.xml") and fs.exists(d .. "/configuration.json")
+    end,
+    run = function(ctx)
+      local d = ctx.params.backup_dir
+      fs.mkdirs(d, { mode = "0700" })
+      local lic = H.api(ctx):get("/api/licenses/licenses-current").LicenseText or ""
+      fs.write(d .. "/license.xml", lic, { mode = "0600" })
+      local cfgfile = ctx.state.config_file or H.cli(ctx):config_file()
+      -- the config file may hold secrets (a connection string password): 0600
+      fs.write(d .. "/" .. ctx.params.instance .. ".config", fs.read(cfgfile), { mode = "0600" })
+      local cfg = H.cli(ctx):configuration()
+      fs.write(d .. "/configuration.json", json.encode(cfg, { pretty = true }), { mode = "0600" })
+      ctx.log("licence and configuration saved in %s", d)
+      return { config_file = cfgfile }
+    end,
+  }
+end
+
+-- Maintenance mode on (remembering whether it was on already).
+function S.maintenance_on(name)
+  return {
+    name = name or "maintenance-on",
+    describe = "turn maintenance mode on: users cannot change anything or queue tasks",
+    run = function(ctx)
+      local api = H.api(ctx)
+      local was = api:maintenance()
+      if not was then api:set_maintenance(true) end
+      ctx.log(was and "maintenance mode was already on" or "maintenance mode is on")
+      return { maintenance_was_on = was }
+    end,
+  }
+end
+
+-- Maintenance mode back off, unless it was on before this procedure.
+function S.maintenance_off(name)
+  return {
+    name = name or "maintenance-off",
+    describe = "turn maintenance mode off again (unless it was on before)",
+    run = function(ctx)
+      if ctx.state.maintenance_was_on then
+        ctx.log("maintenance mode was on before this procedure; leaving it on")
+        return
+      end
+      H.api(ctx):set_maintenance(false)
+      ctx.log("maintenance mode is off")
+    end,
+  }
+end
+
+-- Wait for running and queued tasks (of every space) to finish.
+function S.wait_idle(name)
+  return {
+    name = name or "wait-until-idle",
+    describe = "wait until no task is executing, cancelling or queued",
+    run = function(ctx)
+      H.api(ctx):wait_until_idle { timeout = ctx.params.timeout }
+    end,
+  }
+end
+
+-- The Service Watchdog off ("delete") before an upgrade, or on ("create") after, when watchdog=true.
+function S.watchdog(action, name)
+  return {
+    name = name or ("watchdog-" .. action),
+    describe = action == "delete" and "delete the Service Watchdog (watchdog=true), or it restarts the stopped service"
+                                   or "create the Service Watchdog again (watchdog=true)",
+    run = function(ctx)
+      if not ctx.params.watchdog then ctx.log("watchdog=false: no Service Watchdog to %s", action) return end
+      H.cli(ctx):watchdog(action, "*")
+      ctx.log("Service Watchdog: %s", action == "delete" and "deleted" or "created")
+    end,
+  }
+end
+
+--[[
+Drain and stop every instance of the main machine (one MSI upgrades them all):
+node --drain=true --wait=0 (2018.1+; on 3.x maintenance mode and the wait for
+running tasks before stand in for it), service --stop, then each is checked
+stopped.
+]]
+function S.drain_and_stop(name)
+  return {
+    name = name or "drain-and-stop",
+    describe = "drain and stop every Octopus instance of this machine (list-instances)",
+    check = function(ctx)  -- every instance's service state can be known before anything changes
+      I.states(H.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls })
+      return true
+    end,
+    run = function(ctx)
+      local cli = H.cli(ctx)
+      if not cli:has_node_command() then
+        ctx.log("Octopus %s has no `node` command: maintenance mode and the wait for tasks stand in for the drain",
+                cli:program_version())
+      end
+      local was = I.stop_all(cli, { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
+      H.set_api(ctx, nil)
+      return { stopped_instances = was }
+    end,
+  }
+end
+
+-- Database backup into backup_dir (the engine's own method where it has one).
+function S.backup_database(name)
+  return {
+    name = name or "backup-database",
+    describe = "back up the Octopus database (copy-only, checksummed)",
+    check = function(ctx)
+      local db <close> = H.connect(H.db_connection(ctx))
+      return D.schema_version(db) ~= nil or upkit.error("NO_VERSION",
+        "the database's OctopusServerInstallationHistory is empty: the schema's version is unknown")
+    end,
+    done = function(ctx)
+      local b = ctx.state.database_backup
+      return b ~= nil and fs.exists(b.file) and hashfile(b.file) == b.sha256
+    end,
+    run = function(ctx)
+      fs.mkdirs(ctx.params.backup_dir)
+      local db <close> = H.connect(H.db_connection(ctx))
+      local r = require("upkit.sql").backup(db, { to = ctx.params.backup_dir .. "/database.bak" })
+      ctx.log("database backed up to %s (%d bytes, %s, sha256 %s)", r.file, r.bytes, r.method, r.sha256)
+      return { database_backup = { file = r.file, sha256 = r.sha256, bytes = r.bytes, method = r.method },
+               source_counts = D.counts(db) }
+    end,
+  }
+end
+
+-- The folders (Artifacts, Packages, TaskLogs, EventExports), with manifests.
+function S.backup_folders(name)
+  return {
+    name = name or "backup-folders",
+    describe = "copy Artifacts, Packages, TaskLogs and EventExports into the backup, with SHA-256 manifests",
+    run = function(ctx)
+      local folders = ctx.state.server_folders or H.server_folders(ctx)
+      local results = F.backup(folders, ctx.params.backup_dir .. "/folders")
+      local out = {}
+      for k, r in pairs(results) do out[k] = { path = folders[k], files = r.files, bytes = r.bytes } end
+      return { folders = out }
+    end,
+  }
+end
+
+-- Download and check the installers of the whole upgrade path, before any change.
+function S.download_installers()
+  return {
+    name = "download-installers",
+    describe = "download and check the installers of every version on the upgrade path",
+    check = function(ctx)  -- the path exists (known stops, no broken range) before anything changes
+      V.upgrade_path(H.api(ctx):version(), H.target(ctx), I.released(ctx))
+      return true
+    end,
+    run = function(ctx)
+      local target = H.target(ctx)
+      local hops = V.upgrade_path(ctx.state.source_version, target, I.released(ctx))
+      for _, v in ipairs(hops) do I.fetch(ctx, v) end
+      ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
+      return { target = target, path = hops }
+    end,
+  }
+end
+
+-- The main instance's version, downloaded and installed on another server whose
+-- installer program is the parameter msiexec_param (clone_msiexec, test_msiexec).
+function S.install_same_version(msiexec_param, where)
+  return {
+    name = "install-same-version",
+    describe = "download the main instance's version and install it on the " .. where,
+    run = function(ctx)
+      local v = ctx.state.source_version
+      local inst = I.fetch(ctx, v)
+      local r = V.install(ctx.params[msiexec_param], inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+      ctx.log("installed Octopus %s on the %s (exit code %d)", v, where, r.code)
+    end,
+  }
+end
+
+--[[
+S.upgrade(name, site) -> step: upgrade an instance along the upgrade path
+(I.upgrade). site(ctx) -> { cli, msiexec, db (ODBC), url, start, restart }.
+The target is ctx.state.target, or the target_version parameter. Returns
+{ target, [key] = versions installed }.
+]]
+function S.upgrade(name, describe, site, key)
+  return {
+    name = name,
+    describe = describe,
+    run = function(ctx)
+      local target = ctx.state.target or H.target(ctx)
+      local installed = I.upgrade(ctx, target, site(ctx))
+      return { target = target, [key or "installed"] = installed }
+    end,
+  }
+end
+
+-- The main instance on this machine, for S.upgrade.
+function S.main_site(start)
+  return function(ctx)
+    return { cli = H.cli(ctx), msiexec = ctx.params.msiexec, db = H.db_connection(ctx), url = ctx.params.server_url,
+             start = start }
+  end
+end
+
+-- Start the instance, take it out of drain, wait for the API; say which other instances stay stopped.
+function S.start_and_undrain(name)
+  return {
+    name = name or "start-and-undrain",
+    describe = "start the instance, take it out of drain, wait until the API answers",
+    run = function(ctx)
+      local cli = H.cli(ctx)
+      I.start(cli, { ctx.params.instance })
+      H.set_api(ctx, I.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
+      ctx.log("instance %s started", ctx.params.instance)
+      I.others_left_stopped(ctx, cli, ctx.state.stopped_instances)
+    end,
+  }
+end
+
+-- Test the main instance after its upgrade: version, health, row counts, folders readable.
+function S.test_main(name)
+  return {
+    name = name or "test",
+    describe = "test the upgraded server: version, health, row counts, old task logs and artifacts readable",
+    run = function(ctx)
+      local db <close> = H.connect(H.db_connection(ctx))
+      local folders = {}
+      for fname, f in pairs(ctx.state.folders or {}) do
+        folders[#folders + 1] = { path = f.path, manifest = ctx.params.backup_dir .. "/folders/" .. fname .. ".SHA256SUMS" }
+      end
+      I.test(ctx, H.api(ctx), db, { version = ctx.state.target, counts = ctx.state.source_counts, folders = folders })
+    end,
+  }
+end
+
+-- backup.json: what was saved where, with digests; the rollback reads it.
+function S.write_manifest(name)
+  return {
+    name = name or "write-manifest",
+    describe = "write backup.json: what was saved where, with digests",
+    run = function(ctx)
+      local d = ctx.params.backup_dir
+      local files = {}
+      for _, f in ipairs { "master-key.txt", "license.xml", "configuration.json", ctx.params.instance .. ".config" } do
+        if fs.exists(d .. "/" .. f) then files[f] = hashfile(d .. "/" .. f) end
+      end
+      local m = {
+        format = "upkit-octopus-backup/1", created = log.iso_now(), instance = ctx.params.instance,
+        server_url = ctx.params.server_url, version = ctx.state.source_version, config_file = ctx.state.config_file,
+        database = ctx.state.database_backup, folders = ctx.state.folders, files = files,
+        counts = ctx.state.source_counts,
+      }
+      fs.write(d .. "/backup.json", json.encode(m, { pretty = true }), { mode = "0600" })
+      ctx.log("backup of Octopus %s complete in %s", tostring(m.version), d)
+      local names = {}
+      for f in pairs(files) do names[#names + 1] = f end
+      table.sort(names)
+      for _, f in ipairs(names) do ctx.log("  %-28s sha256 %s", f, files[f]) end
+      if m.database then ctx.log("  %-28s sha256 %s", "database.bak", m.database.sha256) end
+      for k, f in pairs(m.folders or {}) do ctx.log("  folders/%-20s %d files, %d bytes", k, f.files, f.bytes) end
+      return { manifest = d .. "/backup.json" }
+    end,
+  }
+end
+
+return S

@@ -1,0 +1,6 @@
+-- The whole bundled set of Octopus procedures end to end from 2019.1.5 to the newest
+-- simulated version (tests/lib/octoe2e.lua).
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "upkit.test"
+require("octoe2e").run("2019.1.5")
+T.done()
