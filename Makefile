@@ -51,14 +51,14 @@ install_missing = missing=""; for p in $(1); do \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
+
+deps:
+	@$(call install_missing,$(DEPS))
 	@# npm packages of the contract tests, at the versions package-lock.json pins
 	@command -v npm >/dev/null || { if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends npm; }
 	@cd tests/contract && if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then \
 	  npm ci --no-audit --no-fund --loglevel=error && touch node_modules; fi
-
-deps:
-	@$(call install_missing,$(DEPS))
 
 build/gen/modules.h: $(SRC)
 	@mkdir -p $(@D)

@@ -69,7 +69,7 @@ sed 's/^/#   /' "$tmp/out"
 # 4. The TAP suite with upkit.exe.
 WIN_TESTS="tests/json.lua tests/json_conformance.lua tests/json_fuzz.lua tests/version.lua tests/sql_mssql.lua
   tests/windows/hash.lua tests/windows/fs.lua tests/windows/proc.lua tests/windows/sys.lua
-  tests/windows/http.lua tests/windows/sql.lua tests/windows/procedure.lua"
+  tests/windows/http.lua tests/windows/sql.lua tests/windows/procedure.lua tests/windows/octopus_cli.lua"
 skip_reason() {
   case $1 in
     tests/errors.lua) echo "reads the sources; it runs under Wine as on Linux, so make test covers it" ;;
