@@ -16,6 +16,8 @@ tmp=$(mktemp -d)
 srv=
 cleanup() {
   [ -n "$srv" ] && kill "$srv" 2>/dev/null
+  # Wine's services (RpcSs, PlugPlay...) keep this prefix's wineserver alive: end them with it
+  [ -n "${wineserver:-}" ] && "$wineserver" -k 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
