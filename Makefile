@@ -15,7 +15,8 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)
 LFS_A    = $(shell $(CC) -print-file-name=liblua5.4-filesystem.a)
 LIBS     = $(LFS_A) $(shell pkg-config --libs $(PKGS)) -lm -ldl -lpthread
 
-SRC      = $(wildcard host/*.c)
+# host/*_win.c are the Windows implementations (mk/windows.mk builds them); *_linux.c are Linux's.
+SRC      = $(filter-out %_win.c,$(wildcard host/*.c))
 HDR      = $(wildcard host/*.h)
 OBJ      = $(SRC:host/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:host/%.c=build/asan/obj/%.o)
@@ -40,8 +41,8 @@ FAKEMSSQL = build/test/fakemssql.so
 
 all: $(UPKIT)
 
-deps:
-	@missing=""; for p in $(DEPS); do \
+# $(call install_missing,PACKAGES): apt-get install those not installed yet.
+install_missing = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -50,6 +51,9 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
+
+deps:
+	@$(call install_missing,$(DEPS))
 	@# npm packages of the contract tests, at the versions package-lock.json pins
 	@command -v npm >/dev/null || { if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends npm; }
@@ -136,3 +140,6 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# The Windows build: deps-windows, windows-libs, test-windows (see mk/windows.mk).
+include mk/windows.mk

@@ -12,6 +12,7 @@
 #include <openssl/opensslv.h>
 
 #include "platform.h"
+#include "platform_fs.h"
 #include "upkit.h"
 
 #ifndef UPK_ODBC_VERSION
@@ -128,8 +129,23 @@ static int core_pid(lua_State *L) {
   return 1;
 }
 
+/* core.uuid() -> a random (version 4) UUID in lower case, from the system's random source */
+static int core_uuid(lua_State *L) {
+  unsigned char b[16];
+  char hex[32], out[37];
+  int err = upk_fs_random(b, sizeof b);
+  if (err) return upk_errno_error(L, err, "upkit.uuid");
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  upk_hex(b, sizeof b, hex);
+  snprintf(out, sizeof out, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+  lua_pushstring(L, out);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
   {"fsync", core_fsync},
+  {"uuid", core_uuid},
   {"pid", core_pid},
   {"errno_name", core_errno_name},
   {"versions", core_versions},

@@ -15,7 +15,6 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "config.h"
 #include "platform.h"
 #include "upkit.h"
 
@@ -95,14 +94,14 @@ static void set_roots(lua_State *L) {
   if (env && *env) {
     const char *p = env;
     while (*p) {
-      const char *e = strchr(p, ':');
+      const char *e = strchr(p, UPK_PATH_LIST_SEP);
       size_t len = e ? (size_t)(e - p) : strlen(p);
       if (len > 0) { lua_pushlstring(L, p, len); lua_rawseti(L, -2, ++n); }
       p += len + (e ? 1 : 0);
     }
   }
   if (upk_user_dir(buf, sizeof buf) == 0) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); }
-  lua_pushstring(L, UPKIT_SHARE); lua_rawseti(L, -2, ++n);
+  if (upk_share_dir(buf, sizeof buf) == 0) { lua_pushstring(L, buf); lua_rawseti(L, -2, ++n); }
   /* <prefix>/share/upkit beside <prefix>/bin/upkit: an install moved elsewhere (DESTDIR) */
   if (upk_exe_path(buf, sizeof buf) == 0) {
     char *slash = strrchr(buf, '/');

@@ -1,7 +1,7 @@
 /*
 ** platform_fs.h: the file-system seam of upkit.fs. Every function returns
 ** 0 on success or an errno value; none touches Lua. A Windows build adds
-** platform_fs_win.c beside platform_fs_posix.c.
+** platform_fs_win.c beside platform_fs_linux.c.
 */
 #ifndef UPKIT_PLATFORM_FS_H
 #define UPKIT_PLATFORM_FS_H
@@ -69,6 +69,12 @@ int upk_fs_clean_temps(int dirfd, int *removed);
 int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
 /* 1 when name is upkit's private folder of temporary files. */
 int upk_fs_is_temp_name(const char *name);
+/*
+** pid of a name in the private folder, "<name>.<pid>-<8 hex digits>", or
+** -1 for any other name (a resumable download's "<name>.part" stays).
+** These three are the same on every system (platform_fs_temp.c).
+*/
+long upk_fs_temp_pid(const char *name);
 
 /*
 ** Copy size bytes from in to out (both at offset 0) by the fastest path

@@ -1,7 +1,7 @@
 /*
 ** platform_proc.h: the process seam of upkit.proc. Functions return 0 or
 ** an errno value and never touch Lua. A Windows build adds
-** platform_proc_win.c beside platform_proc_posix.c.
+** platform_proc_win.c beside platform_proc_linux.c.
 */
 #ifndef UPKIT_PLATFORM_PROC_H
 #define UPKIT_PLATFORM_PROC_H
@@ -43,9 +43,9 @@ void upk_proc_reap_wait(long pid, int *code, int *sig);
 int upk_proc_kill_group(long pid, int sig);
 int upk_proc_kill(long pid, int sig);
 
-/* Signal numbers and names: "TERM", "SIGTERM" or a number. -1 when unknown. */
-int upk_proc_signum(const char *name);
-const char *upk_proc_signame(int sig);
+/* The signals of this system by name ("TERM"), ended by { 0, NULL }; proc.c looks them up. */
+typedef struct UpkSignal { int sig; const char *name; } UpkSignal;
+extern const UpkSignal upk_proc_signals[];
 
 /* Wait for one of n descriptors; events are UPK_POLL_* bits. */
 enum { UPK_POLL_IN = 1, UPK_POLL_OUT = 2, UPK_POLL_HUP = 4 };
@@ -60,6 +60,13 @@ int upk_proc_open_read(const char *path, int *fd);
 
 /* Ignore SIGPIPE in this process (writes to a closed pipe give EPIPE). */
 void upk_proc_ignore_sigpipe(void);
+
+/*
+** The program file upk_proc_spawn would start for name (argv[0]): a name
+** with a folder part as it is, otherwise the first match in PATH (on Windows
+** also with .exe, .com, .bat and .cmd). 0, ENOENT, or ENAMETOOLONG.
+*/
+int upk_proc_which(const char *name, char *buf, size_t size);
 
 /* The inherited environment, NULL-terminated. */
 char **upk_proc_environ(void);

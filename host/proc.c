@@ -242,6 +242,20 @@ static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
   }
 }
 
+/* A signal's number from "TERM", "SIGTERM" (-1 when unknown), and its name from the number (or NULL). */
+static int signum(const char *name) {
+  if (strncmp(name, "SIG", 3) == 0) name += 3;
+  for (int i = 0; upk_proc_signals[i].name; i++)
+    if (strcmp(upk_proc_signals[i].name, name) == 0) return upk_proc_signals[i].sig;
+  return -1;
+}
+
+static const char *signame(int sig) {
+  for (int i = 0; upk_proc_signals[i].name; i++)
+    if (upk_proc_signals[i].sig == sig) return upk_proc_signals[i].name;
+  return NULL;
+}
+
 /* End the group: SIGTERM, then SIGKILL after grace seconds, and reap. */
 static void terminate(lua_State *L, int ud, Proc *p, double grace) {
   if (p->reaped) return;
@@ -294,7 +308,7 @@ static void push_result(lua_State *L, Proc *p) {
   if (p->sig) {
     lua_pushinteger(L, p->sig);
     lua_setfield(L, -2, "signal");
-    const char *name = upk_proc_signame(p->sig);
+    const char *name = signame(p->sig);
     if (name) { lua_pushstring(L, name); lua_setfield(L, -2, "signal_name"); }
   } else {
     lua_pushinteger(L, p->code);
@@ -398,7 +412,7 @@ static int proc_kill(lua_State *L) {
   Proc *p = checkopen(L, "process:kill");
   int sig = SIGTERM;
   if (lua_type(L, 2) == LUA_TSTRING) {
-    sig = upk_proc_signum(lua_tostring(L, 2));
+    sig = signum(lua_tostring(L, 2));
     if (sig < 0) return upk_error(L, "EINVAL", "process:kill: unknown signal '%s'", lua_tostring(L, 2));
   } else if (!lua_isnoneornil(L, 2)) {
     sig = (int)luaL_checkinteger(L, 2);
@@ -628,8 +642,23 @@ static const luaL_Reg proc_metameth[] = {
   {NULL, NULL}
 };
 
+/* proc.which(name) -> the program file proc.spawn would start for name, or nil */
+static int proc_which(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  char buf[PATH_MAX];
+  int err = upk_proc_which(name, buf, sizeof buf);
+  if (err == ENOENT) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (err) return upk_errno_error(L, err, "proc.which: '%s'", name);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 static const luaL_Reg proc_funcs[] = {
   {"spawn", proc_spawn},
+  {"which", proc_which},
   {"environ", proc_environ},
   {NULL, NULL}
 };

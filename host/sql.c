@@ -651,7 +651,7 @@ static int conn_info(lua_State *L) {
 
 static void autocommit(lua_State *L, Conn *c, int on, const char *fn) {
   SQLRETURN rc = SQLSetConnectAttr(c->dbc, SQL_ATTR_AUTOCOMMIT,
-                                   (SQLPOINTER)(on ? SQL_AUTOCOMMIT_ON : SQL_AUTOCOMMIT_OFF), 0);
+                                   (SQLPOINTER)(uintptr_t)(on ? SQL_AUTOCOMMIT_ON : SQL_AUTOCOMMIT_OFF), 0);
   if (!SQL_SUCCEEDED(rc)) sql_fail(L, SQL_HANDLE_DBC, c->dbc, fn, c);
 }
 

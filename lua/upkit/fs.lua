@@ -557,11 +557,11 @@ function M.remove(path, opts)
   if not st then return false end
   if st.type == "dir" then
     local real = native.realpath(path)
-    local home = os.getenv("HOME")
+    local home = os.getenv("HOME") or os.getenv("USERPROFILE")
     local okh, rhome = pcall(native.realpath, home or "")
     local cwd = native.cwd()
     local why
-    if real == "/" then
+    if real == "/" or real:match("^%a:/$") then
       why = "it is the root folder"
     elseif home and okh and real == rhome then
       why = "it is the home folder"

@@ -5,6 +5,7 @@
 --   upkit.versions() -> { upkit, lua, libcurl, openssl, unixodbc }
 --   upkit.roots() -> library roots in search order
 --   upkit.now(), upkit.sleep(seconds), upkit.isatty(fd), upkit.pid()
+--   upkit.uuid() -> a random version 4 UUID (the system's random source)
 --   upkit.errno_name(n) -> "ENOENT": the error code of an errno (io.open's third result)
 local core = require "upkit._core"
 

@@ -4,6 +4,8 @@
 --                                 stdout_truncated, stderr_truncated, pid, lingered }
 --   proc.spawn(argv [, opts]) --> process with :wait([timeout]) -> result or nil,
 --       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close()
+--   proc.which(name) --> the program file proc.spawn would start for name (PATH
+--       lookup; on Windows also .exe, .com, .bat, .cmd), or nil when there is none
 --
 -- opts: cwd; env (table of NAME = value, false removes NAME); env_mode
 -- ("add": added to the inherited environment (default), "replace": only
@@ -39,6 +41,8 @@ local native = require "upkit._proc"
 local util = require "upkit.util"
 
 local M = {}
+
+M.which = native.which
 
 local einval = util.einval
 

@@ -451,11 +451,15 @@ end
 local HISTORY_MAX = 1000
 local history = { loaded = false, file = nil, last = nil }
 
--- The state folder: $XDG_STATE_HOME/upkit, else ~/.local/state/upkit.
+-- The state folder: $XDG_STATE_HOME/upkit, else ~/.local/state/upkit; on Windows
+-- (LOCALAPPDATA set, no HOME) %LOCALAPPDATA%/upkit/state.
 function M.state_dir()
   local base = os.getenv("XDG_STATE_HOME")
   if not base or base:sub(1, 1) ~= "/" then
-    local home = os.getenv("HOME")
+    local home, local_app = os.getenv("HOME"), os.getenv("LOCALAPPDATA")
+    if (not home or home == "") and local_app and local_app ~= "" then
+      return (local_app:gsub("\\", "/")) .. "/upkit/state"
+    end
     if not home or home == "" then return nil, "neither XDG_STATE_HOME nor HOME is set" end
     base = home .. "/.local/state"
   end

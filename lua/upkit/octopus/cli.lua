@@ -4,8 +4,9 @@
 --   local cli = require "upkit.octopus.cli"
 --   local c = cli.new{ exe = [[C:\...\Octopus.Server.exe]], instance = "OctopusServer",
 --                      timeout = 3600, service_control = "sc.exe", file_version = "powershell" }
---   c:program_version()      --> "2023.4.8166": the executable's file version (file_version), else
---                                the `version` command; NO_VERSION when unreadable
+--   c:program_version()      --> "2023.4.8166": the executable's file version (file_version; in the
+--                                Windows build upkit.win reads it itself), else the `version`
+--                                command; NO_VERSION when unreadable
 --   c:installed_version()    --> the same read afresh, or nil when there is none
 --   c:instances()            --> { { name =, config = }, ... }   (list-instances: every instance)
 --   c:config_file()          --> this instance's configuration file (list-instances)
@@ -14,7 +15,8 @@
 --   c:folders()              --> { Artifacts =, Packages =, TaskLogs = [, EventExports =] } (never empty)
 --   c:master_key()           --> the master key (kept out of logs)
 --   c:service(action)        --  service --stop | --start | --install
---   c:service_state()        --> "running" | "stopped" | "absent" (the service control program)
+--   c:service_state()        --> "running" | "stopped" | "absent" (the service control program;
+--                                in the Windows build the Service Control Manager through upkit.win)
 --   c:drain_node(wait)       --  node --drain=true --wait=SECONDS (2018.1+; UNSUPPORTED before)
 --   c:undrain_node()         --  node --drain=false
 --   c:watchdog(action, instances) -- watchdog --delete | --create --instances=...
@@ -117,6 +119,12 @@ local function file_version_of(text)
   return a and (a .. "." .. b .. "." .. c) or nil
 end
 
+-- upkit.win in the Windows build, nil elsewhere.
+local function native_win()
+  local ok, win = pcall(require, "upkit.win")
+  return ok and win or nil
+end
+
 local function from_file_version(self)
   local prog = self.file_version
   local argv
@@ -161,7 +169,12 @@ function Cli:program_version()
   end
   f:close()
   local v
-  if self.file_version then v = from_file_version(self) else v = from_version_command(self) end
+  local win = not self.file_version and native_win()
+  if win then
+    local ok, info = pcall(win.file_version, self.exe)
+    if not ok and not (upkit.is_error(info) and info.code == "NOT_FOUND") then error(info, 0) end
+    v = ok and file_version_of(info.file) or nil
+  elseif self.file_version then v = from_file_version(self) else v = from_version_command(self) end
   if not v then
     upkit.error("NO_VERSION", string.format("the version of %s cannot be read (%s)", self.exe,
       self.file_version and (self.file_version .. " printed none") or "its `version` command printed none"))
@@ -349,6 +362,13 @@ reported as their name, lower case. UNSUPPORTED without a service control
 program; BAD_FORMAT when its output has no STATE.
 ]]
 function Cli:service_state(instance)
+  local win = not self.service_control and native_win()
+  if win then
+    local ok, s = pcall(win.service, M.service_name(instance or self.instance))
+    if ok then return s.state end
+    if upkit.is_error(s) and s.code == "NOT_FOUND" then return "absent" end
+    error(s, 0)
+  end
   if not self.service_control then
     upkit.error("UNSUPPORTED", "the service state of an instance needs the service control program (service_control)")
   end

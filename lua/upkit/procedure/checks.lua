@@ -17,17 +17,8 @@ local O = require "upkit.procedure.options"
 
 local M = {}
 
-local function executable(p)
-  local perm = lfs.attributes(p, "permissions")
-  return lfs.attributes(p, "mode") == "file" and perm ~= nil and perm:find("x", 1, true) ~= nil
-end
-
 local function find_program(name)
-  if name:find("/", 1, true) then return executable(name) end
-  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-    if executable(dir .. "/" .. name) then return true end
-  end
-  return false
+  return require("upkit.proc").which(name) ~= nil
 end
 
 local function url_problem(url)

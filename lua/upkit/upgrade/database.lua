@@ -56,20 +56,8 @@ function D.harden_clone(db)
   return counts
 end
 
--- A new lower-case random GUID (version 4).
-function D.new_guid()
-  local f = io.open("/proc/sys/kernel/random/uuid", "r")
-  if f then
-    local g = f:read("l")
-    f:close()
-    if g then return g:lower() end
-  end
-  local h = require("upkit.hash").new("sha256")
-  h:update(tostring(upkit.now()), tostring(upkit.pid()), tostring(os.time()), tostring({}))
-  local x = h:hex()
-  h:close()
-  return string.format("%s-%s-4%s-a%s-%s", x:sub(1, 8), x:sub(9, 12), x:sub(14, 16), x:sub(18, 20), x:sub(21, 32))
-end
+-- A new lower-case random GUID (version 4), from the system's random source.
+D.new_guid = upkit.uuid
 
 local function availability(db)
   local row = db:first("SELECT JSON FROM Configuration WHERE Id = 'upgradeavailability'")

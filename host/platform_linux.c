@@ -1,5 +1,5 @@
 /*
-** platform_posix.c: POSIX implementation of platform.h.
+** platform_linux.c: Linux implementation of platform.h (the executable from /proc/self/exe).
 */
 #include <errno.h>
 #include <signal.h>
@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "platform.h"
 
 int upk_exe_path(char *buf, size_t size) {
@@ -17,6 +18,11 @@ int upk_exe_path(char *buf, size_t size) {
   if (n < 0 || (size_t)n >= size - 1) return -1;
   buf[n] = '\0';
   return 0;
+}
+
+int upk_share_dir(char *buf, size_t size) {
+  int n = snprintf(buf, size, "%s", UPKIT_SHARE);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 int upk_isatty(int fd) {

@@ -1,11 +1,13 @@
 /*
-** platform_proc_posix.c: POSIX (Linux first) implementation of platform_proc.h.
+** platform_proc_linux.c: Linux implementation of platform_proc.h (posix_spawn with glibc's
+** addchdir_np, pidfd_open for the exit descriptor).
 */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,25 +119,12 @@ int upk_proc_kill(long pid, int sig) {
   return kill((pid_t)pid, sig) == 0 ? 0 : errno;
 }
 
-static const struct { int sig; const char *name; } signames[] = {
+const UpkSignal upk_proc_signals[] = {
   {SIGHUP, "HUP"}, {SIGINT, "INT"}, {SIGQUIT, "QUIT"}, {SIGILL, "ILL"}, {SIGABRT, "ABRT"},
   {SIGFPE, "FPE"}, {SIGKILL, "KILL"}, {SIGSEGV, "SEGV"}, {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"},
   {SIGTERM, "TERM"}, {SIGUSR1, "USR1"}, {SIGUSR2, "USR2"}, {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"},
   {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"}, {SIGBUS, "BUS"}, {0, NULL}
 };
-
-int upk_proc_signum(const char *name) {
-  if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (int i = 0; signames[i].name; i++)
-    if (strcmp(signames[i].name, name) == 0) return signames[i].sig;
-  return -1;
-}
-
-const char *upk_proc_signame(int sig) {
-  for (int i = 0; signames[i].name; i++)
-    if (signames[i].sig == sig) return signames[i].name;
-  return NULL;
-}
 
 int upk_proc_poll(UpkPollFd *fds, int n, int timeout_ms) {
   struct pollfd p[8];
@@ -181,6 +170,32 @@ void upk_proc_ignore_sigpipe(void) {
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
   }
+}
+
+static int runnable(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+int upk_proc_which(const char *name, char *buf, size_t size) {
+  if (*name == '\0') return ENOENT;
+  if (strchr(name, '/')) {
+    if (!runnable(name)) return ENOENT;
+    if (strlen(name) >= size) return ENAMETOOLONG;
+    strcpy(buf, name);
+    return 0;
+  }
+  const char *path = getenv("PATH");
+  for (const char *p = path ? path : ""; *p;) {
+    const char *e = strchr(p, ':');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len > 0) {
+      int n = snprintf(buf, size, "%.*s/%s", (int)len, p, name);
+      if (n >= 0 && (size_t)n < size && runnable(buf)) return 0;
+    }
+    p += len + (e ? 1 : 0);
+  }
+  return ENOENT;
 }
 
 char **upk_proc_environ(void) {

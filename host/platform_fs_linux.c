@@ -1,5 +1,6 @@
 /*
-** platform_fs_posix.c: POSIX (Linux first) implementation of platform_fs.h.
+** platform_fs_linux.c: Linux implementation of platform_fs.h (copy_file_range, sendfile,
+** sync_file_range, syncfs, renameat2, getrandom, /proc for stale temporaries).
 */
 #include <dirent.h>
 #include <errno.h>
@@ -129,25 +130,6 @@ int upk_fs_unlinkat(int dirfd, const char *name) {
   return unlinkat(dirfd, name, 0) != 0 ? errno : 0;
 }
 
-/*
-** pid of a name in the private folder, "<name>.<pid>-<8 hex digits>", or
-** -1 for any other name (a resumable download's "<name>.part" stays).
-*/
-static long temp_pid(const char *name) {
-  const char *dot = strrchr(name, '.');
-  if (!dot || dot == name) return -1;
-  char *end;
-  long pid = strtol(dot + 1, &end, 10);
-  if (end == dot + 1 || *end != '-' || strlen(end + 1) != 8) return -1;
-  for (const char *h = end + 1; *h; h++)
-    if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f'))) return -1;
-  return pid;
-}
-
-int upk_fs_is_temp_name(const char *name) {
-  return strcmp(name, UPK_TMP_DIR) == 0;
-}
-
 /* 1 when pid runs (a zombie no longer writes anything). */
 static int process_alive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
@@ -168,7 +150,7 @@ typedef struct Cleaning {
 
 static int clean_one(void *arg, const char *name) {
   Cleaning *c = arg;
-  long pid = temp_pid(name);
+  long pid = upk_fs_temp_pid(name);
   if (pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid)) return 0;
   if (unlinkat(c->dirfd, name, 0) == 0) c->removed++;
   else if (errno != ENOENT) c->err = errno;
@@ -185,11 +167,6 @@ int upk_fs_clean_temps(int dirfd, int *removed) {
   upk_fs_temp_release(dirfd);
   *removed = c.removed;
   return err ? err : c.err;
-}
-
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
-  *removed = 0;
-  return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
 }
 
 int upk_fs_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got) {
