@@ -149,8 +149,10 @@ static void walk_dir(Walk *W, const char *rel) {
     memcpy(crel + k, ns.v[i], nlen + 1);
     if (ch[i].err) {
       if (ch[i].err != ENOENT) {
-        char cfull[PATH_MAX];
-        snprintf(cfull, sizeof cfull, "%s/%s", full, ns.v[i]);
+        char cfull[PATH_MAX];  /* flen + nlen + 2 <= PATH_MAX, checked above */
+        memcpy(cfull, full, flen);
+        cfull[flen] = '/';
+        memcpy(cfull + flen + 1, ns.v[i], nlen + 1);
         walk_fail(W, crel, cfull, ch[i].err);
       }
       continue;
