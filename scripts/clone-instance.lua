@@ -56,6 +56,10 @@ local function clone_folders(ctx)
   return out
 end
 
+-- Maintenance mode on the main server only while its database is copied: the main
+-- server keeps running and nothing of it changes, so the clone asks nothing.
+local function no_question(step) step.changes = nil return step end
+
 return {
   name = "clone-instance",
   summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it",
@@ -64,10 +68,10 @@ return {
     S.connect(),
     S.master_key(),
     S.licence_and_config(),
-    S.maintenance_on(),
+    no_question(S.maintenance_on()),
     S.wait_idle(),
     S.backup_database(),
-    S.maintenance_off(),
+    no_question(S.maintenance_off()),
     {
       name = "restore-database",
       describe = "restore the backup as the clone's new database",

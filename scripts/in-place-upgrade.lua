@@ -47,7 +47,8 @@ end
 
 return {
   name = "in-place-upgrade",
-  summary = "Upgrade an Octopus Server in place, with a backup first and a test after",
+  summary = "Upgrade an Octopus Server in place, with a backup first and a test after " ..
+            "(--undo: maintenance, watchdog, drain and service back; the version and database: rollback)",
   params = params,
   steps = {
     S.connect(),
@@ -61,10 +62,14 @@ return {
     S.backup_database(),
     backup_folders,
     S.write_manifest(),
-    S.upgrade("upgrade", "install each version on the path and upgrade the database", S.main_site(false)),
+    S.upgrade("upgrade", "install each version on the path and upgrade the database (no undo: an installed " ..
+      "version and an upgraded database go back with `upkit run rollback` and this run's backup_dir)",
+      S.main_site(false)),
     S.start_and_undrain(),
     S.watchdog("create"),
     S.test_main(),
     maintenance_off,
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }
