@@ -44,5 +44,7 @@ return {
     when_maintenance(S.maintenance_off()),
     S.backup_folders(),
     S.write_manifest(),
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }

@@ -62,7 +62,8 @@ local function no_question(step) step.changes = nil return step end
 
 return {
   name = "clone-instance",
-  summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it",
+  summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it (--undo: only " ..
+            "the main server's maintenance mode; the clone is new: remove its server or database to start again)",
   params = params,
   steps = {
     S.connect(),
@@ -164,5 +165,7 @@ return {
         end
       end,
     },
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }

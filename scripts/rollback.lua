@@ -115,21 +115,8 @@ return {
         return not current or version.eq(current, manifest(ctx).version) or installer_available(ctx, current)
       end,
       run = function(ctx)
-        local want, cli = ctx.state.previous_version, U.cli(ctx)
-        local current = cli:installed_version()
-        if not current then
-          ctx.log("no Octopus program is installed")
-          return
-        end
-        if version.eq(current, want) then
-          ctx.log("Octopus %s, the backup's version, is installed", want)
-          return
-        end
-        local inst = U.fetch(ctx, current)
-        U.uninstall(ctx.params.msiexec, inst.file, ctx.run_dir .. "/logs", ctx.params.timeout)
-        U.expect_uninstalled(cli)
-        ctx.log("uninstalled Octopus %s", current)
-        return { uninstalled = current }
+        local gone = I.uninstall_unless(ctx, U.cli(ctx), ctx.params.msiexec, ctx.state.previous_version)
+        return gone and { uninstalled = gone } or nil
       end,
     },
     {
@@ -146,10 +133,7 @@ return {
         if history[1] and not version.eq(history[1], want) then
           ctx.warn("the restored installation history says %s was installed last; the backup says %s", history[1], want)
         end
-        local inst = U.fetch(ctx, want)
-        U.install(ctx.params.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
-        U.expect_program(cli, want)
-        ctx.log("installed Octopus %s", want)
+        I.install_version(ctx, cli, ctx.params.msiexec, want)
       end,
     },
     {

@@ -106,6 +106,17 @@ T.test("a failure after the stop: the summary says the service is stopped; --und
   os.execute("rm -rf " .. T.q(dir))
 end)
 
+T.test("backup keeps the installer of the version it backs up, its digest recorded beside it", function()
+  local dir = F.dir .. "/backup-plain"
+  local out, err, code = F:upkit("run backup " .. F:args(F:config({ backup_dir = dir }, "plain")))
+  T.eq(code, 0, out .. err)
+  local kept = dir .. "/installers/Octopus.3.17.14-x64.msi"
+  T.eq(T.read_file(kept .. ".sha256"):match("^(%x+)"), require("upkit.hash").file("sha256", kept))
+  local listed = T.read_file(F.main.downloads .. "/SHA256SUMS"):match("(%x+)%s+%*?Octopus%.3%.17%.14%-x64%.msi")
+  T.eq(T.read_file(kept .. ".sha256"):match("^(%x+)"), listed, "checked against installer_digests")
+  T.eq(maintenance(), false)
+end)
+
 local before_upgrade = octofix.dump(F.main.connection_string)
 
 T.test("in-place-upgrade keeps the installers of the installed version and of the path in the backup", function()
@@ -115,6 +126,21 @@ T.test("in-place-upgrade keeps the installers of the installed version and of th
   T.ok(io.open(kept), "the installed version's installer is kept")
   local digest = T.read_file(kept .. ".sha256"):match("^(%x+)")
   T.eq(digest, require("upkit.hash").file("sha256", kept), "its digest is recorded beside it")
+end)
+
+T.test("--undo of a finished in-place-upgrade puts the previous version and its database back", function()
+  local runs = T.sh("ls -d " .. T.q(F.dir .. "/runs") .. "/in-place-upgrade-* | tail -n 1"):gsub("%s+$", "")
+  local out, err, code = F:upkit("run in-place-upgrade --undo " .. T.q(runs) .. " --plan " .. F:args(cfg))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "upgrade")
+  out, err, code = F:upkit("run in-place-upgrade --undo " .. T.q(runs) .. " --yes " .. F:args(cfg))
+  T.eq(code, 0, out .. err)
+  T.eq(version_of(), "3.17.14")
+  T.eq(F:api("/api").Version, "3.17.14")
+  T.eq(maintenance(), false)
+  T.eq(octofix.dump(F.main.connection_string), before_upgrade, "the database is the one before the upgrade")
+  out, err, code = F:upkit("run in-place-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 0, "upgraded again for the rollback tests: " .. out .. err)
 end)
 
 local upgraded = F:api("/api").Version

@@ -183,6 +183,7 @@ there already), its digest recorded beside it (FILE.sha256).
 function I.keep_installer(ctx, v)
   local kept = I.kept_installer(ctx, v)
   if kept then return kept end
+  fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })  -- the backup holds secrets: private
   local inst = V.fetch_installer(I.downloads(ctx), v, ctx.params.backup_dir .. "/installers",
                                  { download_url = ctx.params.download_url, digests = I.digests(ctx) })
   fs.write(inst.file .. ".sha256", inst.sha256 .. "  " .. V.msi_name(v) .. "\n")
@@ -195,6 +196,31 @@ function I.fetch(ctx, v)
   if kept then return kept end
   return V.fetch_installer(I.downloads(ctx), v, ctx.run_dir .. "/installers",
                            { download_url = ctx.params.download_url, digests = I.digests(ctx) })
+end
+
+--[[
+I.uninstall_unless(ctx, cli, msiexec, want) -> the version uninstalled, or nil
+when none is installed or want is. The installed version's own installer
+(msiexec /x; each Octopus version is its own product, an MSI refuses a
+downgrade), kept in the backup or downloaded; the program must then be gone.
+]]
+function I.uninstall_unless(ctx, cli, msiexec, want)
+  local current = cli:installed_version()
+  if not current then ctx.log("no Octopus program is installed") return nil end
+  if version.eq(current, want) then ctx.log("Octopus %s is installed", want) return nil end
+  local inst = I.fetch(ctx, current)
+  V.uninstall(msiexec, inst.file, ctx.run_dir .. "/logs", ctx.params.timeout)
+  V.expect_uninstalled(cli)
+  ctx.log("uninstalled Octopus %s", current)
+  return current
+end
+
+-- I.install_version(ctx, cli, msiexec, want): install want (the kept installer, else downloaded), check the program.
+function I.install_version(ctx, cli, msiexec, want)
+  local inst = I.fetch(ctx, want)
+  V.install(msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+  V.expect_program(cli, want)
+  ctx.log("installed Octopus %s", want)
 end
 
 --[[

@@ -410,6 +410,13 @@ function S.install_same_version(msiexec_param, where)
   return {
     name = "install-same-version",
     describe = "download the main instance's version and install it on the " .. where,
+    changes = true,
+    needs = function(ctx) return { programs = { ctx.params[msiexec_param] } } end,
+    check = function(ctx)  -- its installer is kept in the backup, or the download site has it
+      local v = H.api(ctx):version()
+      return I.kept_installer(ctx, v) ~= nil or S.reachable(ctx, { octopus.installer_url(v, ctx.params.download_url) },
+                                                            "installer of Octopus " .. v)
+    end,
     run = function(ctx)
       local v = ctx.state.source_version
       local inst = I.fetch(ctx, v)
@@ -429,6 +436,11 @@ function S.upgrade(name, describe, site, key)
   return {
     name = name,
     describe = describe,
+    changes = true,
+    needs = function(ctx)
+      local ok, where = pcall(site, ctx)
+      return ok and where.msiexec and { programs = { where.msiexec } } or {}
+    end,
     run = function(ctx)
       local target = ctx.state.target or H.target(ctx)
       local installed = I.upgrade(ctx, target, site(ctx))
