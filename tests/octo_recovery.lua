@@ -186,7 +186,10 @@ else
 end
 
 T.test("rollback needs no network: the installers come from the backup", function()
-  local out, err, code = F:upkit("run rollback --yes " .. F:args(offline))
+  local out, err, code = F:upkit("run rollback --check " .. F:args(offline))
+  T.eq(code, 0, "--check passes without the network: " .. out .. err)
+  T.contains(check_line(out, "install-previous-version"), "ok")
+  out, err, code = F:upkit("run rollback --yes " .. F:args(offline))
   T.eq(code, 0, out .. err)
   T.eq(version_of(), "3.17.14")
   T.eq(F:api("/api").Version, "3.17.14")
