@@ -56,18 +56,23 @@ local function clone_folders(ctx)
   return out
 end
 
+-- Maintenance mode on the main server only while its database is copied: the main
+-- server keeps running and nothing of it changes, so the clone asks nothing.
+local function no_question(step) step.changes = nil return step end
+
 return {
   name = "clone-instance",
-  summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it",
+  summary = "Clone an Octopus Server to a new server, make it harmless, upgrade and test it (--undo: only " ..
+            "the main server's maintenance mode; the clone is new: remove its server or database to start again)",
   params = params,
   steps = {
     S.connect(),
     S.master_key(),
     S.licence_and_config(),
-    S.maintenance_on(),
+    no_question(S.maintenance_on()),
     S.wait_idle(),
     S.backup_database(),
-    S.maintenance_off(),
+    no_question(S.maintenance_off()),
     {
       name = "restore-database",
       describe = "restore the backup as the clone's new database",
@@ -160,5 +165,7 @@ return {
         end
       end,
     },
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }

@@ -11,8 +11,12 @@
 -- machine stay stopped: their databases need their own upgrade, and the run
 -- says so); create the watchdog again; test; maintenance mode off. If a step fails, `upkit run rollback` with
 -- the same backup_dir puts the previous version back.
+local upkit = require "upkit"
+local hash = require "upkit.hash"
+local fs = require "upkit.fs"
 local U = require "upkit.upgrade"
 local S = U.steps
+local I = require "upkit.upgrade.instance"
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
@@ -34,6 +38,33 @@ backup_folders.run = function(ctx)
   return backup_folders_run(ctx)
 end
 
+--[[
+The upgrade's undo puts the previous version back from this run's backup: every
+instance stopped, the database restored from backup-database's file (its digest
+checked first), the config file put back, the installed version uninstalled and the previous one installed
+from the installers kept in backup_dir/installers (no network).
+]]
+local upgrade = S.upgrade("upgrade", "install each version on the path and upgrade the database (undo: the " ..
+  "database from this run's backup, the previous version from the kept installer)", S.main_site(false))
+upgrade.undo = function(ctx)
+  local st, cli = ctx.state, U.cli(ctx)
+  local b = st.database_backup or upkit.error("NOT_FOUND", "this run recorded no database backup to undo the upgrade with")
+  if hash.file("sha256", b.file) ~= b.sha256 then
+    upkit.error("CHECKSUM_MISMATCH", string.format("the database backup %s is not the one this run made", b.file))
+  end
+  U.stop_all(cli, { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
+  U.set_api(ctx, nil)
+  U.restore_database(b.file, U.db_connection(ctx), { replace = true })
+  ctx.log("database restored from %s", b.file)
+  local saved = ctx.params.backup_dir .. "/" .. ctx.params.instance .. ".config"
+  if st.config_file and fs.exists(saved) then
+    fs.copy(saved, st.config_file, { overwrite = true, verify = "sha256" })
+    ctx.log("config file %s put back", st.config_file)
+  end
+  I.uninstall_unless(ctx, cli, ctx.params.msiexec, st.source_version)
+  if not cli:installed_version() then I.install_version(ctx, cli, ctx.params.msiexec, st.source_version) end
+end
+
 local maintenance_off = S.maintenance_off()
 local maintenance_off_run = maintenance_off.run
 maintenance_off.describe = "turn maintenance mode off (unless leave_maintenance or it was on before)"
@@ -47,7 +78,9 @@ end
 
 return {
   name = "in-place-upgrade",
-  summary = "Upgrade an Octopus Server in place, with a backup first and a test after",
+  summary = "Upgrade an Octopus Server in place, with a backup first and a test after " ..
+            "(--undo: maintenance, watchdog, drain and service back, and after the upgrade step the database and " ..
+            "the previous version from this run's backup)",
   params = params,
   steps = {
     S.connect(),
@@ -61,10 +94,12 @@ return {
     S.backup_database(),
     backup_folders,
     S.write_manifest(),
-    S.upgrade("upgrade", "install each version on the path and upgrade the database", S.main_site(false)),
+    upgrade,
     S.start_and_undrain(),
     S.watchdog("create"),
     S.test_main(),
     maintenance_off,
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }

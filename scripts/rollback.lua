@@ -9,11 +9,16 @@
 -- backup, checking the program's version after each; put the config file back
 -- (3.5+ keeps settings in the database, the file must match the version);
 -- start; create the watchdog again; sanity checks; maintenance mode off.
+-- The installers come from backup_dir/installers (kept by backup and
+-- in-place-upgrade, digests beside them): a rollback needs no network. It asks
+-- once, before the first change (the watchdog, then the service), listing what
+-- it will change; a "no" leaves the server as it was.
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
+local I = require "upkit.upgrade.instance"
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "timeout", "verify_tls")
@@ -23,9 +28,17 @@ local function manifest(ctx)
   return ctx._manifest
 end
 
+-- The installer of version v is kept in the backup (checked against its digest), or can be downloaded.
+local function installer_available(ctx, v)
+  if I.kept_installer(ctx, v) then return true end
+  return S.reachable(ctx, { require("upkit.octopus").installer_url(v, ctx.params.download_url) },
+                     "installer of Octopus " .. v .. " (not in " .. ctx.params.backup_dir .. "/installers)")
+end
+
 return {
   name = "rollback",
-  summary = "Roll an Octopus Server back to a backup: database, folders, previous version",
+  summary = "Roll an Octopus Server back to a backup: database, folders, previous version (no network needed; " ..
+            "--undo starts the stopped instances again; the restored database and program stay)",
   params = params,
   steps = {
     {
@@ -56,6 +69,8 @@ return {
     {
       name = "stop-instances",
       describe = "stop every Octopus instance of this machine",
+      confirm = "Every Octopus instance of this machine stops; the database, folders and program are replaced.",
+      needs = function(ctx) return S.machine_needs(ctx) end,
       check = function(ctx)
         U.states(U.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls })
         return true
@@ -63,6 +78,10 @@ return {
       run = function(ctx)
         local was = U.stop_all(U.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
         return { stopped_instances = was }
+      end,
+      undo = function(ctx)
+        U.start(U.cli(ctx), ctx.state.stopped_instances or {})
+        ctx.log("started again: %s", table.concat(ctx.state.stopped_instances or {}, ", "))
       end,
     },
     {
@@ -88,28 +107,23 @@ return {
     },
     {
       name = "uninstall-current-version",
-      describe = "uninstall the installed Octopus (its own installer, msiexec /x) and check it is gone",
+      describe = "uninstall the installed Octopus (its own installer, msiexec /x, from the backup) and check it is gone",
+      changes = true,
+      needs = function(ctx) return S.machine_needs(ctx, true) end,
+      check = function(ctx)
+        local current = U.cli(ctx):installed_version()
+        return not current or version.eq(current, manifest(ctx).version) or installer_available(ctx, current)
+      end,
       run = function(ctx)
-        local want, cli = ctx.state.previous_version, U.cli(ctx)
-        local current = cli:installed_version()
-        if not current then
-          ctx.log("no Octopus program is installed")
-          return
-        end
-        if version.eq(current, want) then
-          ctx.log("Octopus %s, the backup's version, is installed", want)
-          return
-        end
-        local inst = U.fetch(ctx, current)
-        U.uninstall(ctx.params.msiexec, inst.file, ctx.run_dir .. "/logs", ctx.params.timeout)
-        U.expect_uninstalled(cli)
-        ctx.log("uninstalled Octopus %s", current)
-        return { uninstalled = current }
+        local gone = I.uninstall_unless(ctx, U.cli(ctx), ctx.params.msiexec, ctx.state.previous_version)
+        return gone and { uninstalled = gone } or nil
       end,
     },
     {
       name = "install-previous-version",
-      describe = "install the backup's version and check the program is that version",
+      describe = "install the backup's version (its installer kept in the backup) and check the program is that version",
+      changes = true,
+      check = function(ctx) return installer_available(ctx, manifest(ctx).version) end,
       run = function(ctx)
         local want, cli = ctx.state.previous_version, U.cli(ctx)
         local current = cli:installed_version()
@@ -119,15 +133,13 @@ return {
         if history[1] and not version.eq(history[1], want) then
           ctx.warn("the restored installation history says %s was installed last; the backup says %s", history[1], want)
         end
-        local inst = U.fetch(ctx, want)
-        U.install(ctx.params.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
-        U.expect_program(cli, want)
-        ctx.log("installed Octopus %s", want)
+        I.install_version(ctx, cli, ctx.params.msiexec, want)
       end,
     },
     {
       name = "restore-config-file",
       describe = "put the instance's config file of the backup back in place",
+      changes = true,
       run = function(ctx)
         local m = manifest(ctx)
         local saved = ctx.params.backup_dir .. "/" .. ctx.params.instance .. ".config"
@@ -151,10 +163,22 @@ return {
     {
       name = "maintenance-off",
       describe = "turn maintenance mode off if it is on",
+      changes = true,
       run = function(ctx)
         local api = U.api(ctx)
         if api:maintenance() then api:set_maintenance(false) ctx.log("maintenance mode is off") end
       end,
     },
   },
+  state_summary = function(ctx)
+    local st, lines = ctx.state, {}
+    if st.stopped_instances and #st.stopped_instances > 0 then
+      lines[#lines + 1] = "service stopped: " .. table.concat(st.stopped_instances, ", ")
+    end
+    if st.database_restored then lines[#lines + 1] = "database: restored from the backup (" .. tostring(st.previous_version) .. ")" end
+    if st.uninstalled then lines[#lines + 1] = "program: Octopus " .. st.uninstalled .. " uninstalled" end
+    if #lines == 0 then lines[1] = "the server is as it was: nothing was changed" end
+    lines[#lines + 1] = "to go on: fix the cause and resume this run"
+    return lines
+  end,
 }

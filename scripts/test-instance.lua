@@ -131,7 +131,8 @@ end
 
 return {
   name = "test-instance",
-  summary = "Rehearse the upgrade on a new test instance with a few projects, then optionally upgrade main in place",
+  summary = "Rehearse the upgrade on a new test instance with a few projects, then optionally upgrade main in place " ..
+            "(--undo: main's maintenance, watchdog, drain and service; the test instance is new, its server is removed by hand)",
   params = params,
   steps = {
     S.connect(),
@@ -310,5 +311,7 @@ return {
     main_only(S.watchdog("create"), "main-watchdog-create"),
     main_only(S.test_main(), "main-test"),
     main_only(S.maintenance_off(), "main-maintenance-off"),
+    S.maintenance_rescue(),
   },
+  state_summary = S.state_summary,
 }

@@ -30,7 +30,7 @@ end)
 T.test("rollback without a terminal and without --yes refuses before any change", function()
   local _, err, code = F:upkit("run rollback " .. F:args(cfg))
   T.eq(code, 2)
-  T.contains(err, "step 'restore-database' is destructive")
+  T.contains(err, "step 'stop-instances' is destructive")
 end)
 
 T.test("rollback refuses a damaged backup before any change", function()

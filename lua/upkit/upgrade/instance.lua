@@ -148,9 +148,79 @@ function I.digests(ctx)
   return ctx._digests
 end
 
+--[[
+I.kept_installer(ctx, v) -> { file, sha256, verified } or nil: the installer of
+version v kept in backup_dir/installers, when its SHA-256 is the one recorded
+beside it (FILE.sha256, written when it was kept) and, when installer_digests is
+a file, the one that list gives. Needs no network.
+]]
+function I.kept_installer(ctx, v)
+  local dir = ctx.params.backup_dir
+  if not dir or dir == "" then return nil end
+  local file = dir .. "/installers/" .. V.msi_name(v)
+  if not fs.exists(file) or not fs.exists(file .. ".sha256") then return nil end
+  local recorded = fs.read(file .. ".sha256"):match("^(%x+)")
+  local src = ctx.params.installer_digests
+  if src and src ~= "" and not src:match("^https?://") then
+    local listed = V.digest_of(fs.read(src), V.msi_name(v))
+    if listed and listed ~= recorded then
+      upkit.error("CHECKSUM_MISMATCH", string.format("the kept installer %s has the recorded digest %s; " ..
+        "installer_digests lists %s", file, tostring(recorded), listed))
+    end
+  end
+  if require("upkit.hash").file("sha256", file) ~= recorded then
+    upkit.error("CHECKSUM_MISMATCH", string.format("the kept installer %s does not match its recorded digest %s",
+                                                   file, tostring(recorded)))
+  end
+  return { file = file, sha256 = recorded, verified = true }
+end
+
+--[[
+I.keep_installer(ctx, v) -> { file, sha256, verified }: the installer of version v
+in backup_dir/installers (downloaded and checked as I.fetch does, unless it is
+there already), its digest recorded beside it (FILE.sha256).
+]]
+function I.keep_installer(ctx, v)
+  local kept = I.kept_installer(ctx, v)
+  if kept then return kept end
+  fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })  -- the backup holds secrets: private
+  local inst = V.fetch_installer(I.downloads(ctx), v, ctx.params.backup_dir .. "/installers",
+                                 { download_url = ctx.params.download_url, digests = I.digests(ctx) })
+  fs.write(inst.file .. ".sha256", inst.sha256 .. "  " .. V.msi_name(v) .. "\n")
+  return inst
+end
+
+-- The installer of version v: the one kept in backup_dir/installers, else downloaded into the run folder.
 function I.fetch(ctx, v)
+  local kept = I.kept_installer(ctx, v)
+  if kept then return kept end
   return V.fetch_installer(I.downloads(ctx), v, ctx.run_dir .. "/installers",
                            { download_url = ctx.params.download_url, digests = I.digests(ctx) })
+end
+
+--[[
+I.uninstall_unless(ctx, cli, msiexec, want) -> the version uninstalled, or nil
+when none is installed or want is. The installed version's own installer
+(msiexec /x; each Octopus version is its own product, an MSI refuses a
+downgrade), kept in the backup or downloaded; the program must then be gone.
+]]
+function I.uninstall_unless(ctx, cli, msiexec, want)
+  local current = cli:installed_version()
+  if not current then ctx.log("no Octopus program is installed") return nil end
+  if version.eq(current, want) then ctx.log("Octopus %s is installed", want) return nil end
+  local inst = I.fetch(ctx, current)
+  V.uninstall(msiexec, inst.file, ctx.run_dir .. "/logs", ctx.params.timeout)
+  V.expect_uninstalled(cli)
+  ctx.log("uninstalled Octopus %s", current)
+  return current
+end
+
+-- I.install_version(ctx, cli, msiexec, want): install want (the kept installer, else downloaded), check the program.
+function I.install_version(ctx, cli, msiexec, want)
+  local inst = I.fetch(ctx, want)
+  V.install(msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+  V.expect_program(cli, want)
+  ctx.log("installed Octopus %s", want)
 end
 
 --[[

@@ -4,6 +4,7 @@ local upkit = require "upkit"
 local fs = require "upkit.fs"
 local json = require "upkit.json"
 local log = require "upkit.log"
+local octopus = require "upkit.octopus"
 local version = require "upkit.version"
 local H = require "upkit.upgrade.handles"
 local I = require "upkit.upgrade.instance"
@@ -16,6 +17,20 @@ local S = {}
 local function hashfile(path) return require("upkit.hash").file("sha256", path) end
 
 --[[
+S.machine_needs(ctx [, with_msiexec]) -> needs: the programs of this machine the
+steps call (server_exe, the service control and file version programs when
+given, msiexec when the step installs).
+]]
+function S.machine_needs(ctx, with_msiexec)
+  local p = ctx.params
+  local programs = { p.server_exe }
+  for _, v in ipairs { p.service_control or "", p.file_version or "", with_msiexec and p.msiexec or "" } do
+    if v ~= "" then programs[#programs + 1] = v end
+  end
+  return { programs = programs }
+end
+
+--[[
 Preflight: the REST API answers with this key; the command line is the program
 of this instance and of the version the API reports; the instance's
 configuration file and folders are known. Run: the installed version (from the
@@ -25,6 +40,7 @@ function S.connect()
   return {
     name = "connect",
     describe = "reach the server's API and command line; note the installed version, config file and folders",
+    needs = function(ctx) return S.machine_needs(ctx) end,
     check = function(ctx)
       local api, cli = H.api(ctx), H.cli(ctx)
       local v = api:version()
@@ -103,12 +119,22 @@ function S.maintenance_on(name)
   return {
     name = name or "maintenance-on",
     describe = "turn maintenance mode on: users cannot change anything or queue tasks",
+    changes = true,
+    before = function(ctx) return { maintenance = H.api(ctx):maintenance() } end,
     run = function(ctx)
       local api = H.api(ctx)
       local was = api:maintenance()
       if not was then api:set_maintenance(true) end
       ctx.log(was and "maintenance mode was already on" or "maintenance mode is on")
       return { maintenance_was_on = was }
+    end,
+    -- back off only when this run turned it on
+    undo = function(ctx)
+      local was = ctx.state.maintenance_was_on
+      if was == nil and ctx.before then was = ctx.before.maintenance end
+      if was then ctx.log("maintenance mode was on before the run; left on") return end
+      H.api(ctx):set_maintenance(false)
+      ctx.log("maintenance mode is off")
     end,
   }
 end
@@ -118,6 +144,7 @@ function S.maintenance_off(name)
   return {
     name = name or "maintenance-off",
     describe = "turn maintenance mode off again (unless it was on before)",
+    changes = true,
     run = function(ctx)
       if ctx.state.maintenance_was_on then
         ctx.log("maintenance mode was on before this procedure; leaving it on")
@@ -125,8 +152,75 @@ function S.maintenance_off(name)
       end
       H.api(ctx):set_maintenance(false)
       ctx.log("maintenance mode is off")
+      return { maintenance_turned_off = true }
+    end,
+    undo = function(ctx)
+      if ctx.state.maintenance_turned_off then H.api(ctx):set_maintenance(true) ctx.log("maintenance mode is on again") end
     end,
   }
+end
+
+--[[
+S.maintenance_rescue(name) -> an on_failure step: after a failure, maintenance
+mode goes back off when this run turned it on (maintenance-on's state) and no
+step that changes the server more than that has finished (ctx.state has no
+stopped_instances, no database restore, no install). Otherwise it is left on,
+and the summary says so.
+]]
+function S.maintenance_rescue(name)
+  return {
+    name = name or "maintenance-back-off",
+    describe = "after a failure before the service was touched: maintenance mode back off if this run turned it on",
+    on_failure = true,
+    run = function(ctx)
+      local st = ctx.state
+      if st.maintenance_was_on ~= false then return end
+      if st.stopped_instances or st.installed or st.database_restored or st.maintenance_turned_off then
+        ctx.log("the server was changed beyond maintenance mode: maintenance mode stays on")
+        return
+      end
+      H.api(ctx):set_maintenance(false)
+      ctx.log("nothing but maintenance mode was changed: maintenance mode is off again")
+      return { maintenance_was_on = true }
+    end,
+  }
+end
+
+--[[
+S.state_summary(ctx) -> lines: the state a failed run left the server in: service
+stopped (ctx.state), maintenance mode, the program's and the database's versions
+(read now, through the command line and the database, else what ctx.state
+recorded), and the command that puts the backup back once there is one.
+]]
+function S.state_summary(ctx)
+  local st, lines = ctx.state, {}
+  if st.stopped_instances and #st.stopped_instances > 0 and not st.started then
+    lines[#lines + 1] = "service stopped: " .. table.concat(st.stopped_instances, ", ")
+  else
+    lines[#lines + 1] = "service: as it was (not stopped by this run)"
+  end
+  if st.maintenance_was_on == false and not st.maintenance_turned_off then
+    lines[#lines + 1] = "maintenance mode: on (turned on by this run)"
+  end
+  local okp, program = pcall(function() H.cli(ctx):forget_version() return H.cli(ctx):program_version() end)
+  program = okp and program or (st.installed and st.installed[#st.installed]) or st.source_version
+  if program then
+    lines[#lines + 1] = "program: Octopus " .. tostring(program) ..
+      (st.source_version and version.eq(program, st.source_version) and " (as before)" or "")
+  end
+  local okd, schema = pcall(function()
+    local db <close> = H.connect(H.db_connection(ctx))
+    return D.schema_version(db)
+  end)
+  if okd and schema then
+    lines[#lines + 1] = "database: Octopus " .. tostring(schema) ..
+      (st.source_version and version.eq(schema, st.source_version) and " (as before)" or "")
+  end
+  if st.database_backup then
+    lines[#lines + 1] = "backup: " .. tostring(ctx.params.backup_dir) .. "; to go back to it: upkit run rollback " ..
+      "--set backup_dir=" .. tostring(ctx.params.backup_dir)
+  end
+  return lines
 end
 
 -- Wait for running and queued tasks (of every space) to finish.
@@ -146,10 +240,17 @@ function S.watchdog(action, name)
     name = name or ("watchdog-" .. action),
     describe = action == "delete" and "delete the Service Watchdog (watchdog=true), or it restarts the stopped service"
                                    or "create the Service Watchdog again (watchdog=true)",
+    changes = true,
     run = function(ctx)
       if not ctx.params.watchdog then ctx.log("watchdog=false: no Service Watchdog to %s", action) return end
       H.cli(ctx):watchdog(action, "*")
       ctx.log("Service Watchdog: %s", action == "delete" and "deleted" or "created")
+    end,
+    undo = function(ctx)
+      if not ctx.params.watchdog then return end
+      local back = action == "delete" and "create" or "delete"
+      H.cli(ctx):watchdog(back, "*")
+      ctx.log("Service Watchdog: %s again", back == "create" and "created" or "deleted")
     end,
   }
 end
@@ -164,6 +265,8 @@ function S.drain_and_stop(name)
   return {
     name = name or "drain-and-stop",
     describe = "drain and stop every Octopus instance of this machine (list-instances)",
+    confirm = "Every Octopus instance of this machine stops until the procedure starts it again.",
+    needs = function(ctx) return S.machine_needs(ctx) end,
     check = function(ctx)  -- every instance's service state can be known before anything changes
       I.states(H.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls })
       return true
@@ -177,6 +280,14 @@ function S.drain_and_stop(name)
       local was = I.stop_all(cli, { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
       H.set_api(ctx, nil)
       return { stopped_instances = was }
+    end,
+    -- start (and undrain) the instances this step stopped
+    undo = function(ctx)
+      I.start(H.cli(ctx), ctx.state.stopped_instances or {})
+      if #(ctx.state.stopped_instances or {}) > 0 then
+        H.set_api(ctx, I.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
+        ctx.log("started and undrained again: %s", table.concat(ctx.state.stopped_instances, ", "))
+      end
     end,
   }
 end
@@ -222,20 +333,73 @@ function S.backup_folders(name)
 end
 
 -- Download and check the installers of the whole upgrade path, before any change.
+-- S.reachable(ctx, urls, what) -> true, or NOT_FOUND (an HTTP status) / CONNECT_FAILED naming each URL.
+function S.reachable(ctx, urls, what)
+  local problems = require("upkit.procedure.checks").needs_problems({ needs = { urls = urls } }, ctx)
+  if #problems == 0 then return true end
+  local text = table.concat(problems, "; ")
+  upkit.error(text:find("answered HTTP", 1, true) and "NOT_FOUND" or "CONNECT_FAILED", what .. ": " .. text)
+end
+
+-- The installers go into backup_dir/installers with their digests (FILE.sha256): the
+-- installed version's too, so that a rollback needs no network (I.keep_installer).
 function S.download_installers()
+  local base = "download and check the installers of every version on the upgrade path, and the installed " ..
+               "version's, into backup_dir/installers"
   return {
     name = "download-installers",
-    describe = "download and check the installers of every version on the upgrade path",
-    check = function(ctx)  -- the path exists (known stops, no broken range) before anything changes
-      V.upgrade_path(H.api(ctx):version(), H.target(ctx), I.released(ctx))
-      return true
+    -- --plan shows the resolved path (the program's version from the command line, the feed: no secret needed)
+    describe = function(ctx)
+      if not ctx or not ctx.params or not ctx.params.server_exe then return base end
+      local ok, from = pcall(function() return H.cli(ctx):program_version() end)
+      if not ok then return base end
+      local ok2, line = pcall(function()
+        local target = H.target(ctx)
+        local hops = V.upgrade_path(from, target, I.released(ctx))
+        return string.format("%s; path %s -> %s", base, from, #hops > 0 and table.concat(hops, " -> ") or "(none)")
+      end)
+      return ok2 and line or base .. " (path unknown: " .. tostring(type(line) == "table" and line.message or line) .. ")"
+    end,
+    needs = function(ctx)
+      local n = S.machine_needs(ctx, true)
+      n.urls = { ctx.params.versions_feed }
+      return n
+    end,
+    check = function(ctx)  -- the path exists (known stops, no broken range) and its installers can be downloaded
+      local from = H.api(ctx):version()
+      local hops = V.upgrade_path(from, H.target(ctx), I.released(ctx))
+      local urls = {}
+      for _, v in ipairs { from, table.unpack(hops) } do
+        if not I.kept_installer(ctx, v) then urls[#urls + 1] = octopus.installer_url(v, ctx.params.download_url) end
+      end
+      return S.reachable(ctx, urls, "installers")
     end,
     run = function(ctx)
       local target = H.target(ctx)
       local hops = V.upgrade_path(ctx.state.source_version, target, I.released(ctx))
-      for _, v in ipairs(hops) do I.fetch(ctx, v) end
+      I.keep_installer(ctx, ctx.state.source_version)
+      for _, v in ipairs(hops) do I.keep_installer(ctx, v) end
       ctx.log("upgrade path %s -> %s", ctx.state.source_version, #hops > 0 and table.concat(hops, " -> ") or "(none)")
       return { target = target, path = hops }
+    end,
+  }
+end
+
+-- The installer of the version backed up, kept in backup_dir/installers (the backup procedure).
+function S.backup_installer(name)
+  return {
+    name = name or "backup-installer",
+    describe = "download the installed version's installer into backup_dir/installers, with its digest, " ..
+               "so that a rollback needs no network",
+    check = function(ctx)
+      local v = H.api(ctx):version()
+      if I.kept_installer(ctx, v) then return true end
+      local url = octopus.installer_url(v, ctx.params.download_url)
+      return S.reachable(ctx, { url }, "installer")
+    end,
+    run = function(ctx)
+      local inst = I.keep_installer(ctx, ctx.state.source_version or H.api(ctx):version())
+      return { installer = { file = inst.file, sha256 = inst.sha256 } }
     end,
   }
 end
@@ -246,6 +410,13 @@ function S.install_same_version(msiexec_param, where)
   return {
     name = "install-same-version",
     describe = "download the main instance's version and install it on the " .. where,
+    changes = true,
+    needs = function(ctx) return { programs = { ctx.params[msiexec_param] } } end,
+    check = function(ctx)  -- its installer is kept in the backup, or the download site has it
+      local v = H.api(ctx):version()
+      return I.kept_installer(ctx, v) ~= nil or S.reachable(ctx, { octopus.installer_url(v, ctx.params.download_url) },
+                                                            "installer of Octopus " .. v)
+    end,
     run = function(ctx)
       local v = ctx.state.source_version
       local inst = I.fetch(ctx, v)
@@ -265,6 +436,11 @@ function S.upgrade(name, describe, site, key)
   return {
     name = name,
     describe = describe,
+    changes = true,
+    needs = function(ctx)
+      local ok, where = pcall(site, ctx)
+      return ok and where.msiexec and { programs = { where.msiexec } } or {}
+    end,
     run = function(ctx)
       local target = ctx.state.target or H.target(ctx)
       local installed = I.upgrade(ctx, target, site(ctx))
@@ -286,12 +462,18 @@ function S.start_and_undrain(name)
   return {
     name = name or "start-and-undrain",
     describe = "start the instance, take it out of drain, wait until the API answers",
+    changes = true,
     run = function(ctx)
       local cli = H.cli(ctx)
       I.start(cli, { ctx.params.instance })
       H.set_api(ctx, I.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
       ctx.log("instance %s started", ctx.params.instance)
       I.others_left_stopped(ctx, cli, ctx.state.stopped_instances)
+      return { started = { ctx.params.instance } }
+    end,
+    undo = function(ctx)
+      I.stop_all(H.cli(ctx), { url = ctx.params.server_url, verify = ctx.params.verify_tls, log = ctx.log })
+      H.set_api(ctx, nil)
     end,
   }
 end
