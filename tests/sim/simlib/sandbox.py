@@ -5,7 +5,8 @@ DIR/new-server/...   an empty second machine for clone-instance (its simulated S
 DIR/site.lua         the config every command of the walkthrough takes (--config site.lua)
 DIR/octopus.key      the administrator's API key (0600), named by site.lua's api_key_file
 DIR/pids/NAME.pid    processes the sandbox started itself (the download site)
-DIR/sandbox.json     marks the folder as a sandbox's (a new sandbox replaces only such a folder)
+DIR/sandbox.json     marks the folder as a sandbox's (a new sandbox replaces only such a folder); once
+                     ready: {"pid", "main": create's JSON, "clone": machine's JSON, "download_site", "config"}
 
 Stopping the sandbox (SIGINT or SIGTERM) stops every process it knows of by pid file: its own, and every
 service of either machine (MACHINE/services/*.pid, also the clone's service a procedure started).
@@ -163,6 +164,9 @@ def run(d, port, create, start_service):
         }
         config = os.path.join(d, "site.lua")
         write_config(config, values, comments)
+        with open(os.path.join(d, MARKER), "w") as f:
+            json.dump({"pid": os.getpid(), "main": info, "clone": clone, "download_site": site, "config": config}, f,
+                      indent=2)
         with open(config) as f:
             print(f.read())
         print("Octopus Server 3.17.14 sandbox running at %s/api (main machine %s)" % (info["url"], info["machine"]))
