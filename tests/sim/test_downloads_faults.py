@@ -164,6 +164,10 @@ class Sandbox(SimCase):
         api.close()
         pid = self.service_pid(info)
         self.assertIsNotNone(pid)
+        second = subprocess.run([sys.executable, OCTOSIM, "sandbox", "--dir", sb], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn("a sandbox (pid %d) is running in" % p.pid, second.stderr)
         os.kill(p.pid, signal.SIGTERM)
         self.assertEqual(p.wait(20), 0)
         from simlib.winsvc import alive

@@ -40,12 +40,17 @@ def _our_pid(path):
     try:
         with open(path) as f:
             pid = int(f.read().strip())
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            if b"octosim" not in f.read():
-                return None
-        return pid if winsvc.alive(pid) else None
     except (OSError, ValueError):
         return None
+    return pid if _our_pid_of(pid) else None
+
+
+def _our_pid_of(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"octosim" in f.read() and winsvc.alive(pid)
+    except OSError:
+        return False
 
 
 def stop_all(d, timeout=10.0):
@@ -101,6 +106,13 @@ def prepare_dir(d):
     if os.path.isdir(d) and os.listdir(d):
         if not os.path.exists(os.path.join(d, MARKER)):
             raise SimError("%s is not empty and is not a sandbox's folder; choose another --dir" % d)
+        try:
+            with open(os.path.join(d, MARKER)) as f:
+                other = int(json.load(f).get("pid") or 0)
+        except (OSError, ValueError, AttributeError):
+            other = 0
+        if other and other != os.getpid() and _our_pid_of(other):
+            raise SimError("a sandbox (pid %d) is running in %s; stop it first (Ctrl-C, or kill %d)" % (other, d, other))
         stop_all(d)
         shutil.rmtree(d)
     os.makedirs(os.path.join(d, "pids"), exist_ok=True)
