@@ -1,4 +1,4 @@
--- demo: Clone a simulated Octopus 3.17.14 server and upgrade the clone to the newest version
+-- demo: clone a simulated Octopus 3.17.14 server and upgrade the clone to the newest version.
 --
 -- Runs the bundled clone-instance procedure end to end against the Octopus
 -- simulator of the source tree (tests/sim): it creates a seeded 3.17.14 instance

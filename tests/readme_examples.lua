@@ -1,7 +1,8 @@
 -- What README.md promises about files a user's procedure leaves behind: the
 -- "Writing a procedure" example (read from README.md, so the test follows the
 -- README) backs up a SQLite database, whose backup gets a <file>.sha256 beside it,
--- and its undo removes both; fs.mirror's relative manifest lands in the working folder.
+-- and its undo removes both; fs.mirror's relative manifest lands in the working folder;
+-- the "Upgrading Octopus Deploy" example config has every parameter its commands need.
 local T = require "upkit.test"
 
 local function readme_example()
@@ -44,6 +45,25 @@ fs.mirror("src", "dst2", { manifest = "dst2/SHA256SUMS" })
        "dst .. '/SHA256SUMS' keeps it beside the copy, with the same lines")
   local _, status = T.sh("cd " .. T.q(dir .. "/dst2") .. " && sha256sum -c --quiet SHA256SUMS")
   T.eq(status, 0, "sha256sum -c reads it from the destination")
+end)
+
+T.test("README's example site.lua is enough for every walkthrough procedure's --plan", function()
+  local dir = T.tmpdir()
+  local text = assert(T.read_file("README.md"))
+  local section = assert(text:match("\n## Upgrading Octopus Deploy\n(.-)\n## "))
+  T.write_file(dir .. "/site.lua", assert(section:match("```lua\n(.-)```"), "the example site.lua"))
+  T.write_file(dir .. "/key", "not-a-real-key\n")
+  local names = {}
+  for block in section:gmatch("```sh\n(.-)```") do
+    for name in block:gmatch("upkit run (%S+)") do names[#names + 1] = name end
+  end
+  T.ok(#names == 5, "five procedures in the walkthrough")
+  for _, name in ipairs(names) do
+    -- the example's api_key_file is a Windows path: --set points it at a file here
+    local out, err, code = T.run_upkit(dir, "run " .. name .. " --config site.lua --plan --set api_key_file=key")
+    T.eq(code, 0, name .. ": " .. out .. err)
+    T.eq(err:match("warn[^\n]*"), nil, name .. ": no warning about the example's keys")
+  end
 end)
 
 T.done()
