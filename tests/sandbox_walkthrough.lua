@@ -77,18 +77,18 @@ T.test("README's 'Upgrading Octopus Deploy' commands run verbatim against make s
   local sandbox = proc.spawn({ "sh", "-c", "exec python3 tests/sim/octosim.py sandbox --dir " .. T.q(sb) ..
                                " >" .. T.q(dir .. "/sandbox.log") .. " 2>&1" }, { stdout = "null", stderr = "null" })
   local pid = sandbox:pid()
-  local deadline = upkit.now() + 60
-  repeat upkit.sleep(0.2)
-  until (T.read_file(dir .. "/sandbox.log") or ""):find("Press Ctrl-C", 1, true) or upkit.now() > deadline
-    or not sandbox:running()
-  local log = T.read_file(dir .. "/sandbox.log") or ""
-  T.contains(log, "Press Ctrl-C", "the sandbox is ready:\n" .. log)
-  local site = dofile(sb .. "/site.lua")
-  T.contains(log, "return {", "the config is printed")
-  T.eq(T.sh("stat -c %a " .. T.q(sb .. "/octopus.key")), "600\n", "the API key's file is private")
-  local key = T.read_file(site.api_key_file):gsub("%s+$", "")
 
   local ok, err = pcall(function()
+    local deadline = upkit.now() + 60
+    repeat upkit.sleep(0.2)
+    until (T.read_file(dir .. "/sandbox.log") or ""):find("Press Ctrl-C", 1, true) or upkit.now() > deadline
+      or not sandbox:running()
+    local log = T.read_file(dir .. "/sandbox.log") or ""
+    T.contains(log, "Press Ctrl-C", "the sandbox is ready:\n" .. log)
+    local site = dofile(sb .. "/site.lua")
+    T.contains(log, "return {", "the config is printed")
+    T.eq(T.sh("stat -c %a " .. T.q(sb .. "/octopus.key")), "600\n", "the API key's file is private")
+    local key = T.read_file(site.api_key_file):gsub("%s+$", "")
     for _, line in ipairs(cmds) do
       local t0 = upkit.now()
       local code, screen, answered = in_terminal(sb, line, path)
