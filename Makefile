@@ -123,7 +123,10 @@ demo: deps
 	@$(MAKE) --no-print-directory $(UPKIT)
 	$(UPKIT) run scripts/demo.lua
 
+# A simulated Octopus site on loopback (main server, download site, a second machine for a clone);
+# it writes $SANDBOX_DIR/site.lua for README's walkthrough. Ctrl-C stops everything it started.
 sandbox: deps
+	@$(MAKE) --no-print-directory $(UPKIT)
 	python3 tests/sim/octosim.py sandbox --dir $${SANDBOX_DIR:-build/sandbox}
 
 repl: $(UPKIT)

@@ -4,7 +4,10 @@
 -- simulator of the source tree (tests/sim): it creates a seeded 3.17.14 instance
 -- and a download site on 127.0.0.1 in a temporary folder, and an empty "new
 -- server" for the clone, then runs clone-instance, prints its summary, and stops
--- everything it started. Usage: upkit run demo [--keep]
+-- everything it started. The run folder (journal and log) goes where every run's
+-- goes, upkit-runs/ in the working folder, so the summary names a folder that
+-- stays; the temporary folder with the simulated servers is removed unless --keep.
+-- Usage: upkit run demo [--keep]
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local proc = require "upkit.proc"
@@ -15,7 +18,8 @@ for _, a in ipairs(arg or {}) do
   if a == "--keep" then keep = true
   elseif a == "--help" or a == "-h" then
     print("usage: upkit run demo [--keep]\n\nClones a simulated Octopus 3.17.14 server and upgrades the clone " ..
-          "to the newest simulated version.\n--keep leaves the temporary folder in place.")
+          "to the newest simulated version.\nThe run's journal and log are kept in upkit-runs/ of the working folder.\n" ..
+          "--keep leaves the temporary folder with the simulated servers in place too.")
     return 0
   else
     io.stderr:write("demo: unknown argument '", a, "'\n")
@@ -37,6 +41,7 @@ local function octosim(...)
   return json.decode(r.stdout)
 end
 
+local RUNS = "upkit-runs"  -- the default runs folder: kept after the demo folder is removed
 local dir = fs.tempdir("upkit-demo")
 print("demo folder: " .. dir)
 local started, site = {}, nil
@@ -87,9 +92,14 @@ local ok, code = xpcall(function()
   started[#started + 1] = { exe = clone.server_exe, instance = "OctopusServer" }
   local cli = require "upkit.cli"
   return cli.main { "run", "clone-instance", "--config", config, "--set", "api_key_file=" .. dir .. "/api-key",
-                    "--runs", dir .. "/runs", "--yes" }
+                    "--runs", RUNS, "--yes" }
 end, debug.traceback)
 cleanup()
+if keep then
+  print("demo folder kept: " .. dir)
+else
+  print("demo folder removed (the simulated servers); the run's journal and log stay in " .. RUNS .. "/")
+end
 if not ok then
   io.stderr:write("demo failed: ", tostring(code), "\n")
   return 1

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from simlib import machine as mach  # noqa: E402
 from simlib import rest, schema, servercli, winsvc  # noqa: E402
+from simlib import sandbox as sandboxlib  # noqa: E402
 from simlib.common import (DEFAULT_INSTANCE, SimError, VERSIONS, connect, connection_string,  # noqa: E402
                            find_home_config, folders_of, free_port, load_faults, new_master_key,
                            odbc_connection_string, read_config, read_json)
@@ -148,22 +149,12 @@ def download_site(d, port, machine=None):
 
 
 def sandbox(d, port=None):
-    info = create(d, "3.17.14", port=port or free_port())
-    cli(info["machine"], "service", "--start")
-    if not winsvc.wait_api(info["port"]):
-        raise SimError("the sandbox's service did not answer on port %d" % info["port"])
-    print(json.dumps(info, indent=2))
-    print("Octopus Server 3.17.14 sandbox running at %s/api" % info["url"])
-    print("API key (administrator): %s" % info["api_key"])
-    print("Octopus.Server: %s   msiexec: %s" % (info["server_exe"], info["msiexec"]))
-    print("Press Ctrl-C to stop.", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: done.set())
-    signal.signal(signal.SIGINT, lambda *a: done.set())
-    while not done.wait(0.5):
-        pass
-    cli(info["machine"], "service", "--stop")
-    return 0
+    """make sandbox: see simlib/sandbox.py."""
+    def start_service(info):
+        cli(info["machine"], "service", "--start")
+        if not winsvc.wait_api(info["port"]):
+            raise SimError("the sandbox's service did not answer on port %d" % info["port"])
+    return sandboxlib.run(d, port, create, start_service)
 
 
 def main(argv=None):

@@ -141,7 +141,8 @@ class RestFaults(SimCase):
 
 class Sandbox(SimCase):
     def test_sandbox_starts_and_stops_its_service(self):
-        p = subprocess.Popen([sys.executable, OCTOSIM, "sandbox", "--dir", os.path.join(self.tmp, "sb")],
+        sb = os.path.join(self.tmp, "sb")
+        p = subprocess.Popen([sys.executable, OCTOSIM, "sandbox", "--dir", sb],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(p)
         out = ""
@@ -150,19 +151,41 @@ class Sandbox(SimCase):
             if not line:
                 self.fail("sandbox ended early: " + p.stderr.read())
             out += line
-        info = json.loads(out[:out.index("\n}\n") + 3])
-        self.assertIn(info["api_key"], out)
+        with open(os.path.join(sb, "sandbox.json")) as f:
+            ready = json.load(f)
+        info = ready["main"]
+        self.assertIn("api_key_file = ", out)
+        with open(os.path.join(sb, "octopus.key")) as f:
+            self.assertEqual(f.read().strip(), info["api_key"])
+        with open(os.path.join(sb, "pids", "download-site.pid")) as f:
+            site_pid = int(f.read())
         api = Api(info["port"], info["api_key"])
         self.assertEqual(api.get("/api")["Version"], "3.17.14")
         api.close()
         pid = self.service_pid(info)
         self.assertIsNotNone(pid)
+        second = subprocess.run([sys.executable, OCTOSIM, "sandbox", "--dir", sb], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn("a sandbox (pid %d) is running in" % p.pid, second.stderr)
         os.kill(p.pid, signal.SIGTERM)
         self.assertEqual(p.wait(20), 0)
         from simlib.winsvc import alive
         self.assertFalse(alive(pid))
+        self.assertFalse(alive(site_pid))
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", info["port"]), timeout=1).close()
+
+    def test_sandbox_refuses_a_folder_that_is_not_a_sandbox(self):
+        sb = os.path.join(self.tmp, "mine")
+        os.makedirs(sb)
+        with open(os.path.join(sb, "notes.txt"), "w") as f:
+            f.write("keep me")
+        r = subprocess.run([sys.executable, OCTOSIM, "sandbox", "--dir", sb], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is not a sandbox's folder", r.stderr)
+        self.assertEqual(os.listdir(sb), ["notes.txt"])
 
 
 if __name__ == "__main__":
