@@ -212,7 +212,7 @@ function M.resolve(desc, sources)
       end
       local file = sets[p.name .. "_file"] or config[p.name .. "_file"]
       if ev and ev ~= "" then raw, origin = ev, "environment " .. M.env_name(p)
-      elseif file then
+      elseif file and not sources.plan then  -- a plan needs no secrets: the file is not read
         local ok, d = pcall(fs.read, tostring(file))
         if not ok then
           problems[#problems + 1] = string.format("secret '%s': cannot read '%s': %s", p.name, file, C.errmsg(d))
