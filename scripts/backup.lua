@@ -27,7 +27,7 @@ return {
   name = "backup",
   summary = "Back up an Octopus Server: master key, licence, config, database, folders",
   params = U.params("server_url", "api_key", "instance", "server_exe", "file_version", "db", "backup_dir", "timeout",
-                    "verify_tls", maintenance),
+                    "verify_tls", maintenance, table.unpack(S.BACKUP_PARAMS)),
   steps = {
     S.connect(),
     S.master_key(),

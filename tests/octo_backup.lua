@@ -74,7 +74,14 @@ T.test("backup saves master key, licence, config, database and folders, with dig
   local m = json.decode(T.read_file(backup .. "/backup.json"))
   T.eq(m.version, "3.17.14")
   T.eq(m.files["master-key.txt"], hash.file("sha256", backup .. "/master-key.txt"))
-  T.eq(m.database.sha256, hash.file("sha256", m.database.file))
+  T.eq(m.database.file, "database.bak", "backup.json names its files relative to its folder")
+  T.eq(m.database.location, "local")
+  T.eq(m.database.digest, "sha256:" .. m.database.sha256)
+  T.eq(m.database.sha256, hash.file("sha256", backup .. "/database.bak"))
+  T.eq(m.folders.TaskLogs.manifest_sha256, hash.file("sha256", backup .. "/folders/TaskLogs.SHA256SUMS"))
+  -- issue 18.7: nothing in the backup is readable by another user
+  local loose = T.sh("find " .. T.q(backup) .. " \\( -type f -perm /077 \\) -o \\( -type d -perm /077 \\) | wc -l")
+  T.eq(loose, "0\n", "every file 0600 or tighter, every folder 0700")
   T.eq(m.counts.Machine, F:sql("SELECT COUNT(*) AS n FROM Machine")[1].n)
   T.ok(m.folders.TaskLogs.files > 0, "task logs saved")
 end)
@@ -82,7 +89,7 @@ end)
 T.test("the saved database restores to the same rows", function()
   local m = json.decode(T.read_file(backup .. "/backup.json"))
   local target = "Driver=SQLite3;Database=" .. F.dir .. "/restored.db"
-  sql.restore(target, { from = m.database.file })
+  sql.restore(target, { from = backup .. "/" .. m.database.file })
   -- the backup was taken in maintenance mode: that one row differs, nothing else
   local saved, live = octofix.dump(target), octofix.dump(F.main.connection_string)
   for _, t in ipairs { saved, live } do
