@@ -48,7 +48,8 @@ return {
           local cs = U.db_connection(ctx)
           local db <close> = sql.connect(sql.with_value(cs, "Database", "master"))
           sql.mssql.preflight(db, { database = sql.conn_value(cs, "Database"), restore = true })
-          if not remote and sha and fs.exists(file) then U.check_digest(file, sha, "check-backup") end
+          local seen = remote and m.database.visible_as or (not remote and file)
+          if sha and seen and fs.exists(seen) then U.check_digest(seen, sha, "check-backup") end
           sql.verify(file, { db = db })
         else
           sql.verify(file, { sha256 = sha })

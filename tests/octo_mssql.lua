@@ -71,6 +71,28 @@ T.test("rollback from the SQL Server backup runs to the end: verified and restor
   T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
 end)
 
+T.test("db_backup_visible_as: the server's file seen through a share is hashed, and check-backup compares it", function()
+  local share, b2 = F.dir .. "/share", F.dir .. "/backup-share"
+  os.execute("mkdir -p " .. T.q(share))
+  T.write_file(share .. "/database.bak", "TAPE as the server wrote it")  -- what the share shows of the server's file
+  local out, err, code = F:upkit("run backup " .. F:args(cfg) .. db_args .. " --set backup_dir=" .. T.q(b2) ..
+                                 " --set db_backup_visible_as=" .. T.q(share) .. " --set test_restore=true")
+  T.eq(code, 0, out .. err .. json.encode(srv:unanswered()))
+  local m = json.decode(T.read_file(b2 .. "/backup.json"))
+  T.eq(m.database.location, "server")
+  T.eq(m.database.sha256, require("upkit.hash").file("sha256", share .. "/database.bak"))
+  T.eq(m.database.digest, "sha256:" .. m.database.sha256)
+  T.eq(m.database.tested, true, "test_restore: restored under another name, DBCC CHECKDB, dropped")
+  T.ok(srv:sent("DBCC CHECKDB"), "DBCC CHECKDB ran")
+  T.eq(srv:unanswered(), {})
+  -- the share's file changes after the backup: the rollback refuses it before any change
+  T.write_file(share .. "/database.bak", "TAPE changed since")
+  local _, e2, c2 = F:upkit("run rollback --yes " .. F:args(cfg) .. db_arg .. " --set backup_dir=" .. T.q(b2))
+  T.eq(c2, 1)
+  T.contains(e2, "preflight checks failed; nothing was changed")
+  T.contains(T.sh("cat " .. T.q(F.dir) .. "/runs/*/log.txt"), "CHECKSUM_MISMATCH")
+end)
+
 T.test("a login that may not restore over the database stops the rollback before any change", function()
   os.execute("mkdir -p " .. T.q(F.dir .. "/weak"))
   local weak = FM.new(F.dir .. "/weak", { machine = "SQL01", sysadmin = false, can_backup = true, database = "Octopus" })
