@@ -52,6 +52,20 @@ T.test("the restore itself refuses a file that does not match backup.json's dige
   T.eq(io.open(F.dir .. "/restored.db"), nil, "no database was written")
 end)
 
+T.test("a folder manifest changed after the backup (a file and its line rewritten) is refused before any change", function()
+  local bad = copy_backup(F.dir .. "/tampered-folders")
+  local sums = bad .. "/folders/TaskLogs.SHA256SUMS"
+  local first_line = T.read_file(sums):match("^[^\n]*\n")
+  local name = first_line:match("^%x+  (.*)\n$")
+  T.write_file(bad .. "/folders/TaskLogs/" .. name, "rewritten")
+  local fixed = T.sh("cd " .. T.q(bad .. "/folders/TaskLogs") .. " && sha256sum " .. T.q(name))
+  T.write_file(sums, fixed .. T.read_file(sums):sub(#first_line + 1))
+  local o, e, c = F:upkit("run rollback --yes " .. F:args(cfg) .. " --set backup_dir=" .. T.q(bad))
+  T.eq(c, 1, o .. e)
+  T.contains(e, "preflight checks failed; nothing was changed")
+  T.contains(T.sh("cat " .. T.q(F.dir) .. "/runs/*/log.txt"), "TaskLogs.SHA256SUMS' has SHA-256")
+end)
+
 T.test("a backup folder copied elsewhere restores from the copy (backup.json's paths are relative)", function()
   local copy = copy_backup(F.dir .. "/copy")
   T.eq(json.decode(T.read_file(copy .. "/backup.json")).database.file, "database.bak")

@@ -241,12 +241,12 @@ function S.backup_database(name)
     done = function(ctx)
       local b = ctx.state.database_backup
       if not b or not b.sha256 or b.location == "server" and not b.visible_as then return false end
-      local file = b.visible_as or F.resolve(ctx.params.backup_dir, b.file)
+      local file = b.visible_as or b.file
       return fs.exists(file) and hashfile(file) == b.sha256
     end,
     run = function(ctx)
       local sql = require "upkit.sql"
-      local d = F.private_dir(ctx.params.backup_dir)
+      F.private_dir(ctx.params.backup_dir)
       local db <close> = H.connect(H.db_connection(ctx))
       local engine = sql.engine(db)
       local t = database_target(ctx, engine)
@@ -257,7 +257,7 @@ function S.backup_database(name)
       if here and fs.exists(r.file) then F.private(r.file) end
       local verified = type(r.verified) == "table" and r.verified or { r.sha256 and "sha256" or nil }
       local b = {
-        file = here and F.relative(d, r.file) or r.file, location = r.location or "local", machine = r.machine,
+        file = r.file, location = r.location or "local", machine = r.machine,
         sha256 = r.sha256, bytes = r.bytes, method = r.method, finished = r.finished, verified = verified,
         digest = r.digest or (r.sha256 and ("sha256:" .. r.sha256)) or "none", visible_as = t.visible_as,
         tested = r.tested and true or nil,
@@ -381,6 +381,16 @@ function S.test_main(name)
   }
 end
 
+-- The database entry of backup.json: a file in the backup folder is named
+-- relative to it, so a copied or moved backup restores from its own folder.
+local function manifest_database(dir, b)
+  if not b then return nil end
+  local out = {}
+  for k, v in pairs(b) do out[k] = v end
+  if out.location ~= "server" then out.file = F.relative(dir, out.file) end
+  return out
+end
+
 -- backup.json: what was saved where, with digests; the rollback reads it.
 function S.write_manifest(name)
   return {
@@ -395,7 +405,7 @@ function S.write_manifest(name)
       local m = {
         format = "upkit-octopus-backup/1", created = log.iso_now(), instance = ctx.params.instance,
         server_url = ctx.params.server_url, version = ctx.state.source_version, config_file = ctx.state.config_file,
-        database = ctx.state.database_backup, folders = ctx.state.folders, files = files,
+        database = manifest_database(d, ctx.state.database_backup), folders = ctx.state.folders, files = files,
         counts = ctx.state.source_counts,
       }
       fs.write(d .. "/backup.json", json.encode(m, { pretty = true }), { mode = "0600" })
