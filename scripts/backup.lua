@@ -32,7 +32,7 @@ return {
   name = "backup",
   summary = "Back up an Octopus Server: master key, licence, config, database, folders",
   params = U.params("server_url", "api_key", "instance", "server_exe", "file_version", "db", "backup_dir", "timeout",
-                    "verify_tls", "download_url", "installer_digests", maintenance),
+                    "verify_tls", "download_url", "installer_digests", maintenance, table.unpack(S.BACKUP_PARAMS)),
   steps = {
     S.connect(),
     S.backup_installer(),

@@ -24,6 +24,7 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "serv
     describe = "back up the folders: auto = when the major version changes" },
   { name = "leave_maintenance", type = "boolean", default = false,
     describe = "leave maintenance mode on at the end, for a manual check" })
+for _, p in ipairs(S.BACKUP_PARAMS) do params[#params + 1] = p end
 
 local function major(v) return tonumber(tostring(v):match("^(%d+)")) end
 

@@ -44,17 +44,35 @@ return {
     {
       name = "check-backup",
       describe = "check the backup is complete: backup.json, master key, database digest, folder manifests",
+      -- The database backup against backup.json's digest (a file that changed
+      -- since the backup is refused, whatever its sidecar says); a SQL Server
+      -- backup is verified by the server (RESTORE VERIFYONLY, through master),
+      -- which must also let this login restore over the database.
       check = function(ctx)
+        local sql = require "upkit.sql"
         local m = manifest(ctx)
         local d = ctx.params.backup_dir
         if not m.database or not m.version then
           upkit.error("BAD_FORMAT", string.format("backup %s has no database or no version in backup.json", d))
         end
-        require("upkit.sql").verify(m.database.file)
-        for name in pairs(m.folders or {}) do
-          if not fs.exists(d .. "/folders/" .. name .. ".SHA256SUMS") then
+        local file, remote = U.backup_file(d, m)
+        local sha = m.database.sha256
+        if m.database.method == "mssql" then
+          local cs = U.db_connection(ctx)
+          local db <close> = sql.connect(sql.with_value(cs, "Database", "master"))
+          sql.mssql.preflight(db, { database = sql.conn_value(cs, "Database"), restore = true })
+          local seen = remote and m.database.visible_as or (not remote and file)
+          if sha and seen and fs.exists(seen) then U.check_digest(seen, sha, "check-backup") end
+          sql.verify(file, { db = db })
+        else
+          sql.verify(file, { sha256 = sha })
+        end
+        for name, f in pairs(m.folders or {}) do
+          local sums = d .. "/folders/" .. name .. ".SHA256SUMS"
+          if not fs.exists(sums) then
             upkit.error("BAD_FORMAT", string.format("backup %s has no manifest for folder %s", d, name))
           end
+          if f.manifest_sha256 then U.check_digest(sums, f.manifest_sha256, "check-backup") end
         end
         U.cli(ctx):program_version()
         return true
@@ -90,8 +108,9 @@ return {
       confirm = function(ctx) return ctx.params.instance end,
       run = function(ctx)
         local m = manifest(ctx)
-        local r = U.restore_database(m.database.file, U.db_connection(ctx), { replace = true })
-        ctx.log("database restored from %s", m.database.file)
+        local file = U.backup_file(ctx.params.backup_dir, m)
+        local r = U.restore_database(file, U.db_connection(ctx), { replace = true, sha256 = m.database.sha256 })
+        ctx.log("database restored from %s", file)
         return { database_restored = r.method or true }
       end,
     },
@@ -99,8 +118,11 @@ return {
       name = "restore-folders",
       describe = "restore the folders: set the current ones aside, copy the backup in, verify, remove the aside copies",
       run = function(ctx)
-        local folders = {}
-        for name, f in pairs(manifest(ctx).folders or {}) do folders[name] = f.path end
+        local folders, d = {}, ctx.params.backup_dir
+        for name, f in pairs(manifest(ctx).folders or {}) do
+          folders[name] = f.path
+          if f.manifest_sha256 then U.check_digest(d .. "/folders/" .. name .. ".SHA256SUMS", f.manifest_sha256, "restore-folders") end
+        end
         local r = U.restore_folders(ctx.params.backup_dir .. "/folders", folders)
         for name, res in pairs(r) do ctx.log("%s: %d files restored and verified", name, res.files) end
       end,
@@ -145,6 +167,8 @@ return {
         local saved = ctx.params.backup_dir .. "/" .. ctx.params.instance .. ".config"
         local target = m.config_file or U.cli(ctx):config_file()
         if not fs.exists(saved) then ctx.log("no config file in the backup; left as it is") return end
+        local sha = (m.files or {})[ctx.params.instance .. ".config"]
+        if sha then U.check_digest(saved, sha, "restore-config-file") end
         fs.copy(saved, target, { overwrite = true, verify = "sha256" })
         ctx.log("config file %s restored", target)
       end,

@@ -34,6 +34,39 @@ T.test("the backup step handles a backup file on a remote server it cannot see",
   T.eq(srv:unanswered(), {})
 end)
 
+T.test("every bundled procedure's backup step handles a backup file on a remote server it cannot see", function()
+  local checked = {}
+  for script in io.popen("ls scripts/*.lua"):lines() do
+    local desc = dofile(script)
+    for _, step in ipairs(type(desc) == "table" and desc.steps or {}) do
+      if step.name:find("backup%-database$") then
+        local dir = T.tmpdir()
+        local backup_dir = dir .. "/backup"
+        local file = backup_dir .. "/database.bak"
+        local srv = F.new(dir, { machine = "SQL01", sysadmin = true, database = "Octopus" })
+        srv:path(backup_dir, false, true)
+        srv:path(file, false, false)
+        srv:rule { match = "^BACKUP DATABASE [Octopus]", results = F.progress("BACKUP", "Octopus", 1224) }
+        srv:history("Octopus", file, 4096)
+        srv:rule { match = "INFORMATION_SCHEMA.TABLES", results = { F.rs({ { "TABLE_NAME", "text" } }, {}) } }
+        local ctx = { params = { db = srv:conn(), backup_dir = backup_dir, upgrade_main = true }, state = {},
+                      log = function() end, warn = function() end }
+        T.eq(step.done and step.done(ctx) or false, false, script .. ": nothing is done yet")
+        local out = step.run(ctx)
+        T.eq(out.database_backup.location, "server", script)
+        T.eq(out.database_backup.file, file, script)
+        T.eq(out.database_backup.sha256, nil, script)
+        ctx.state.database_backup = out.database_backup
+        T.eq(step.done and step.done(ctx) or false, false, script .. ": a file it cannot read is never taken for done")
+        T.eq(srv:unanswered(), {}, script)
+        checked[#checked + 1] = script:match("([^/]+)%.lua$")
+      end
+    end
+  end
+  table.sort(checked)
+  T.eq(checked, { "backup", "clone-instance", "ha-upgrade", "in-place-upgrade", "test-instance" })
+end)
+
 T.test("the rollback's restore over the database checks rights, ends the sessions, restores, and puts MULTI_USER back", function()
   local dir = T.tmpdir()
   local srv = F.new(dir, { sysadmin = true })

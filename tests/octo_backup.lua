@@ -74,7 +74,14 @@ T.test("backup saves master key, licence, config, database and folders, with dig
   local m = json.decode(T.read_file(backup .. "/backup.json"))
   T.eq(m.version, "3.17.14")
   T.eq(m.files["master-key.txt"], hash.file("sha256", backup .. "/master-key.txt"))
-  T.eq(m.database.sha256, hash.file("sha256", m.database.file))
+  T.eq(m.database.file, "database.bak", "backup.json names its files relative to its folder")
+  T.eq(m.database.location, "local")
+  T.eq(m.database.digest, "sha256:" .. m.database.sha256)
+  T.eq(m.database.sha256, hash.file("sha256", backup .. "/database.bak"))
+  T.eq(m.folders.TaskLogs.manifest_sha256, hash.file("sha256", backup .. "/folders/TaskLogs.SHA256SUMS"))
+  -- issue 18.7: nothing in the backup is readable by another user
+  local loose = T.sh("find " .. T.q(backup) .. " \\( -type f -perm /077 \\) -o \\( -type d -perm /077 \\) | wc -l")
+  T.eq(loose, "0\n", "every file 0600 or tighter, every folder 0700")
   T.eq(m.counts.Machine, F:sql("SELECT COUNT(*) AS n FROM Machine")[1].n)
   T.ok(m.folders.TaskLogs.files > 0, "task logs saved")
 end)
@@ -82,7 +89,7 @@ end)
 T.test("the saved database restores to the same rows", function()
   local m = json.decode(T.read_file(backup .. "/backup.json"))
   local target = "Driver=SQLite3;Database=" .. F.dir .. "/restored.db"
-  sql.restore(target, { from = m.database.file })
+  sql.restore(target, { from = backup .. "/" .. m.database.file })
   -- the backup was taken in maintenance mode: that one row differs, nothing else
   local saved, live = octofix.dump(target), octofix.dump(F.main.connection_string)
   for _, t in ipairs { saved, live } do
@@ -120,6 +127,65 @@ T.test("a master key of another server in backup_dir stops before any change", f
   T.contains(err, "nothing was changed")
   T.contains(T.sh("cat " .. T.q(F.dir) .. "/runs/*/log.txt"), "MASTER_KEY_MISMATCH")
   T.eq(snapshot(), before)
+end)
+
+T.test("stale licence and configuration files in backup_dir are saved over, and a folder others can read warns", function()
+  local stale = F.dir .. "/stale-backup"
+  os.execute("mkdir -p " .. T.q(stale) .. " && chmod 755 " .. T.q(stale))
+  T.write_file(stale .. "/license.xml", "<License>another server's</License>")
+  T.write_file(stale .. "/configuration.json", "{}")
+  T.write_file(stale .. "/OctopusServer.config", "<config>stale</config>")
+  local out, err, code = F:upkit("run backup " .. F:args(cfg) .. " --set backup_dir=" .. T.q(stale))
+  T.eq(code, 0, out .. err)
+  T.eq(out:find("backup-licence-config: already done", 1, true), nil, "the stale files do not make the step skip")
+  T.contains(out .. err, "is readable by other users")
+  T.eq(T.read_file(stale .. "/OctopusServer.config"), T.read_file(F.main.config))
+  T.ne(T.read_file(stale .. "/license.xml"), "<License>another server's</License>")
+  T.eq(T.read_file(stale .. "/license.xml"), T.read_file(backup .. "/license.xml"))
+  T.ne(T.read_file(stale .. "/configuration.json"), "{}")
+  local m = json.decode(T.read_file(stale .. "/backup.json"))
+  T.eq(m.files["license.xml"], hash.file("sha256", stale .. "/license.xml"))
+  T.eq(mode_of(stale .. "/license.xml"), "600")
+  -- run again: now the files are this server's, the step is skipped
+  out, err, code = F:upkit("run backup " .. F:args(cfg) .. " --set backup_dir=" .. T.q(stale))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "backup-licence-config: already done")
+end)
+
+T.test("a backup killed during maintenance-on resumes and ends with maintenance off", function()
+  local kb, runs = F.dir .. "/kill-backup", F.dir .. "/kill-runs"
+  local args = string.format("--config %s --set api_key_file=%s --runs %s --set backup_dir=%s", T.q(cfg),
+                             T.q(F.dir .. "/api-key"), T.q(runs), T.q(kb))
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+  T.write_file(F.main.machine .. "/faults.json", json.encode { rest_delay_ms = 400 })
+  os.execute("sleep 0.7")  -- a running server re-reads faults.json twice a second
+  local pid = T.sh(string.format("cd %s && (%s run backup %s >kill-run.out 2>&1 & echo $!)", T.q(F.dir),
+                                 T.q(T.upkit_bin()), args)):match("%d+")
+  local started = false
+  for _ = 1, 600 do
+    local j = T.sh("cat " .. T.q(runs) .. "/*/journal.jsonl 2>/dev/null")
+    if j:find('"step%-started"[^\n]*"maintenance%-on"') or j:find('"maintenance%-on"[^\n]*"step%-started"') then
+      started = true
+      break
+    end
+    os.execute("sleep 0.02")
+  end
+  os.execute("kill -STOP " .. pid)
+  T.ok(started, "the run reached maintenance-on: " .. T.read_file(F.dir .. "/kill-run.out"))
+  -- what the killed run's request did: maintenance is on, the journal has no step-done for it
+  os.remove(F.main.machine .. "/faults.json")
+  os.execute("sleep 0.7")
+  local http = require "upkit.http"
+  local c <close> = http.client { base = F.main.url, headers = { ["X-Octopus-ApiKey"] = F.main.api_key } }
+  local mc = c:get("/api/maintenanceconfiguration"):json()
+  mc.IsInMaintenanceMode = true
+  c:put("/api/maintenanceconfiguration", { json = mc })
+  os.execute("kill -KILL " .. pid .. "; kill -CONT " .. pid .. " 2>/dev/null; sleep 0.2")
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, true)
+  T.eq(T.sh("cat " .. T.q(runs) .. "/*/journal.jsonl"):find('"step%-done"[^\n]*"maintenance%-on"'), nil)
+  local out, err, code = F:upkit("run backup --resume " .. args)
+  T.eq(code, 0, out .. err)
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false, "the resumed run knew it was off before")
 end)
 
 T.test("a backup killed during the folder copy resumes without losing or recopying files", function()

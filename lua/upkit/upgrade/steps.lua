@@ -79,7 +79,7 @@ function S.master_key()
     end,
     done = function(ctx) return fs.exists(ctx.params.backup_dir .. "/master-key.txt") end,
     run = function(ctx)
-      fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })
+      F.private_dir(ctx.params.backup_dir)
       local key = H.cli(ctx):master_key()
       local file = ctx.params.backup_dir .. "/master-key.txt"
       fs.write(file, key .. "\n", { mode = "0600" })
@@ -90,24 +90,34 @@ function S.master_key()
 end
 
 -- The licence and the server configuration (its file, and what the command line reads from it).
+-- What the server says now: { ["license.xml"] =, [instance .. ".config"] =, ["configuration.json"] = }.
+local function licence_and_config_now(ctx)
+  local cfgfile = ctx.state.config_file or H.cli(ctx):config_file()
+  return {
+    ["license.xml"] = H.api(ctx):get("/api/licenses/licenses-current").LicenseText or "",
+    [ctx.params.instance .. ".config"] = fs.read(cfgfile),
+    ["configuration.json"] = json.encode(H.cli(ctx):configuration(), { pretty = true }),
+  }, cfgfile
+end
+
 function S.licence_and_config()
   return {
     name = "backup-licence-config",
     describe = "save the licence, the instance's config file and its configuration settings",
+    -- Done only when the saved files are what this server says now: files left
+    -- in backup_dir by another server or an older backup are saved over.
     done = function(ctx)
       local d = ctx.params.backup_dir
-      return fs.exists(d .. "/license.xml") and fs.exists(d .. "/configuration.json")
+      for f, now in pairs((licence_and_config_now(ctx))) do
+        if not fs.exists(d .. "/" .. f) or fs.read(d .. "/" .. f) ~= now then return false end
+      end
+      return true
     end,
     run = function(ctx)
-      local d = ctx.params.backup_dir
-      fs.mkdirs(d, { mode = "0700" })
-      local lic = H.api(ctx):get("/api/licenses/licenses-current").LicenseText or ""
-      fs.write(d .. "/license.xml", lic, { mode = "0600" })
-      local cfgfile = ctx.state.config_file or H.cli(ctx):config_file()
+      local d = F.private_dir(ctx.params.backup_dir)
+      local now, cfgfile = licence_and_config_now(ctx)
       -- the config file may hold secrets (a connection string password): 0600
-      fs.write(d .. "/" .. ctx.params.instance .. ".config", fs.read(cfgfile), { mode = "0600" })
-      local cfg = H.cli(ctx):configuration()
-      fs.write(d .. "/configuration.json", json.encode(cfg, { pretty = true }), { mode = "0600" })
+      for f, data in pairs(now) do fs.write(d .. "/" .. f, data, { mode = "0600" }) end
       ctx.log("licence and configuration saved in %s", d)
       return { config_file = cfgfile }
     end,
@@ -120,10 +130,13 @@ function S.maintenance_on(name)
     name = name or "maintenance-on",
     describe = "turn maintenance mode on: users cannot change anything or queue tasks",
     changes = true,
-    before = function(ctx) return { maintenance = H.api(ctx):maintenance() } end,
+    -- journalled before the change: a run killed after turning it on knows, on
+    -- resume, that it was off before (issue 18.12)
+    before = function(ctx) return { was_on = H.api(ctx):maintenance() } end,
     run = function(ctx)
       local api = H.api(ctx)
-      local was = api:maintenance()
+      local was = ctx.before and ctx.before.was_on
+      if was == nil then was = api:maintenance() end
       if not was then api:set_maintenance(true) end
       ctx.log(was and "maintenance mode was already on" or "maintenance mode is on")
       return { maintenance_was_on = was }
@@ -131,7 +144,7 @@ function S.maintenance_on(name)
     -- back off only when this run turned it on
     undo = function(ctx)
       local was = ctx.state.maintenance_was_on
-      if was == nil and ctx.before then was = ctx.before.maintenance end
+      if was == nil and ctx.before then was = ctx.before.was_on end
       if was then ctx.log("maintenance mode was on before the run; left on") return end
       H.api(ctx):set_maintenance(false)
       ctx.log("maintenance mode is off")
@@ -292,27 +305,78 @@ function S.drain_and_stop(name)
   }
 end
 
+-- Parameters of the database backup step, for the procedures that back up.
+S.BACKUP_PARAMS = {
+  { name = "db_backup_dir", type = "string",
+    describe = "SQL Server: the folder for database.bak as the database server sees it (default: backup_dir); " ..
+               "a remote server writes the file on its own disk" },
+  { name = "db_backup_visible_as", type = "path",
+    describe = "SQL Server: where this machine sees db_backup_dir (a mounted share), so the backup's SHA-256 " ..
+               "can be computed; without it a remote backup is checked by the server only" },
+  { name = "test_restore", type = "boolean", default = false,
+    describe = "SQL Server: test the backup the way Test-DbaLastBackup does (restore under a throw-away name, " ..
+               "DBCC CHECKDB, drop)" },
+}
+
+-- Where the database backup goes: { to = file as the server sees it, visible_as =, remote = bool }.
+local function database_target(ctx, engine)
+  local d = ctx.params.backup_dir
+  if engine ~= "mssql" or not ctx.params.db_backup_dir or ctx.params.db_backup_dir == d then
+    return { to = d .. "/database.bak" }
+  end
+  local sdir = ctx.params.db_backup_dir
+  local sep = (sdir:find("\\", 1, true) and not sdir:find("/", 1, true)) and "\\" or "/"
+  local vis = ctx.params.db_backup_visible_as
+  return { to = sdir:gsub("[/\\]+$", "") .. sep .. "database.bak", visible_as = vis and (vis .. "/database.bak") }
+end
+
 -- Database backup into backup_dir (the engine's own method where it has one).
 function S.backup_database(name)
   return {
     name = name or "backup-database",
     describe = "back up the Octopus database (copy-only, checksummed)",
+    -- On SQL Server: the platform (Azure, Managed Instance, RDS stop here), the
+    -- login's rights and the server's access to the backup folder.
     check = function(ctx)
+      local sql = require "upkit.sql"
       local db <close> = H.connect(H.db_connection(ctx))
+      if sql.engine(db) == "mssql" then
+        sql.mssql.preflight(db, { to = database_target(ctx, "mssql").to })
+      end
       return D.schema_version(db) ~= nil or upkit.error("NO_VERSION",
         "the database's OctopusServerInstallationHistory is empty: the schema's version is unknown")
     end,
+    -- Done when the recorded backup is still there with its digest; a backup
+    -- on a server's disk that this machine cannot read is made again (never hashed).
     done = function(ctx)
       local b = ctx.state.database_backup
-      return b ~= nil and fs.exists(b.file) and hashfile(b.file) == b.sha256
+      if not b or not b.sha256 or b.location == "server" and not b.visible_as then return false end
+      local file = b.visible_as or b.file
+      return fs.exists(file) and hashfile(file) == b.sha256
     end,
     run = function(ctx)
-      fs.mkdirs(ctx.params.backup_dir)
+      local sql = require "upkit.sql"
+      F.private_dir(ctx.params.backup_dir)
       local db <close> = H.connect(H.db_connection(ctx))
-      local r = require("upkit.sql").backup(db, { to = ctx.params.backup_dir .. "/database.bak" })
-      ctx.log("database backed up to %s (%d bytes, %s, sha256 %s)", r.file, r.bytes, r.method, r.sha256)
-      return { database_backup = { file = r.file, sha256 = r.sha256, bytes = r.bytes, method = r.method },
-               source_counts = D.counts(db) }
+      local engine = sql.engine(db)
+      local t = database_target(ctx, engine)
+      local opts = { to = t.to }
+      if engine == "mssql" then opts.visible_as, opts.test = t.visible_as, ctx.params.test_restore or nil end
+      local r = sql.backup(db, opts)
+      local here = r.location ~= "server"
+      if here and fs.exists(r.file) then F.private(r.file) end
+      local verified = type(r.verified) == "table" and r.verified or { r.sha256 and "sha256" or nil }
+      local b = {
+        file = r.file, location = r.location or "local", machine = r.machine,
+        sha256 = r.sha256, bytes = r.bytes, method = r.method, finished = r.finished, verified = verified,
+        digest = r.digest or (r.sha256 and ("sha256:" .. r.sha256)) or "none", visible_as = t.visible_as,
+        tested = r.tested and true or nil,
+      }
+      ctx.log("database backed up to %s%s (%s bytes, %s, %s; verified: %s)", r.file,
+              r.machine and (" on " .. r.machine) or "", tostring(r.bytes), r.method,
+              r.sha256 and ("sha256 " .. r.sha256) or "no digest: the file is not readable here",
+              table.concat(verified, ", "))
+      return { database_backup = b, source_counts = D.counts(db) }
     end,
   }
 end
@@ -324,9 +388,13 @@ function S.backup_folders(name)
     describe = "copy Artifacts, Packages, TaskLogs and EventExports into the backup, with SHA-256 manifests",
     run = function(ctx)
       local folders = ctx.state.server_folders or H.server_folders(ctx)
-      local results = F.backup(folders, ctx.params.backup_dir .. "/folders")
+      local root = F.private_dir(ctx.params.backup_dir) .. "/folders"
+      local results = F.backup(folders, root)
       local out = {}
-      for k, r in pairs(results) do out[k] = { path = folders[k], files = r.files, bytes = r.bytes } end
+      for k, r in pairs(results) do
+        out[k] = { path = folders[k], files = r.files, bytes = r.bytes, dir = "folders/" .. k,
+                   manifest = "folders/" .. k .. ".SHA256SUMS", manifest_sha256 = hashfile(root .. "/" .. k .. ".SHA256SUMS") }
+      end
       return { folders = out }
     end,
   }
@@ -494,13 +562,23 @@ function S.test_main(name)
   }
 end
 
+-- The database entry of backup.json: a file in the backup folder is named
+-- relative to it, so a copied or moved backup restores from its own folder.
+local function manifest_database(dir, b)
+  if not b then return nil end
+  local out = {}
+  for k, v in pairs(b) do out[k] = v end
+  if out.location ~= "server" then out.file = F.relative(dir, out.file) end
+  return out
+end
+
 -- backup.json: what was saved where, with digests; the rollback reads it.
 function S.write_manifest(name)
   return {
     name = name or "write-manifest",
     describe = "write backup.json: what was saved where, with digests",
     run = function(ctx)
-      local d = ctx.params.backup_dir
+      local d = F.private_dir(ctx.params.backup_dir)
       local files = {}
       for _, f in ipairs { "master-key.txt", "license.xml", "configuration.json", ctx.params.instance .. ".config" } do
         if fs.exists(d .. "/" .. f) then files[f] = hashfile(d .. "/" .. f) end
@@ -508,7 +586,7 @@ function S.write_manifest(name)
       local m = {
         format = "upkit-octopus-backup/1", created = log.iso_now(), instance = ctx.params.instance,
         server_url = ctx.params.server_url, version = ctx.state.source_version, config_file = ctx.state.config_file,
-        database = ctx.state.database_backup, folders = ctx.state.folders, files = files,
+        database = manifest_database(d, ctx.state.database_backup), folders = ctx.state.folders, files = files,
         counts = ctx.state.source_counts,
       }
       fs.write(d .. "/backup.json", json.encode(m, { pretty = true }), { mode = "0600" })
@@ -517,7 +595,7 @@ function S.write_manifest(name)
       for f in pairs(files) do names[#names + 1] = f end
       table.sort(names)
       for _, f in ipairs(names) do ctx.log("  %-28s sha256 %s", f, files[f]) end
-      if m.database then ctx.log("  %-28s sha256 %s", "database.bak", m.database.sha256) end
+      if m.database then ctx.log("  %-28s %s", m.database.file, m.database.digest or ("sha256:" .. tostring(m.database.sha256))) end
       for k, f in pairs(m.folders or {}) do ctx.log("  folders/%-20s %d files, %d bytes", k, f.files, f.bytes) end
       return { manifest = d .. "/backup.json" }
     end,
