@@ -78,7 +78,8 @@ return {
       describe = "restore the backup as the clone's new database",
       done = function(ctx) return ctx.state.clone_restored == true end,
       run = function(ctx)
-        local r = U.restore_database(ctx.state.database_backup.file, clone_odbc(ctx))
+        local b = ctx.state.database_backup
+        local r = U.restore_database(b.file, clone_odbc(ctx), { sha256 = b.sha256 })
         ctx.log("restored %s into the clone database (%s)", r.file or ctx.state.database_backup.file, r.method or "")
         return { clone_restored = true }
       end,
