@@ -165,8 +165,8 @@ end
 Cl.install(ctx, inst = { file, sha256, version }): on every node whose program is
 older than inst.version: the installer is copied once (kept when the node has a
 file of the same SHA-256; r:put verifies the copy), then msiexec /i runs on the
-nodes side by side, at most `parallel` at once; each node's log comes back
-into the run folder's logs/. A node that fails does not stop the others; then
+nodes side by side, at most `parallel` at once; a failed node's installer log comes
+back into the run folder's logs/ (a good one stays beside the installer on the node). A node that fails does not stop the others; then
 EXIT_CODE names every node's state. Nodes already at the version are skipped
 (a resumed run goes on with the nodes that are not).
 ]]
@@ -199,7 +199,9 @@ function Cl.install(ctx, inst)
   fs.mkdirs(ctx.run_dir .. "/logs")
   for i, res in ipairs(results) do
     local node = todo[i].node
-    pcall(node.r.get, node.r, todo[i].log, ctx.run_dir .. "/logs/" .. node.label:gsub("[^%w%.%-]+", "_") .. ".log")
+    if not res.ok then  -- the failed node's installer log, into the run folder (a good one stays on the node)
+      pcall(node.r.get, node.r, todo[i].log, ctx.run_dir .. "/logs/" .. node.label:gsub("[^%w%.%-]+", "_") .. ".log")
+    end
     if res.ok then
       local ok, err = pcall(V.expect_program, node.cli, inst.version)
       if ok then

@@ -1,0 +1,61 @@
+-- ha-upgrade's install on the other nodes (upkit.upgrade.cluster: installer
+-- checked on the node, msiexec side by side, version read after) on 1, 3 and 6
+-- nodes behind their own loopback sshd, whose stand-in installer sleeps 1 s.
+-- Compared with the slowest node's own time (1 s): the ratio is how close N
+-- nodes come to it, and the overhead (seconds above 1 s) is printed.
+package.path = "tests/bench/?.lua;tests/lib/?.lua;" .. package.path
+local B = require "benchlib"
+local remote = require "upkit.remote"
+local clim = require "upkit.octopus.cli"
+local Cl = require "upkit.upgrade.cluster"
+local sshd = require "sshd"
+
+local SLEEP = 1
+local dir = B.workdir() .. "/cluster"
+os.execute("rm -rf " .. B.q(dir) .. " && mkdir -p " .. B.q(dir))
+dir = B.sh("cd " .. B.q(dir) .. " && pwd"):gsub("\n$", "")
+
+local function write(path, text, mode)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  if mode then os.execute("chmod " .. mode .. " " .. B.q(path)) end
+end
+
+-- Stand-ins, the same path on every node; each node's state is in $BENCH_NODE.
+write(dir .. "/Octopus.Server", '#!/bin/sh\nprintf \'{"NuGetVersion":"%s"}\\n\' "$(cat "$BENCH_NODE/version")"\n', "755")
+write(dir .. "/msiexec", '#!/bin/sh\nsleep ' .. SLEEP .. '\necho 2.0.0 > "$BENCH_NODE/version"\n: > "$6"\n', "755")
+local msi = dir .. "/Octopus.2.0.0-x64.msi"
+B.sh("head -c 1048576 /dev/urandom > " .. B.q(msi))
+local sha = require("upkit.hash").file("sha256", msi)
+
+local servers, nodes = {}, {}
+local ok, err = pcall(function()
+  for i = 1, 6 do
+    local nd = dir .. "/node" .. i
+    os.execute("mkdir -p " .. B.q(nd))
+    servers[i] = sshd.start { config = "SetEnv BENCH_NODE=" .. nd }
+    local r = remote.connect(servers[i].target, servers[i].opts())
+    nodes[i] = { label = "node " .. i, r = r, dir = nd,
+                 cli = clim.new { exe = dir .. "/Octopus.Server", timeout = 60, runner = {
+                   run = function(_, argv, o) return r:run(argv, o) end, exists = function() return true end } } }
+  end
+  for _, n in ipairs { 1, 3, 6 } do
+    local ctx = { params = { parallel = n, timeout = 60, node_msiexec = dir .. "/msiexec", node_installer_dir = dir },
+                  run_dir = dir .. "/run" .. n, log = function() end, _cluster = { table.unpack(nodes, 1, n) } }
+    os.execute("mkdir -p " .. B.q(ctx.run_dir))
+    local t = B.time(function()
+      for i = 1, n do write(nodes[i].dir .. "/version", "1.0.0\n") end
+      Cl.install(ctx, { file = msi, sha256 = sha, version = "2.0.0" })
+    end, 3)
+    B.report { name = string.format("ha-upgrade install on %d node%s (+%.2f s)", n, n > 1 and "s" or "", t - SLEEP),
+               unit = "installs/s", upkit = 1 / t, tool = "the slowest node's installer", other = 1 / SLEEP,
+               aim = SLEEP / (SLEEP + 1) }
+  end
+end)
+for i = 1, 6 do
+  if nodes[i] then nodes[i].r:close() end
+  if servers[i] then servers[i].stop() end
+end
+os.execute("rm -rf " .. B.q(dir))
+if not ok then error(err, 0) end
