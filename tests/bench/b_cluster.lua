@@ -1,8 +1,10 @@
 -- ha-upgrade's install on the other nodes (upkit.upgrade.cluster: installer
 -- checked on the node, msiexec side by side, version read after) on 1, 3 and 6
 -- nodes behind their own loopback sshd, whose stand-in installer sleeps 1 s.
--- Compared with the slowest node's own time (1 s): the ratio is how close N
--- nodes come to it, and the overhead (seconds above 1 s) is printed.
+-- Compared with one node's installer run alone through r:run (1 s plus one ssh
+-- round trip): the ratio is how close N nodes come to it; the overhead (seconds
+-- above it: the versions and digests read before, the versions read after, each
+-- side by side) is printed; the aim is at most 1.5 s above it.
 package.path = "tests/bench/?.lua;tests/lib/?.lua;" .. package.path
 local B = require "benchlib"
 local remote = require "upkit.remote"
@@ -40,6 +42,10 @@ local ok, err = pcall(function()
                  cli = clim.new { exe = dir .. "/Octopus.Server", timeout = 60, runner = {
                    run = function(_, argv, o) return r:run(argv, o) end, exists = function() return true end } } }
   end
+  -- the slowest node's own time: its stand-in installer through r:run
+  local one = B.time(function()
+    nodes[1].r:run({ dir .. "/msiexec", "/i", msi, "/quiet", "/norestart", "/l*v", dir .. "/one.log" }, { ok = { 0 } })
+  end, 3)
   for _, n in ipairs { 1, 3, 6 } do
     local ctx = { params = { parallel = n, timeout = 60, node_msiexec = dir .. "/msiexec", node_installer_dir = dir },
                   run_dir = dir .. "/run" .. n, log = function() end, _cluster = { table.unpack(nodes, 1, n) } }
@@ -48,9 +54,9 @@ local ok, err = pcall(function()
       for i = 1, n do write(nodes[i].dir .. "/version", "1.0.0\n") end
       Cl.install(ctx, { file = msi, sha256 = sha, version = "2.0.0" })
     end, 3)
-    B.report { name = string.format("ha-upgrade install on %d node%s (+%.2f s)", n, n > 1 and "s" or "", t - SLEEP),
-               unit = "installs/s", upkit = 1 / t, tool = "the slowest node's installer", other = 1 / SLEEP,
-               aim = SLEEP / (SLEEP + 1) }
+    B.report { name = string.format("ha-upgrade install on %d node%s (+%.2f s)", n, n > 1 and "s" or "", t - one),
+               unit = "installs/s", upkit = 1 / t, tool = string.format("one node's installer (%.2f s)", one),
+               other = 1 / one, aim = one / (one + 1.5) }
   end
 end)
 for i = 1, 6 do

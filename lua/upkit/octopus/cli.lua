@@ -124,18 +124,40 @@ local function file_version_of(text)
   return a and (a .. "." .. b .. "." .. c) or nil
 end
 
+local function file_version_argv(self)
+  local prog = self.file_version
+  if prog:lower():match("powershell") or prog:lower():match("pwsh") then
+    return { prog, "-NoProfile", "-NonInteractive", "-Command",
+             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
+  end
+  return { prog, self.exe }
+end
+
 local function from_file_version(self)
   local prog = self.file_version
-  local argv
-  if prog:lower():match("powershell") or prog:lower():match("pwsh") then
-    argv = { prog, "-NoProfile", "-NonInteractive", "-Command",
-             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
-  else
-    argv = { prog, self.exe }
-  end
-  local r = run(self, argv, { timeout = 60 })
+  local r = run(self, file_version_argv(self), { timeout = 60 })
   if r.timed_out then upkit.error("TIMEOUT", string.format("%s %s did not answer within 60 s", prog, self.exe)) end
   return r.code == 0 and file_version_of(r.stdout) or nil
+end
+
+local function version_of_json(out)
+  local dok, doc = pcall(json.decode, out)
+  if dok and type(doc) == "table" then
+    return parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
+  end
+  return parse_version(out)
+end
+
+--[[
+c:version_probe() -> argv, parse: the command program_version runs (the file
+version reader, else the `version` command), for a caller that runs it itself
+(side by side on several nodes); parse(result) -> the version, or nil.
+]]
+function Cli:version_probe()
+  if self.file_version then
+    return file_version_argv(self), function(r) return r.code == 0 and file_version_of(r.stdout) or nil end
+  end
+  return { self.exe, "version", "--format=json" }, function(r) return r.code == 0 and version_of_json(r.stdout) or nil end
 end
 
 local function from_version_command(self)
@@ -144,11 +166,7 @@ local function from_version_command(self)
     if upkit.is_error(out) and out.code == "EXIT_CODE" then return nil end  -- a version without the command
     error(out, 0)
   end
-  local dok, doc = pcall(json.decode, out)
-  if dok and type(doc) == "table" then
-    return parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
-  end
-  return parse_version(out)
+  return version_of_json(out)
 end
 
 --[[

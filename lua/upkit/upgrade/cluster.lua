@@ -15,9 +15,9 @@ local fs = require "upkit.fs"
 local json = require "upkit.json"
 local version = require "upkit.version"
 local remote = require "upkit.remote"
+local shell = require "upkit.remote.shell"
 local clim = require "upkit.octopus.cli"
 local H = require "upkit.upgrade.handles"
-local V = require "upkit.upgrade.versions"
 
 local Cl = {}
 
@@ -161,64 +161,102 @@ local function join(dir, name, shell)
   return dir:match("[/\\]$") and dir .. name or dir .. sep .. name
 end
 
+-- The command that prints a file's SHA-256 on a node of this shell (as r:sha256 reads it).
+local function sha256_argv(shell_kind, path)
+  if shell_kind == "posix" then
+    return { "sh", "-c", 'if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1"; else shasum -a 256 -- "$1"; fi',
+             "upkit-sha256", path }
+  elseif shell_kind == "cmd" then
+    return { "certutil", "-hashfile", path, "SHA256" }
+  end
+  return { "powershell", "-NoProfile", "-NonInteractive", "-Command",
+           "(Get-FileHash -Algorithm SHA256 -LiteralPath '" .. path:gsub("'", "''") .. "').Hash" }
+end
+
+-- Run one command per node side by side (at most limit at once): { [i] = run_all entry }.
+local function side_by_side(list, argv_of, opts, limit)
+  local jobs = {}
+  for i, item in ipairs(list) do jobs[i] = { node = item.r, argv = argv_of(item), opts = opts } end
+  if #jobs == 0 then return {} end
+  return remote.run_all(jobs, { limit = limit })
+end
+
+-- Every node's program version, read side by side: { [i] = version or nil }.
+function Cl.versions(list, limit)
+  local parsers, out = {}, {}
+  local res = side_by_side(list, function(node)
+    node.cli:forget_version()
+    local argv, parse = node.cli:version_probe()
+    parsers[node] = parse
+    return argv
+  end, { timeout = 60, ok = { 0, 1, 2, 127 } }, limit)
+  for i, node in ipairs(list) do
+    local r = res[i]
+    out[i] = r and r.result and parsers[node](r.result) or nil
+  end
+  return out
+end
+
 --[[
 Cl.install(ctx, inst = { file, sha256, version }): on every node whose program is
 older than inst.version: the installer is copied once (kept when the node has a
 file of the same SHA-256; r:put verifies the copy), then msiexec /i runs on the
-nodes side by side, at most `parallel` at once; a failed node's installer log comes
-back into the run folder's logs/ (a good one stays beside the installer on the node). A node that fails does not stop the others; then
-EXIT_CODE names every node's state. Nodes already at the version are skipped
-(a resumed run goes on with the nodes that are not).
+nodes side by side, at most `parallel` at once, and each program's version is
+read again. The versions and digests are read side by side too, so N nodes take
+about the slowest node's time. A node that fails does not stop the others; then
+EXIT_CODE names every node's state; a failed node's installer log comes back
+into the run folder's logs/ (a good one stays beside the installer on the node).
+Nodes already at the version are skipped (a resumed run goes on with the others).
 ]]
 function Cl.install(ctx, inst)
   local nodes, labels, todo = Cl.nodes(ctx), {}, {}
+  local limit = ctx.params.parallel
   local name = inst.file:match("([^/\\]+)$")
-  for _, node in ipairs(nodes) do
+  local before = Cl.versions(nodes, limit)
+  for i, node in ipairs(nodes) do
     labels[#labels + 1] = node.label
-    node.cli:forget_version()
-    local v = node.cli:installed_version()
-    if v and not version.lt(v, inst.version) then
-      Cl.progress(ctx, node.label, "runs " .. v)
+    if before[i] and not version.lt(before[i], inst.version) then
+      Cl.progress(ctx, node.label, "runs " .. before[i])
     else
-      local dst = join(ctx.params.node_installer_dir, name, node.r.shell)
-      local okh, have = pcall(node.r.sha256, node.r, dst)
-      if not (okh and have == inst.sha256) then node.r:put(inst.file, dst) end
-      Cl.progress(ctx, node.label, "installer copied (sha256 " .. inst.sha256 .. ")")
-      todo[#todo + 1] = { node = node, file = dst, log = join(ctx.params.node_installer_dir, "install-" .. name .. ".log",
-                                                               node.r.shell) }
+      todo[#todo + 1] = { node = node, r = node.r, file = join(ctx.params.node_installer_dir, name, node.r.shell),
+                          log = join(ctx.params.node_installer_dir, "install-" .. name .. ".log", node.r.shell) }
     end
   end
-  local jobs = {}
+  local have = side_by_side(todo, function(t) return sha256_argv(t.r.shell, t.file) end,
+                            { timeout = 3600, ok = { 0, 1, 2 } }, limit)
   for i, t in ipairs(todo) do
-    local restart = t.node.r.shell == "posix" and (3010 & 0xFF) or 3010
-    jobs[i] = { node = t.node.r, argv = { ctx.params.node_msiexec, "/i", t.file, "/quiet", "/norestart", "/l*v", t.log },
-                opts = { timeout = ctx.params.timeout, ok = { 0, restart } } }
+    local got = have[i].result and shell.parse_sha256(t.r.shell, have[i].result.stdout)
+    if got ~= inst.sha256 then t.r:put(inst.file, t.file) end
+    Cl.progress(ctx, t.node.label, "installer copied (sha256 " .. inst.sha256 .. ")")
   end
-  local results = remote.run_all(jobs, { limit = ctx.params.parallel })
+  local results = side_by_side(todo, function(t)
+    return { ctx.params.node_msiexec, "/i", t.file, "/quiet", "/norestart", "/l*v", t.log }
+  end, { timeout = ctx.params.timeout, ok = { 0, 3010 & 0xFF, 3010 } }, limit)
+  local installed = {}
+  for i, t in ipairs(todo) do installed[i] = t.node end
+  local after = Cl.versions(installed, limit)
   local failed = 0
   fs.mkdirs(ctx.run_dir .. "/logs")
   for i, res in ipairs(results) do
     local node = todo[i].node
-    if not res.ok then  -- the failed node's installer log, into the run folder (a good one stays on the node)
-      pcall(node.r.get, node.r, todo[i].log, ctx.run_dir .. "/logs/" .. node.label:gsub("[^%w%.%-]+", "_") .. ".log")
+    local problem
+    if not res.ok then
+      problem = upkit.is_error(res.error) and res.error.message or tostring(res.error)
+    elseif not (after[i] and version.eq(after[i], inst.version)) then
+      problem = string.format("Octopus %s after the install; %s was meant", tostring(after[i]), inst.version)
     end
-    if res.ok then
-      local ok, err = pcall(V.expect_program, node.cli, inst.version)
-      if ok then
-        Cl.progress(ctx, node.label, string.format("installed %s in %.1f s", inst.version, res.seconds))
-      else
-        failed = failed + 1
-        Cl.progress(ctx, node.label, "failed: " .. (upkit.is_error(err) and err.message or tostring(err)))
-      end
-    else
+    if problem then
       failed = failed + 1
-      local e = res.error
-      Cl.progress(ctx, node.label, "failed: " .. (upkit.is_error(e) and e.message or tostring(e)))
+      local dst = ctx.run_dir .. "/logs/" .. node.label:gsub("[^%w%.%-]+", "_") .. ".log"
+      pcall(node.r.get, node.r, todo[i].log, dst)
+      Cl.progress(ctx, node.label, "failed: " .. problem)
+    else
+      Cl.progress(ctx, node.label, string.format("installed %s in %.1f s", inst.version, res.seconds))
     end
   end
   if failed > 0 then
     upkit.error("EXIT_CODE", string.format("the install failed on %d of %d nodes: %s", failed, #nodes,
-                                                Cl.summary(ctx, labels)))
+                                           Cl.summary(ctx, labels)))
   end
   return results
 end
