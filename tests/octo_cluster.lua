@@ -2,7 +2,8 @@
 -- node plus two nodes, each a simulator machine of its own behind its own sshd
 -- on loopback). A changed host key and an unreachable node are refused before
 -- any change; an installer that fails on one node stops the run with every
--- node's state, and --resume finishes; the cluster ends on the newest version.
+-- node's state, and --resume finishes; the cluster ends on the newest version;
+-- rollback with the same nodes puts every node back.
 package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
@@ -111,6 +112,23 @@ T.test("every node runs the newest version, online, undrained; the node logs cam
   T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2025.4.10700")
   local logs = T.sh("ls " .. T.q(F.dir) .. "/runs/*/logs/")
   T.contains(logs, "node_3")
+end)
+
+T.test("rollback with the same nodes puts the whole cluster back on 2023.4.8166", function()
+  local out, err, code = F:upkit("run rollback --yes " .. F:args(cluster_config(nil, "rollback")))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "node 2 (" .. servers[2].target .. "): uninstalled 2025.4.10700")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2023.4.8166")
+  T.eq(versions(), { "2023.4.8166", "2023.4.8166", "2023.4.8166" })
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2023.4.8166")
+  local up = 0
+  for _ = 1, 100 do
+    up = 0
+    for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do if not n.IsOffline then up = up + 1 end end
+    if up == 3 then break end
+    upkit.sleep(0.2)
+  end
+  T.eq(up, 3, "every node online again")
 end)
 
 F:stop()

@@ -21,9 +21,10 @@ local H = require "upkit.upgrade.handles"
 
 local Cl = {}
 
-function Cl.params()
+-- Cl.params([optional]): with optional, nodes may be left out (rollback of a single server).
+function Cl.params(optional)
   return {
-    { name = "nodes", type = "string", list = true, required = true,
+    { name = "nodes", type = "string", list = true, required = not optional,
       describe = "the other nodes of the cluster, ssh://[user@]host[:port] each (a list in a config file, or " ..
                  "comma-separated)",
       validate = function(v)
@@ -88,7 +89,7 @@ function Cl.nodes(ctx)
   if ctx._cluster then return ctx._cluster end
   local p = ctx.params
   local list = {}
-  for i, target in ipairs(Cl.split(p.nodes)) do
+  for i, target in ipairs(Cl.split(p.nodes or "")) do
     local ok, r = pcall(remote.connect, target, { known_hosts = p.known_hosts, identity = p.identity,
                                                   ssh_config = p.ssh_config })
     if not ok then
@@ -206,16 +207,17 @@ read again. The versions and digests are read side by side too, so N nodes take
 about the slowest node's time. A node that fails does not stop the others; then
 EXIT_CODE names every node's state; a failed node's installer log comes back
 into the run folder's logs/ (a good one stays beside the installer on the node).
-Nodes already at the version are skipped (a resumed run goes on with the others).
+Nodes already at the version (or newer, unless exact) are skipped (a resumed run
+goes on with the others).
 ]]
-function Cl.install(ctx, inst)
+function Cl.install(ctx, inst, exact)
   local nodes, labels, todo = Cl.nodes(ctx), {}, {}
   local limit = ctx.params.parallel
   local name = inst.file:match("([^/\\]+)$")
   local before = Cl.versions(nodes, limit)
   for i, node in ipairs(nodes) do
     labels[#labels + 1] = node.label
-    if before[i] and not version.lt(before[i], inst.version) then
+    if before[i] and (exact and version.eq(before[i], inst.version) or not exact and not version.lt(before[i], inst.version)) then
       Cl.progress(ctx, node.label, "runs " .. before[i])
     else
       todo[#todo + 1] = { node = node, r = node.r, file = join(ctx.params.node_installer_dir, name, node.r.shell),
@@ -259,6 +261,73 @@ function Cl.install(ctx, inst)
                                            Cl.summary(ctx, labels)))
   end
   return results
+end
+
+-- Rollback's steps for the other nodes (nothing to do without nodes): stop them
+-- before the database is restored; put the backup's version on them (msiexec /x
+-- of the installed version's installer, side by side, then Cl.install); start them.
+function Cl.rollback_steps()
+  local I = require "upkit.upgrade.instance"
+  local function say(ctx, node) return function(fmt, ...) ctx.log("%s: " .. fmt, node.label, ...) end end
+  return {
+    stop = {
+      name = "stop-other-nodes",
+      describe = "drain and stop every instance of the other nodes (nodes)",
+      check = function(ctx)
+        for _, node in ipairs(Cl.nodes(ctx)) do I.states(node.cli, { verify = ctx.params.verify_tls }) end
+        return true
+      end,
+      run = function(ctx)
+        for _, node in ipairs(Cl.nodes(ctx)) do
+          I.stop_all(node.cli, { verify = ctx.params.verify_tls, log = say(ctx, node) })
+          Cl.progress(ctx, node.label, "drained and stopped")
+        end
+      end,
+    },
+    reinstall = {
+      name = "previous-version-on-other-nodes",
+      describe = "uninstall the installed version on the other nodes and install the backup's version",
+      run = function(ctx)
+        local want, nodes = ctx.state.previous_version, Cl.nodes(ctx)
+        local limit = ctx.params.parallel
+        local now, todo = Cl.versions(nodes, limit), {}
+        for i, node in ipairs(nodes) do
+          if now[i] and not version.eq(now[i], want) then
+            local inst = I.fetch(ctx, now[i])
+            local name = inst.file:match("([^/\\]+)$")
+            local dst = join(ctx.params.node_installer_dir, name, node.r.shell)
+            local okh, have = pcall(node.r.sha256, node.r, dst)
+            if not (okh and have == inst.sha256) then node.r:put(inst.file, dst) end
+            todo[#todo + 1] = { node = node, r = node.r, file = dst, from = now[i],
+                                log = join(ctx.params.node_installer_dir, "uninstall-" .. name .. ".log", node.r.shell) }
+          end
+        end
+        local res = side_by_side(todo, function(t)
+          return { ctx.params.node_msiexec, "/x", t.file, "/quiet", "/norestart", "/l*v", t.log }
+        end, { timeout = ctx.params.timeout, ok = { 0, 3010 & 0xFF, 3010 } }, limit)
+        for i, r in ipairs(res) do
+          if not r.ok then
+            Cl.progress(ctx, todo[i].node.label, "failed to uninstall: " .. tostring(r.error and r.error.message))
+            error(r.error, 0)
+          end
+          Cl.progress(ctx, todo[i].node.label, "uninstalled " .. todo[i].from)
+        end
+        local inst = I.fetch(ctx, want)
+        inst.version = want
+        Cl.install(ctx, inst, true)
+      end,
+    },
+    start = {
+      name = "start-other-nodes",
+      describe = "start and undrain the instance on the other nodes",
+      run = function(ctx)
+        for _, node in ipairs(Cl.nodes(ctx)) do
+          I.start(node.cli, { ctx.params.instance })
+          Cl.progress(ctx, node.label, "started and undrained")
+        end
+      end,
+    },
+  }
 end
 
 return Cl
