@@ -46,6 +46,10 @@ T.test("a target that is not ssh:// or local exits 2 before anything runs", func
   local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(local_node({ nodes = "ftp://octo2" }, "bad-target")))
   T.eq(code, 2, out .. err)
   T.contains(err, "parameter 'nodes'")
+  -- a list in the config file: each item one target, without a comma
+  out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(local_node({ nodes = { "local", "ssh://a,ssh://b" } }, "comma")))
+  T.eq(code, 2, out .. err)
+  T.contains(err, "parameter 'nodes': item 2 must be a string without a comma")
 end)
 
 T.test("a node that cannot be reached fails the check before any change", function()
