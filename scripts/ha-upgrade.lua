@@ -16,15 +16,18 @@
 -- folders; upgrade this node through the upgrade path; install the target on
 -- the other nodes, checking each program's version; start and undrain every
 -- node; create the watchdogs again; test; maintenance off. `upkit run rollback`
--- with the same backup_dir undoes a failed upgrade of this node (the other
--- nodes get the previous version with their own installer).
+-- with the same backup_dir and nodes puts the whole cluster back (database,
+-- folders, and the previous version on every node).
 --
 -- This node (where upkit runs: server_exe, msiexec, service_control,
 -- file_version) upgrades the database; the other nodes are reached through
 -- OpenSSH (nodes = { "ssh://octo2", ... }, known_hosts, identity, parallel) and
 -- run their own Octopus.Server, msiexec and service control program
 -- (node_server_exe, node_msiexec, node_service_control, node_file_version: the
--- same on every node). See README "Clusters".
+-- same on every node; `nodes = "local"` is the local special case: the other
+-- node's programs are on this machine). Each node's progress is kept in the run
+-- folder's nodes.json; --resume skips nodes already at the target. See README
+-- "Clusters".
 local upkit = require "upkit"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
