@@ -16,58 +16,56 @@
 -- folders; upgrade this node through the upgrade path; install the target on
 -- the other nodes, checking each program's version; start and undrain every
 -- node; create the watchdogs again; test; maintenance off. `upkit run rollback`
--- with the same backup_dir undoes a failed upgrade of this node (the other
--- nodes get the previous version with their own installer).
+-- with the same backup_dir and nodes puts the whole cluster back (database,
+-- folders, and the previous version on every node).
 --
--- This node is described by server_exe and msiexec; the other nodes by two
--- comma-separated lists of equal length, other_server_exes and other_msiexecs
--- (the same instance name on every node).
+-- This node (where upkit runs: server_exe, msiexec, service_control,
+-- file_version) upgrades the database; the other nodes are reached through
+-- OpenSSH (nodes = { "ssh://octo2", ... }, known_hosts, identity, parallel) and
+-- run their own Octopus.Server, msiexec and service control program
+-- (node_server_exe, node_msiexec, node_service_control, node_file_version: the
+-- same on every node; `nodes = "local"` is the local special case: the other
+-- node's programs are on this machine). Each node's progress is kept in the run
+-- folder's nodes.json; --resume skips nodes already at the target. See README
+-- "Clusters".
 local upkit = require "upkit"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
+local Cl = require "upkit.upgrade.cluster"
 local S = U.steps
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
-  { name = "other_server_exes", type = "string", required = true,
-    describe = "Octopus.Server executables of the other nodes, comma-separated",
-    validate = function(v)
-      if #U.split_list(v) == 0 then return false, "name at least one other node's Octopus.Server executable" end
-      return true
-    end },
-  { name = "other_msiexecs", type = "string", required = true,
-    describe = "installer programs of the other nodes, comma-separated, in the order of other_server_exes",
-    validate = function(v, p)
-      local n, m = #U.split_list(v), #U.split_list(p.other_server_exes)
-      if n ~= m then return false, string.format("%d installer programs for %d other nodes", n, m) end
-      return true
-    end },
-  { name = "other_service_controls", type = "string",
-    describe = "the service control program of each other node, comma-separated (default: service_control)" },
-  { name = "other_file_versions", type = "string",
-    describe = "the file version reader of each other node, comma-separated (default: file_version)" },
   { name = "node_offline_timeout", type = "number", default = 300,
     describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" })
+for _, p in ipairs(Cl.params()) do params[#params + 1] = p end
 
--- Every node: { label, cli, msiexec, url }; this node first.
+-- Every node: { label, cli [, r] }; this node first.
 local function nodes(ctx)
-  if not ctx._nodes then
-    local p = ctx.params
-    local list = { { label = "this node", cli = U.cli(ctx), msiexec = p.msiexec, url = p.server_url } }
-    local msis = U.split_list(p.other_msiexecs)
-    local scs, fvs = U.split_list(p.other_service_controls), U.split_list(p.other_file_versions)
-    for i, exe in ipairs(U.split_list(p.other_server_exes)) do
-      list[#list + 1] = { label = string.format("node %d (%s)", i + 1, exe), msiexec = msis[i],
-                          cli = U.new_cli(ctx, exe, p.instance, { service_control = scs[i], file_version = fvs[i] }) }
-    end
-    ctx._nodes = list
-  end
-  return ctx._nodes
+  local list = { { label = "this node", cli = U.cli(ctx), url = ctx.params.server_url } }
+  for _, n in ipairs(Cl.nodes(ctx)) do list[#list + 1] = n end
+  return list
 end
 
-local function others(ctx)
-  local list = nodes(ctx)
-  return { table.unpack(list, 2) }
+local function labels(ctx)
+  local out = {}
+  for _, n in ipairs(nodes(ctx)) do out[#out + 1] = n.label end
+  return out
+end
+
+-- Run fn(node) on every node in turn, recording each node's progress; a node that
+-- fails stops the step with every node's state in the message.
+local function each_node(ctx, what, fn)
+  for _, node in ipairs(nodes(ctx)) do
+    local ok, err = pcall(fn, node)
+    if not ok then
+      Cl.progress(ctx, node.label, "failed to " .. what .. ": " .. (upkit.is_error(err) and err.message or tostring(err)))
+      if upkit.is_error(err) then
+        err.message = err.message .. " [nodes: " .. Cl.summary(ctx, labels(ctx)) .. "]"
+      end
+      error(err, 0)
+    end
+  end
 end
 
 local function online(api)
@@ -102,28 +100,17 @@ return {
       check = function(ctx)
         local main_cs = U.cli(ctx):connection_string()
         local main_version = U.api(ctx):version()
-        for _, node in ipairs(others(ctx)) do
-          local v = node.cli:program_version()
-          if not version.eq(v, main_version) then
-            upkit.error("VERSION_MISMATCH", string.format("%s runs %s, this node %s", node.label, v, main_version))
-          end
-          if not node.cli:has_instance() then
-            upkit.error("NOT_FOUND", string.format("%s has no instance %s", node.label, ctx.params.instance))
-          end
-          if node.cli:connection_string() ~= main_cs then
-            upkit.error("DATABASE_MISMATCH", string.format("%s uses another database than this node", node.label))
-          end
-        end
+        Cl.check(ctx, main_cs, main_version)
         local up = online(U.api(ctx))
         if #up > #nodes(ctx) then
-          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (server_exe, " ..
-            "other_server_exes): every node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx)))
+          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (this node and " ..
+            "nodes): every node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx)))
         end
         return true
       end,
       run = function(ctx)
         for _, node in ipairs(nodes(ctx)) do
-          ctx.log("%s: Octopus %s", node.label, node.cli:program_version())
+          Cl.progress(ctx, node.label, "checked: Octopus " .. node.cli:program_version())
         end
       end,
     },
@@ -150,13 +137,14 @@ return {
         return true
       end,
       run = function(ctx)
-        local stopped = {}
-        for i, node in ipairs(nodes(ctx)) do
+        local stopped, i = {}, 0
+        each_node(ctx, "stop", function(node)
+          i = i + 1
           stopped[i] = U.stop_all(node.cli, { url = node.url, verify = ctx.params.verify_tls, log = function(fmt, ...)
             ctx.log("%s: " .. fmt, node.label, ...)
           end })
-          ctx.log("%s: drained and stopped", node.label)
-        end
+          Cl.progress(ctx, node.label, "drained and stopped")
+        end)
         U.set_api(ctx, nil)
         local function poll()  -- a new connection each time: no snapshot or lock held while the nodes write
           local db <close> = U.connect(U.db_connection(ctx))
@@ -192,23 +180,19 @@ return {
       describe = "install the target version on the other nodes (their database is upgraded already)",
       run = function(ctx)
         local inst = U.fetch(ctx, ctx.state.target)
-        for _, node in ipairs(others(ctx)) do
-          node.cli:forget_version()
-          if version.lt(node.cli:program_version(), ctx.state.target) then
-            local r = U.install(node.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
-            U.expect_program(node.cli, ctx.state.target)
-            ctx.log("%s: installed %s (exit code %d)", node.label, ctx.state.target, r.code)
-          else
-            ctx.log("%s: %s is installed already", node.label, ctx.state.target)
-          end
-        end
+        inst.version = ctx.state.target
+        local results = Cl.install(ctx, inst)
+        return { installed_nodes = #results }
       end,
     },
     {
       name = "start-and-undrain",
       describe = "start the instance on every node and take it out of drain",
       run = function(ctx)
-        for _, node in ipairs(nodes(ctx)) do U.start(node.cli, { ctx.params.instance }) end
+        each_node(ctx, "start", function(node)
+          U.start(node.cli, { ctx.params.instance })
+          Cl.progress(ctx, node.label, "started and undrained")
+        end)
         U.set_api(ctx, U.wait_api(ctx.params.server_url, ctx.params.api_key, ctx.params.verify_tls, 120))
         for i, node in ipairs(nodes(ctx)) do U.others_left_stopped(ctx, node.cli, ctx.state.stopped_by_node[i]) end
       end,

@@ -19,9 +19,12 @@ local version = require "upkit.version"
 local U = require "upkit.upgrade"
 local S = U.steps
 local I = require "upkit.upgrade.instance"
+local Cl = require "upkit.upgrade.cluster"
+local cluster = Cl.rollback_steps()  -- the other nodes of a cluster (nodes): README "Clusters"
 
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "timeout", "verify_tls")
+for _, p in ipairs(Cl.params(true)) do params[#params + 1] = p end
 
 local function manifest(ctx)
   ctx._manifest = ctx._manifest or U.read_manifest(ctx.params.backup_dir)
@@ -102,6 +105,7 @@ return {
         ctx.log("started again: %s", table.concat(ctx.state.stopped_instances or {}, ", "))
       end,
     },
+    cluster.stop,
     {
       name = "restore-database",
       describe = "restore the database backup over the current database",
@@ -158,6 +162,7 @@ return {
         I.install_version(ctx, cli, ctx.params.msiexec, want)
       end,
     },
+    cluster.reinstall,
     {
       name = "restore-config-file",
       describe = "put the instance's config file of the backup back in place",
@@ -174,6 +179,7 @@ return {
       end,
     },
     S.start_and_undrain("start"),
+    cluster.start,
     S.watchdog("create"),
     {
       name = "sanity-checks",

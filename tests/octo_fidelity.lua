@@ -104,8 +104,8 @@ T.test("ha-upgrade: a node that does not mark itself offline stops the run with 
   local G = octofix.new { version = "2023.4.8166", files = 2 }
   T.write_file(G.clone.machine .. "/faults.json", json.encode { node_offline_delay = 60 })
   local node = G:add_node(nil, { env = {} })  -- its server takes the delay from faults.json
-  local cfg = G:config({ other_server_exes = node.server_exe, other_msiexecs = node.msiexec,
-                         other_service_controls = node.sc, other_file_versions = node.filever,
+  local cfg = G:config({ nodes = "local", node_server_exe = node.server_exe, node_msiexec = node.msiexec,
+                         node_service_control = node.sc, node_file_version = node.filever,
                          node_offline_timeout = 4 })
   local out, err, code = G:upkit("run ha-upgrade --yes " .. G:args(cfg))
   T.eq(code, 1, out .. err)

@@ -1,4 +1,6 @@
--- The ha-upgrade procedure against a simulated two-node cluster on 2023.4.8166:
+-- The ha-upgrade procedure against a simulated two-node cluster on 2023.4.8166,
+-- the other node given as nodes = { "local" } (the local special case: its tools
+-- are programs of this machine, node_server_exe and the like):
 -- the database upgrade refuses while another node runs (2023.2.9755+), so the
 -- upgrade succeeds only because every node is stopped first; afterwards both
 -- nodes run the newest version. A node that cannot be reached stops the run in
@@ -32,18 +34,27 @@ T.test("the fixture is a cluster: two nodes online on one database", function()
   T.eq(online, 2)
 end)
 
-T.test("other_msiexecs of another length than other_server_exes exits 2", function()
-  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec .. "," .. node2.msiexec },
-                       "uneven")
-  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+local function local_node(extra, name)
+  local cfg = { nodes = "local", node_server_exe = node2.server_exe, node_msiexec = node2.msiexec,
+                node_service_control = F.clone.sc, node_file_version = F.clone.filever,
+                node_installer_dir = F.dir, node_offline_timeout = 60 }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return F:config(cfg, name)
+end
+
+T.test("a target that is not ssh:// or local exits 2 before anything runs", function()
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(local_node({ nodes = "ftp://octo2" }, "bad-target")))
   T.eq(code, 2, out .. err)
-  T.contains(err, "parameter 'other_msiexecs': 2 installer programs for 1 other nodes")
+  T.contains(err, "parameter 'nodes'")
+  -- a list in the config file: each item one target, without a comma
+  out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(local_node({ nodes = { "local", "ssh://a,ssh://b" } }, "comma")))
+  T.eq(code, 2, out .. err)
+  T.contains(err, "parameter 'nodes': item 2 must be a string without a comma")
 end)
 
 T.test("a node that cannot be reached fails the check before any change", function()
   local before = octofix.dump(F.main.connection_string)
-  local cfg = F:config({ other_server_exes = F.dir .. "/no-such-node/Octopus.Server", other_msiexecs = node2.msiexec },
-                       "wrong-node")
+  local cfg = local_node({ node_server_exe = F.dir .. "/no-such-node/Octopus.Server" }, "wrong-node")
   local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
   T.eq(code, 1, out .. err)
   T.contains(out .. err, "check of step 'check-nodes' failed")
@@ -58,12 +69,10 @@ end)
 T.test("ha-upgrade stops both nodes, upgrades the database once, then every node, and tests the cluster", function()
   local pidfile = F.clone.machine .. "/services/OctopusDeploy.pid"
   local pid_before = T.read_file(pidfile)
-  local cfg = F:config({ other_server_exes = node2.server_exe, other_msiexecs = node2.msiexec,
-                         other_service_controls = F.clone.sc, other_file_versions = F.clone.filever,
-                         node_offline_timeout = 60 })
+  local cfg = local_node()
   local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
   T.eq(code, 0, out .. err)
-  T.contains(out, "(" .. node2.server_exe .. "): drained and stopped")
+  T.contains(out, "node 2 (local): drained and stopped")
   T.ok(pid_before and T.read_file(pidfile) and T.read_file(pidfile) ~= pid_before, "node 2 was stopped and started again")
   T.contains(out, "upgrade path 2023.4.8166 -> 2024.4.7000 -> 2025.4.10700")
   T.contains(out, "2 nodes run Octopus 2025.4.10700")

@@ -92,8 +92,9 @@ function M.run(source)
     local n = F:machine("node2")
     local node = F:add_node(n)
     local out = run("ha-upgrade", {
-      backup_dir = F.dir .. "/backup-ha", other_server_exes = node.server_exe, other_msiexecs = node.msiexec,
-      other_service_controls = node.sc, other_file_versions = node.filever, node_offline_timeout = 60 }, "ha")
+      backup_dir = F.dir .. "/backup-ha", nodes = "local", node_server_exe = node.server_exe,
+      node_msiexec = node.msiexec, node_service_control = node.sc, node_file_version = node.filever,
+      node_installer_dir = F.dir, node_offline_timeout = 60 }, "ha")
     T.contains(out, "2 nodes run Octopus " .. NEWEST)
     T.eq(octofix.program_version(node.server_exe, node.filever), NEWEST)
     T.eq(F:api("/api").Version, NEWEST)

@@ -64,14 +64,21 @@ local READS = { ["show-master-key"] = true, ["show-configuration"] = true, ["ver
 local Cli = {}
 Cli.__index = Cli
 
--- cli.new{ exe, instance, timeout, service_control, secrets } -> command line
+-- cli.new{ exe, instance, timeout, service_control, secrets [, runner] } -> command line.
+-- runner: where the commands run (an upkit.remote node: runner:run(argv, opts) and
+-- runner:exists(path)); default this machine (proc.run).
 function M.new(o)
   if type(o) ~= "table" or type(o.exe) ~= "string" or o.exe == "" then
     upkit.error("EINVAL", "octopus.cli.new: exe (the Octopus.Server program) is required")
   end
   return setmetatable({ exe = o.exe, instance = o.instance or M.DEFAULT_INSTANCE, timeout = o.timeout or 3600,
                         service_control = o.service_control, file_version = o.file_version,
-                        secrets = o.secrets or {} }, Cli)
+                        secrets = o.secrets or {}, runner = o.runner }, Cli)
+end
+
+local function run(self, argv, opts)
+  if self.runner then return self.runner:run(argv, opts) end
+  return proc.run(argv, opts)
 end
 
 function Cli:secret(value)
@@ -86,7 +93,7 @@ local function exec(self, command, instance, ...)
   local argv = { self.exe, command }
   if instance then argv[#argv + 1] = "--instance=" .. instance end
   for _, a in ipairs { ... } do argv[#argv + 1] = a end
-  return proc.run(argv, { timeout = self.timeout, redact = self.secrets, ok = { 0 },
+  return run(self, argv, { timeout = self.timeout, redact = self.secrets, ok = { 0 },
                           on_stdout = not QUIET[command] and function(line) log.debug("%s", line) end or nil })
 end
 
@@ -125,18 +132,40 @@ local function native_win()
   return ok and win or nil
 end
 
+local function file_version_argv(self)
+  local prog = self.file_version
+  if prog:lower():match("powershell") or prog:lower():match("pwsh") then
+    return { prog, "-NoProfile", "-NonInteractive", "-Command",
+             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
+  end
+  return { prog, self.exe }
+end
+
 local function from_file_version(self)
   local prog = self.file_version
-  local argv
-  if prog:lower():match("powershell") or prog:lower():match("pwsh") then
-    argv = { prog, "-NoProfile", "-NonInteractive", "-Command",
-             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
-  else
-    argv = { prog, self.exe }
-  end
-  local r = proc.run(argv, { timeout = 60 })
+  local r = run(self, file_version_argv(self), { timeout = 60 })
   if r.timed_out then upkit.error("TIMEOUT", string.format("%s %s did not answer within 60 s", prog, self.exe)) end
   return r.code == 0 and file_version_of(r.stdout) or nil
+end
+
+local function version_of_json(out)
+  local dok, doc = pcall(json.decode, out)
+  if dok and type(doc) == "table" then
+    return parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
+  end
+  return parse_version(out)
+end
+
+--[[
+c:version_probe() -> argv, parse: the command program_version runs (the file
+version reader, else the `version` command), for a caller that runs it itself
+(side by side on several nodes); parse(result) -> the version, or nil.
+]]
+function Cli:version_probe()
+  if self.file_version then
+    return file_version_argv(self), function(r) return r.code == 0 and file_version_of(r.stdout) or nil end
+  end
+  return { self.exe, "version", "--format=json" }, function(r) return r.code == 0 and version_of_json(r.stdout) or nil end
 end
 
 local function from_version_command(self)
@@ -145,11 +174,7 @@ local function from_version_command(self)
     if upkit.is_error(out) and out.code == "EXIT_CODE" then return nil end  -- a version without the command
     error(out, 0)
   end
-  local dok, doc = pcall(json.decode, out)
-  if dok and type(doc) == "table" then
-    return parse_version(doc.NuGetVersion) or parse_version(doc.MajorMinorPatch) or parse_version(doc.InformationalVersion)
-  end
-  return parse_version(out)
+  return version_of_json(out)
 end
 
 --[[
@@ -162,14 +187,14 @@ there or neither gives a version: never guessed.
 ]]
 function Cli:program_version()
   if self.version_cache then return self.version_cache end
-  local f = io.open(self.exe, "rb")
-  if not f then
+  local f = not self.runner and io.open(self.exe, "rb")
+  if f then f:close() end
+  if not (f or (self.runner and self.runner:exists(self.exe))) then
     upkit.error("NO_VERSION", string.format("Octopus.Server is not installed here: %s does not exist", self.exe),
                 { path = self.exe })
   end
-  f:close()
   local v
-  local win = not self.file_version and native_win()
+  local win = not self.file_version and not self.runner and native_win()
   if win then
     local ok, info = pcall(win.file_version, self.exe)
     if not ok and not (upkit.is_error(info) and info.code == "NOT_FOUND") then error(info, 0) end
@@ -373,7 +398,7 @@ function Cli:service_state(instance)
     upkit.error("UNSUPPORTED", "the service state of an instance needs the service control program (service_control)")
   end
   local name = M.service_name(instance or self.instance)
-  local r = proc.run({ self.service_control, "query", name }, { timeout = 60 })
+  local r = run(self, { self.service_control, "query", name }, { timeout = 60 })
   if r.timed_out then
     upkit.error("TIMEOUT", string.format("%s query \"%s\" did not answer within 60 s", self.service_control, name))
   end

@@ -88,6 +88,14 @@ local function convert(p, raw)
     return nil, string.format("parameter '%s' must be one of %s, got '%s'", p.name,
                               table.concat(p.choices, ", "), tostring(raw))
   end
+  if p.list and type(raw) == "table" then  -- a list parameter: { "a", "b" } in a config file is "a,b"
+    for i, v in ipairs(raw) do
+      if type(v) ~= "string" or v:find(",", 1, true) then
+        return nil, string.format("parameter '%s': item %d must be a string without a comma", p.name, i)
+      end
+    end
+    raw = table.concat(raw, ",")
+  end
   if type(raw) ~= "string" and type(raw) ~= "number" then
     return nil, string.format("parameter '%s' must be a string, got a %s", p.name, type(raw))
   end

@@ -1,0 +1,136 @@
+-- ha-upgrade over OpenSSH: a three-node simulated 2023.4.8166 cluster (this
+-- node plus two nodes, each a simulator machine of its own behind its own sshd
+-- on loopback). A changed host key and an unreachable node are refused before
+-- any change; an installer that fails on one node stops the run with every
+-- node's state, and --resume finishes; the cluster ends on the newest version;
+-- rollback with the same nodes puts every node back.
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "upkit.test"
+local json = require "upkit.json"
+local octofix = require "octofix"
+local sshd = require "sshd"
+
+local F = octofix.new { version = "2023.4.8166" }
+local machines, nodes, servers = {}, {}, {}
+for i = 2, 3 do
+  local m = F:machine("node" .. i)
+  machines[i] = m
+  nodes[i] = F:add_node(m)
+  servers[i] = sshd.start { config = "SetEnv PATH=" .. m.machine .. "/bin:" .. m.machine ..
+    "/ProgramFiles/OctopusDeploy/Octopus:" .. os.getenv("PATH") .. " OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05" }
+end
+-- one known_hosts and one key for the whole cluster, as an operator has
+local known_hosts = F.dir .. "/known_hosts"
+T.write_file(known_hosts, T.read_file(servers[2].known_hosts) .. T.read_file(servers[3].known_hosts))
+T.sh("cat " .. T.q(servers[2].dir .. "/user_key.pub") .. " >> " .. T.q(servers[3].dir .. "/authorized_keys"))
+
+-- the cluster is up once all three nodes have registered in the database
+local upkit = require "upkit"
+for _ = 1, 200 do
+  if #F:sql("SELECT Id FROM OctopusServerNode") == 3 then break end
+  upkit.sleep(0.1)
+end
+
+local function cluster_config(extra, name)
+  local cfg = { nodes = { servers[2].target, servers[3].target }, known_hosts = known_hosts,
+                identity = servers[2].identity, ssh_config = servers[2].ssh_config, parallel = 2,
+                node_server_exe = "Octopus.Server", node_msiexec = "msiexec", node_service_control = "sc",
+                node_file_version = "filever", node_installer_dir = F.dir, node_offline_timeout = 60 }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return F:config(cfg, name)
+end
+
+local function versions()
+  return { octofix.program_version(F.main.server_exe, F.main.filever),
+           octofix.program_version(machines[2].server_exe, machines[2].filever),
+           octofix.program_version(machines[3].server_exe, machines[3].filever) }
+end
+
+local function unchanged(before)
+  T.eq(octofix.dump(F.main.connection_string), before, "database row for row")
+  T.eq(versions(), { "2023.4.8166", "2023.4.8166", "2023.4.8166" })
+  T.eq(F:api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+  T.ok(octofix.answers(F.main.url) and octofix.answers(nodes[2].url) and octofix.answers(nodes[3].url),
+       "every node still runs")
+end
+
+T.test("a changed host key of one node is refused before any change", function()
+  local before = octofix.dump(F.main.connection_string)
+  local other = sshd.keygen(F.dir .. "/other_host_key")
+  local kh = F.dir .. "/known_hosts.changed"
+  T.write_file(kh, T.read_file(servers[2].known_hosts) ..
+    string.format("[127.0.0.1]:%d %s\n", servers[3].port, T.read_file(other .. ".pub"):match("^(%S+ %S+)")))
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cluster_config({ known_hosts = kh }, "changed-key")))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "check of step 'check-nodes' failed")
+  T.contains(out .. err, "node 3 (" .. servers[3].target .. ")")
+  T.contains(out .. err, servers[3].fingerprint)
+  T.contains(err, "nothing was changed")
+  unchanged(before)
+end)
+
+T.test("a node that cannot be reached fails the check; nothing changed anywhere", function()
+  local before = octofix.dump(F.main.connection_string)
+  local dead = "ssh://127.0.0.1:" .. octofix.free_port()
+  local out, err, code = F:upkit("run ha-upgrade --yes " ..
+    F:args(cluster_config({ nodes = { servers[2].target, dead } }, "unreachable")))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "check of step 'check-nodes' failed")
+  T.contains(out .. err, "node 3 (" .. dead .. ")")
+  T.contains(err, "nothing was changed")
+  unchanged(before)
+end)
+
+T.test("an installer that fails on node 3 stops the run with every node's state; --resume finishes", function()
+  T.write_file(machines[3].machine .. "/faults.json", json.encode { msi_exit = 1603 })
+  local cfg = cluster_config()
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "step 'install-other-nodes' failed")
+  T.contains(out .. err, "node 2 (" .. servers[2].target .. "): installed 2025.4.10700")
+  T.contains(out .. err, "node 3 (" .. servers[3].target .. "): failed")
+  T.eq(versions()[2], "2025.4.10700")
+  T.eq(versions()[3], "2023.4.8166")
+  os.remove(machines[3].machine .. "/faults.json")
+  out, err, code = F:upkit("run ha-upgrade --yes --resume " .. F:args(cfg))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "node 2 (" .. servers[2].target .. "): runs 2025.4.10700")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2025.4.10700")
+  T.contains(out, "3 nodes run Octopus 2025.4.10700")
+  T.contains(out, "instance tests passed: version 2025.4.10700")
+end)
+
+T.test("every node runs the newest version, online, undrained; the node logs came back", function()
+  T.eq(versions(), { "2025.4.10700", "2025.4.10700", "2025.4.10700" })
+  for _, url in ipairs { F.main.url, nodes[2].url, nodes[3].url } do T.ok(octofix.answers(url), url) end
+  local list = F:api("/api/octopusservernodes/summary").Nodes
+  T.eq(#list, 3)
+  for _, n in ipairs(list) do
+    T.eq(n.IsOffline, false, n.Name)
+    T.eq(n.IsInMaintenanceMode, false, n.Name)
+  end
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2025.4.10700")
+  local logs = T.sh("ls " .. T.q(F.dir) .. "/runs/*/logs/")
+  T.contains(logs, "node_3")
+end)
+
+T.test("rollback with the same nodes puts the whole cluster back on 2023.4.8166", function()
+  local out, err, code = F:upkit("run rollback --yes " .. F:args(cluster_config(nil, "rollback")))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "node 2 (" .. servers[2].target .. "): uninstalled 2025.4.10700")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2023.4.8166")
+  T.eq(versions(), { "2023.4.8166", "2023.4.8166", "2023.4.8166" })
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2023.4.8166")
+  local up = 0
+  for _ = 1, 100 do
+    up = 0
+    for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do if not n.IsOffline then up = up + 1 end end
+    if up == 3 then break end
+    upkit.sleep(0.2)
+  end
+  T.eq(up, 3, "every node online again")
+end)
+
+F:stop()
+for i = 2, 3 do servers[i].stop() end
+T.done()
