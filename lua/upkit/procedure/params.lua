@@ -220,11 +220,12 @@ function M.resolve(desc, sources)
       end
       local file = sets[p.name .. "_file"] or config[p.name .. "_file"]
       if ev and ev ~= "" then raw, origin = ev, "environment " .. M.env_name(p)
-      elseif file and not sources.plan then  -- a plan needs no secrets: the file is not read
+      elseif file then
         local ok, d = pcall(fs.read, tostring(file))
-        if not ok then
+        if ok then raw, origin = d:gsub("[\r\n]+$", ""), "file " .. file
+        elseif not sources.plan then  -- a plan needs no secrets: a file it cannot read is no problem
           problems[#problems + 1] = string.format("secret '%s': cannot read '%s': %s", p.name, file, C.errmsg(d))
-        else raw, origin = d:gsub("[\r\n]+$", ""), "file " .. file end
+        end
       end
       if raw then log.secret(raw) end
     else

@@ -186,7 +186,8 @@ function I.keep_installer(ctx, v)
   fs.mkdirs(ctx.params.backup_dir, { mode = "0700" })  -- the backup holds secrets: private
   local inst = V.fetch_installer(I.downloads(ctx), v, ctx.params.backup_dir .. "/installers",
                                  { download_url = ctx.params.download_url, digests = I.digests(ctx) })
-  fs.write(inst.file .. ".sha256", inst.sha256 .. "  " .. V.msi_name(v) .. "\n")
+  fs.write(inst.file .. ".sha256", inst.sha256 .. "  " .. V.msi_name(v) .. "\n", { mode = "0600" })
+  require("upkit.upgrade.folders").private(ctx.params.backup_dir .. "/installers")
   return inst
 end
 
