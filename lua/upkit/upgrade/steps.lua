@@ -10,6 +10,7 @@ local H = require "upkit.upgrade.handles"
 local I = require "upkit.upgrade.instance"
 local V = require "upkit.upgrade.versions"
 local D = require "upkit.upgrade.database"
+local util = require "upkit.util"
 local F = require "upkit.upgrade.folders"
 
 local S = {}
@@ -386,6 +387,16 @@ function S.backup_folders(name)
   return {
     name = name or "backup-folders",
     describe = "copy Artifacts, Packages, TaskLogs and EventExports into the backup, with SHA-256 manifests",
+    -- the backup's file system must hold the folders (checked before the first change)
+    needs = function(ctx)
+      local bytes = 0
+      for _, path in pairs(ctx.state.server_folders or H.server_folders(ctx)) do
+        if fs.exists(path) then bytes = bytes + fs.tree_size(path) end
+      end
+      local at = ctx.params.backup_dir
+      while not fs.exists(at) and util.dirname(at) ~= at do at = util.dirname(at) end
+      return { free = { { path = at, bytes = bytes } } }
+    end,
     run = function(ctx)
       local folders = ctx.state.server_folders or H.server_folders(ctx)
       local root = F.private_dir(ctx.params.backup_dir) .. "/folders"
