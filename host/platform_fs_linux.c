@@ -149,9 +149,10 @@ int upk_fs_unlinkat(int dirfd, const char *name) {
   return unlinkat(dirfd, name, 0) != 0 ? errno : 0;
 }
 
-/* 1 when pid runs (a zombie no longer writes anything). */
-static int process_alive(pid_t pid) {
-  if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
+/* A zombie no longer writes anything. */
+int upk_fs_pid_alive(long pid) {
+  if (pid == (long)getpid()) return 1;
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
   char path[64], buf[256];
   snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
   FILE *f = fopen(path, "re");
@@ -163,29 +164,14 @@ static int process_alive(pid_t pid) {
   return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
-typedef struct Cleaning {
-  int dirfd, removed, err;
-} Cleaning;
-
-static int clean_one(void *arg, const char *name) {
-  Cleaning *c = arg;
-  long pid = upk_fs_temp_pid(name);
-  if (pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid)) return 0;
-  if (unlinkat(c->dirfd, name, 0) == 0) c->removed++;
-  else if (errno != ENOENT) c->err = errno;
-  return 0;
-}
-
 int upk_fs_clean_temps(int dirfd, int *removed) {
   *removed = 0;
   int fd = openat(dirfd, UPK_TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 : errno;
-  Cleaning c = {fd, 0, 0};
-  int err = upk_fs_list_fd(fd, clean_one, &c);
+  int err = upk_fs_clean_listed(fd, removed);
   close(fd);
   upk_fs_temp_release(dirfd);
-  *removed = c.removed;
-  return err ? err : c.err;
+  return err;
 }
 
 typedef struct PreadAt {
