@@ -416,21 +416,13 @@ static const luaL_Reg bf_funcs[] = {
   {NULL, NULL}
 };
 
-static void newclass(lua_State *L, const char *tname, const luaL_Reg *meth, lua_CFunction close,
-                     const char *prefix) {
-  luaL_newmetatable(L, tname);
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__close");
-  upk_newlib(L, meth, prefix);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
+static const luaL_Reg writer_metameth[] = {{"__gc", writer_close}, {"__close", writer_close}, {NULL, NULL}};
+static const luaL_Reg reader_metameth[] = {{"__gc", reader_close}, {"__close", reader_close}, {NULL, NULL}};
 
 int luaopen_upkit_backupfile(lua_State *L) {
-  newclass(L, BF_WRITER_MT, writer_meth, writer_close, "backup writer:");
-  newclass(L, BF_READER_MT, reader_meth, reader_close, "backup reader:");
+  upk_newclass(L, BF_WRITER_MT, writer_metameth, writer_meth, "backup writer:");
+  upk_newclass(L, BF_READER_MT, reader_metameth, reader_meth, "backup reader:");
+  lua_pop(L, 2);
   upk_newlib(L, bf_funcs, "backupfile");
   return 1;
 }

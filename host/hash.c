@@ -217,10 +217,7 @@ static const luaL_Reg hasher_metameth[] = {
 };
 
 int luaopen_upkit_hash(lua_State *L) {
-  luaL_newmetatable(L, HASHER_MT);
-  luaL_setfuncs(L, hasher_metameth, 0);
-  upk_newlib(L, hasher_meth, "hasher:");
-  lua_setfield(L, -2, "__index");
+  upk_newclass(L, HASHER_MT, hasher_metameth, hasher_meth, "hasher:");
   lua_pop(L, 1);
   upk_newlib(L, hash_funcs, "hash");
   return 1;

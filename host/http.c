@@ -711,12 +711,7 @@ static const luaL_Reg funcs[] = {
 int luaopen_upkit_http(lua_State *L) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   upk_newlib(L, funcs, "http");
-  luaL_newmetatable(L, CLIENT_MT);
-  luaL_setfuncs(L, client_metameth, 0);
-  upk_newlib(L, client_meth, "client:");  /* [lib, mt, methods] */
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
-  lua_setfield(L, -3, "Client");  /* lib.Client = methods, for the Lua facade */
-  lua_pop(L, 1);
+  upk_newclass(L, CLIENT_MT, client_metameth, client_meth, "client:");
+  lua_setfield(L, -2, "Client");  /* lib.Client = methods, for the Lua facade */
   return 1;
 }

@@ -65,6 +65,10 @@ int upk_fs_unlinkat(int dirfd, const char *name);
 ** *removed counts them.
 */
 int upk_fs_clean_temps(int dirfd, int *removed);
+/* The shared part of upk_fs_clean_temps: remove the stale names in fd, the open private folder. */
+int upk_fs_clean_listed(int fd, int *removed);
+/* 1 when the process pid may still write its temporary files: it is this one, or it runs. */
+int upk_fs_pid_alive(long pid);
 /* The same when name (an entry of dirfd) is the private folder; nothing otherwise. */
 int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
 /* 1 when name is upkit's private folder of temporary files. */

@@ -77,18 +77,37 @@ int upk_fs_close(int fd) {
   return close(fd) != 0 && errno != EINTR ? errno : 0;
 }
 
-int upk_fs_random(void *buf, size_t n) {
-  unsigned char *p = buf;
-  while (n > 0) {
-    ssize_t r = getrandom(p, n, 0);
+/*
+** Repeat op (a read, write or getrandom of at most n bytes at buf, done bytes
+** already moved) until n bytes have moved, retrying on EINTR; *got gets the
+** bytes moved, fewer than n when op returned 0 (end of file).
+*/
+typedef ssize_t (*IoOp)(void *ctx, char *buf, size_t n, size_t done);
+
+static int io_full(IoOp op, void *ctx, char *buf, size_t n, size_t *got) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = op(ctx, buf + done, n - done, done);
     if (r < 0) {
       if (errno == EINTR) continue;
+      *got = done;
       return errno;
     }
-    p += r;
-    n -= (size_t)r;
+    if (r == 0) break;
+    done += (size_t)r;
   }
+  *got = done;
   return 0;
+}
+
+static ssize_t random_op(void *ctx, char *buf, size_t n, size_t done) {
+  return getrandom(buf, n, 0);
+}
+
+int upk_fs_random(void *buf, size_t n) {
+  size_t got = 0;
+  int err = io_full(random_op, NULL, buf, n, &got);
+  return err ? err : got < n ? EIO : 0;
 }
 
 /* Make sure dirfd holds the private folder of temporary files (never a link to elsewhere). */
@@ -130,9 +149,10 @@ int upk_fs_unlinkat(int dirfd, const char *name) {
   return unlinkat(dirfd, name, 0) != 0 ? errno : 0;
 }
 
-/* 1 when pid runs (a zombie no longer writes anything). */
-static int process_alive(pid_t pid) {
-  if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
+/* A zombie no longer writes anything. */
+int upk_fs_pid_alive(long pid) {
+  if (pid == (long)getpid()) return 1;
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
   char path[64], buf[256];
   snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
   FILE *f = fopen(path, "re");
@@ -144,58 +164,39 @@ static int process_alive(pid_t pid) {
   return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
-typedef struct Cleaning {
-  int dirfd, removed, err;
-} Cleaning;
-
-static int clean_one(void *arg, const char *name) {
-  Cleaning *c = arg;
-  long pid = upk_fs_temp_pid(name);
-  if (pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid)) return 0;
-  if (unlinkat(c->dirfd, name, 0) == 0) c->removed++;
-  else if (errno != ENOENT) c->err = errno;
-  return 0;
-}
-
 int upk_fs_clean_temps(int dirfd, int *removed) {
   *removed = 0;
   int fd = openat(dirfd, UPK_TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 : errno;
-  Cleaning c = {fd, 0, 0};
-  int err = upk_fs_list_fd(fd, clean_one, &c);
+  int err = upk_fs_clean_listed(fd, removed);
   close(fd);
   upk_fs_temp_release(dirfd);
-  *removed = c.removed;
-  return err ? err : c.err;
+  return err;
+}
+
+typedef struct PreadAt {
+  int fd;
+  uint64_t off;
+} PreadAt;
+
+static ssize_t pread_op(void *ctx, char *buf, size_t n, size_t done) {
+  PreadAt *at = ctx;
+  return pread(at->fd, buf, n, (off_t)(at->off + done));
 }
 
 int upk_fs_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (r == 0) break;
-    done += (size_t)r;
-  }
-  *got = done;
-  return 0;
+  PreadAt at = {fd, off};
+  return io_full(pread_op, &at, buf, n, got);
+}
+
+static ssize_t write_op(void *ctx, char *buf, size_t n, size_t done) {
+  return write(*(int *)ctx, buf, n);
 }
 
 int upk_fs_write_full(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
+  size_t got = 0;
+  int err = io_full(write_op, &fd, (char *)buf, n, &got);  /* write_op only reads buf */
+  return err ? err : got < n ? EIO : 0;
 }
 
 int upk_fs_pwrite_full(int fd, const void *buf, size_t n, uint64_t off) {
@@ -304,24 +305,25 @@ int upk_fs_copy_data(int in, int out, uint64_t size, int sparse,
   return err;
 }
 
-int upk_fs_set_meta(int fd, unsigned mode, int64_t mtime_ns) {
-  if (fchmod(fd, (mode_t)mode) != 0) return errno;
-  struct timespec ts[2];
+/* The times for futimens/utimensat: access time untouched, modification time mtime_ns. */
+static void mtime_times(struct timespec ts[2], int64_t mtime_ns) {
   ts[0].tv_sec = 0;
   ts[0].tv_nsec = UTIME_OMIT;
   ts[1].tv_sec = (time_t)(mtime_ns / 1000000000);
   ts[1].tv_nsec = (long)(mtime_ns % 1000000000);
   if (ts[1].tv_nsec < 0) { ts[1].tv_nsec += 1000000000; ts[1].tv_sec--; }
+}
+
+int upk_fs_set_meta(int fd, unsigned mode, int64_t mtime_ns) {
+  if (fchmod(fd, (mode_t)mode) != 0) return errno;
+  struct timespec ts[2];
+  mtime_times(ts, mtime_ns);
   return futimens(fd, ts) != 0 ? errno : 0;
 }
 
 int upk_fs_set_times_at(int dirfd, const char *name, int64_t mtime_ns) {
   struct timespec ts[2];
-  ts[0].tv_sec = 0;
-  ts[0].tv_nsec = UTIME_OMIT;
-  ts[1].tv_sec = (time_t)(mtime_ns / 1000000000);
-  ts[1].tv_nsec = (long)(mtime_ns % 1000000000);
-  if (ts[1].tv_nsec < 0) { ts[1].tv_nsec += 1000000000; ts[1].tv_sec--; }
+  mtime_times(ts, mtime_ns);
   return utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
 }
 

@@ -2,6 +2,7 @@
 ** platform_fs_temp.c: the names of upkit's temporary files (platform_fs.h),
 ** the same on every system; the Linux and Windows implementations use them.
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,4 +26,25 @@ int upk_fs_is_temp_name(const char *name) {
 int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
   *removed = 0;
   return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
+}
+
+typedef struct Cleaning {
+  int dirfd, removed, err;
+} Cleaning;
+
+static int clean_one(void *arg, const char *name) {
+  Cleaning *c = arg;
+  long pid = upk_fs_temp_pid(name);
+  if (pid <= 0 || upk_fs_pid_alive(pid)) return 0;
+  int err = upk_fs_unlinkat(c->dirfd, name);
+  if (err == 0) c->removed++;
+  else if (err != ENOENT) c->err = err;
+  return 0;
+}
+
+int upk_fs_clean_listed(int fd, int *removed) {
+  Cleaning c = {fd, 0, 0};
+  int err = upk_fs_list_fd(fd, clean_one, &c);
+  *removed = c.removed;
+  return err ? err : c.err;
 }

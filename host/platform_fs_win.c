@@ -312,26 +312,13 @@ int upk_fs_unlinkat(int dirfd, const char *name) {
   return remove_at(dirfd, name, 0);
 }
 
-static int process_alive(DWORD pid) {
-  HANDLE h = OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+int upk_fs_pid_alive(long pid) {
+  if ((DWORD)pid == GetCurrentProcessId()) return 1;
+  HANDLE h = OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
   if (h == NULL) return GetLastError() != ERROR_INVALID_PARAMETER;  /* denied: it exists */
   int alive = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
   CloseHandle(h);
   return alive;
-}
-
-typedef struct Cleaning {
-  int dirfd, removed, err;
-} Cleaning;
-
-static int clean_one(void *arg, const char *name) {
-  Cleaning *c = arg;
-  long pid = upk_fs_temp_pid(name);
-  if (pid <= 0 || (DWORD)pid == GetCurrentProcessId() || process_alive((DWORD)pid)) return 0;
-  int err = remove_at(c->dirfd, name, 0);
-  if (err == 0) c->removed++;
-  else if (err != ENOENT) c->err = err;
-  return 0;
 }
 
 int upk_fs_clean_temps(int dirfd, int *removed) {
@@ -346,12 +333,10 @@ int upk_fs_clean_temps(int dirfd, int *removed) {
   err = open_dir_w(w, 1, &fd);
   free(w);
   if (err) return err;
-  Cleaning c = {fd, 0, 0};
-  err = upk_fs_list_fd(fd, clean_one, &c);
+  err = upk_fs_clean_listed(fd, removed);
   upk_fs_close(fd);
   upk_fs_temp_release(dirfd);
-  *removed = c.removed;
-  return err ? err : c.err;
+  return err;
 }
 
 /* One positioned read or write of at most 1 GiB; *done gets the bytes moved. */

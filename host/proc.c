@@ -665,10 +665,7 @@ static const luaL_Reg proc_funcs[] = {
 
 int luaopen_upkit_proc(lua_State *L) {
   upk_proc_ignore_sigpipe();
-  luaL_newmetatable(L, PROCESS_MT);
-  luaL_setfuncs(L, proc_metameth, 0);
-  upk_newlib(L, proc_meth, "process:");
-  lua_setfield(L, -2, "__index");
+  upk_newclass(L, PROCESS_MT, proc_metameth, proc_meth, "process:");
   lua_pop(L, 1);
   upk_newlib(L, proc_funcs, "proc");
   return 1;

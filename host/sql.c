@@ -774,22 +774,11 @@ static const luaL_Reg sql_funcs[] = {
   {NULL, NULL}
 };
 
-/* Create metatable tname with metamethods and the methods as __index; leave __index on the stack. */
-static void newclass(lua_State *L, const char *tname, const luaL_Reg *meth, const luaL_Reg *metameth,
-                     const char *prefix) {
-  luaL_newmetatable(L, tname);
-  luaL_setfuncs(L, metameth, 0);
-  upk_newlib(L, meth, prefix);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
-  lua_remove(L, -2);
-}
-
 int luaopen_upkit_sql(lua_State *L) {
   upk_newlib(L, sql_funcs, "sql");
-  newclass(L, CONN_MT, conn_meth, conn_metameth, "db:");
+  upk_newclass(L, CONN_MT, conn_metameth, conn_meth, "db:");
   lua_setfield(L, -2, "Connection");  /* method tables, so the Lua facade can add methods */
-  newclass(L, STMT_MT, upk_sql_stmt_meth, upk_sql_stmt_metameth, "st:");
+  upk_newclass(L, STMT_MT, upk_sql_stmt_metameth, upk_sql_stmt_meth, "st:");
   lua_setfield(L, -2, "Statement");
   luaL_newmetatable(L, BINARY_MT);
   lua_setfield(L, -2, "Binary");

@@ -48,6 +48,12 @@ void upk_seterrno(lua_State *L, int err);
 */
 void upk_setfuncs(lua_State *L, const luaL_Reg *l, const char *prefix);
 void upk_newlib(lua_State *L, const luaL_Reg *l, const char *prefix);
+/*
+** Create the metatable tname of a class: its metamethods, and its methods
+** (wrapped as by upk_setfuncs) as __index. Leaves the methods table on the stack.
+*/
+void upk_newclass(lua_State *L, const char *tname, const luaL_Reg *metameth, const luaL_Reg *meth,
+                  const char *prefix);
 
 /*
 ** Open-handle tracking: every native handle calls upk_track when it opens

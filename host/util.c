@@ -265,3 +265,13 @@ void upk_newlib(lua_State *L, const luaL_Reg *l, const char *prefix) {
   lua_newtable(L);
   upk_setfuncs(L, l, prefix);
 }
+
+void upk_newclass(lua_State *L, const char *tname, const luaL_Reg *metameth, const luaL_Reg *meth,
+                  const char *prefix) {
+  luaL_newmetatable(L, tname);
+  luaL_setfuncs(L, metameth, 0);
+  upk_newlib(L, meth, prefix);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_remove(L, -2);
+}

@@ -524,10 +524,15 @@ function M.write(path, data, opts)
   return native.write(path, data, parse_mode("fs.write", opts.mode))
 end
 
-function M.read(path)
-  checkpath("fs.read", "path", path)
-  return native.read(path)
+-- fs.read, fs.free, fs.sync and fs.discard check their one path, then call the native function.
+local function path_call(name, what)
+  return function(path)
+    checkpath("fs." .. name, what, path)
+    return native[name](path)
+  end
 end
+
+M.read = path_call("read", "path")
 
 -- fs.exists(path) -> true when something (a link counts) is there
 function M.exists(path)
@@ -575,10 +580,7 @@ function M.remove(path, opts)
   return native.remove(path, opts.recursive)
 end
 
-function M.free(path)
-  checkpath("fs.free", "path", path)
-  return native.free(path)
-end
+M.free = path_call("free", "path")
 
 -- fs.tempdir([prefix]) -> a fresh private folder under TMPDIR (the caller removes it)
 function M.tempdir(prefix)
@@ -596,10 +598,7 @@ function M.temp_path(path, opts)
 end
 
 -- fs.sync(path): fsync a file or a folder (its data and metadata are on disk when it returns).
-function M.sync(path)
-  checkpath("fs.sync", "path", path)
-  return native.sync(path)
-end
+M.sync = path_call("sync", "path")
 
 -- fs.scan(dir) -> entries, failures: every entry under dir, depth first, names
 -- sorted, links not followed: { path (relative), type ("file", "dir", "link",
@@ -632,10 +631,7 @@ function M.commit(tmp, path, opts)
 end
 
 -- fs.discard(tmp): remove a temporary that will not be committed.
-function M.discard(tmp)
-  checkpath("fs.discard", "temporary", tmp)
-  return native.discard(tmp)
-end
+M.discard = path_call("discard", "temporary")
 
 -- fs.rename(old, new): rename, then fsync both folders (a failed fsync raises).
 function M.rename(old, new)

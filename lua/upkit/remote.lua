@@ -558,11 +558,17 @@ end
 
 -- r:put(local, remote): upload to a temporary name beside remote, compare
 -- the node's SHA-256 with the local one, then rename into place.
+-- The checks put and get share: an open connection, their options, a local path.
+local function transfer_start(self, fn, opts, path)
+  closed_check(self, fn)
+  opts = checkopts("remote." .. fn, opts, transfer_spec)
+  if type(path) ~= "string" or path == "" then einval("remote.%s: local path must be a non-empty string", fn) end
+  return opts, upkit.now()
+end
+
 function Remote:put(src, dst, opts)
-  closed_check(self, "put")
-  opts = checkopts("remote.put", opts, transfer_spec)
-  if type(src) ~= "string" or src == "" then einval("remote.put: local path must be a non-empty string") end
-  local t0 = upkit.now()
+  local t0
+  opts, t0 = transfer_start(self, "put", opts, src)
   local st = fs.stat(src)
   if not st then upkit.error("ENOENT", string.format("remote.put: '%s' does not exist", src), { path = src }) end
   if st.type ~= "file" then einval("remote.put: '%s' is not a file", src) end
@@ -585,10 +591,8 @@ end
 -- r:get(remote, local): hash on the node, download into this connection's
 -- private folder, compare, then copy into place atomically (fs.copy).
 function Remote:get(src, dst, opts)
-  closed_check(self, "get")
-  opts = checkopts("remote.get", opts, transfer_spec)
-  if type(dst) ~= "string" or dst == "" then einval("remote.get: local path must be a non-empty string") end
-  local t0 = upkit.now()
+  local t0
+  opts, t0 = transfer_start(self, "get", opts, dst)
   local want = self:sha256(src)
   local tmp = self.dir .. "/get-" .. random_tag()
   local ok, err = pcall(function()
