@@ -13,6 +13,7 @@
 ** Text crosses ODBC as UTF-16 (SQLWCHAR) through the wide functions and is
 ** UTF-8 on the Lua side; BIGINT is SQL_C_SBIGINT; DECIMAL/NUMERIC are text.
 */
+#include <dirent.h>
 #include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -398,28 +399,48 @@ void sql_settle(lua_State *L, Conn *c, const char *fn) {
 ** "PQfinish: <pointer>", when the process's last connection closes: its
 ** SQLDisconnect restores the driver-wide setting (Debian's odbcinst.ini has
 ** CommLog=1) before it logs the disconnect, into
-** /tmp/psqlodbc_<program>_<user><pid>.log. Remove that file when it holds
-** nothing but such lines, so that a run leaves nothing in /tmp.
+** /tmp/psqlodbc_<program>_<user><pid>.log (the program part is psqlODBC's
+** own idea of the name, not always ours). Remove such a file of this
+** process when it holds nothing but such lines, so that a run leaves
+** nothing in /tmp.
 */
+static int only_pqfinish_lines(const char *path) {
+  FILE *f = fopen(path, "re");
+  if (!f) return 0;
+  char line[128];
+  int only = 1, lines = 0;
+  while (only && fgets(line, sizeof line, f)) {
+    unsigned long long v;
+    char end;
+    only = sscanf(line, "PQfinish: %llx%c", &v, &end) == 2 && end == '\n';
+    lines++;
+  }
+  fclose(f);
+  return only && lines > 0;
+}
+
 static void drop_psqlodbc_residue(void) {
   const struct passwd *pw = getpwuid(getuid());
-  const char *names[] = {program_invocation_short_name, ""};
-  for (int i = 0; pw && i < 2; i++) {
-    char path[512], line[128];
-    snprintf(path, sizeof path, "/tmp/psqlodbc_%s%s%s%u.log", names[i], names[i][0] ? "_" : "", pw->pw_name,
-             (unsigned)getpid());
-    FILE *f = fopen(path, "re");
-    if (!f) continue;
-    int only = 1, lines = 0;
-    while (only && fgets(line, sizeof line, f)) {
-      unsigned long long v;
-      char end;
-      only = sscanf(line, "PQfinish: %llx%c", &v, &end) == 2 && end == '\n';
-      lines++;
-    }
-    fclose(f);
-    if (only && lines > 0) unlink(path);
+  if (!pw) return;
+  char tail[160];
+  int tn = snprintf(tail, sizeof tail, "%s%u.log", pw->pw_name, (unsigned)getpid());
+  DIR *d = opendir("/tmp");
+  if (!d || tn <= 0 || (size_t)tn >= sizeof tail) {
+    if (d) closedir(d);
+    return;
   }
+  const struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    size_t n = strlen(e->d_name);
+    if (n <= 9 + (size_t)tn || strncmp(e->d_name, "psqlodbc_", 9) != 0) continue;
+    if (strcmp(e->d_name + n - tn, tail) != 0) continue;
+    char c = e->d_name[n - tn - 1];  /* the program part ends in "_" (or is empty) */
+    if (c != '_' && n - tn != 9) continue;
+    char path[512];
+    snprintf(path, sizeof path, "/tmp/%s", e->d_name);
+    if (only_pqfinish_lines(path)) unlink(path);
+  }
+  closedir(d);
 }
 
 static void conn_release(Conn *c) {
