@@ -64,6 +64,12 @@ $(WIN_DIR)/unit.exe: tests/windows/unit.c $(WIN_UNIT_SRC) host/win.h host/platfo
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_CFLAGS) -Ihost -Ihost/win $< $(WIN_UNIT_SRC) -o $@ -static -lbcrypt
 
+# forward.exe: the simulator's Windows-side stand-in (tests/windows/octopus.lua copies it as
+# Octopus.Server.exe, msiexec.exe, sc.exe, filever.exe); test-only, never in the zip.
+$(WIN_DIR)/forward.exe: tests/windows/forward.c
+	@mkdir -p $(@D)
+	$(WIN_CC) -std=c11 $(WARN) -O2 $< -o $@ -static -lws2_32 -lshell32
+
 # upkit.exe: every host file but the POSIX implementations (and repl.c, libedit's binding:
 # repl_win.c takes its place); host/win/compat.h first into each, host/win/ (the CNG
 # openssl/*.h) on the include path. lua/ and scripts/ are found beside upkit.exe
@@ -114,5 +120,6 @@ win-dist: win-exe
 	rm -f $(WIN_ZIP) && cd $(WIN_DIR)/dist && python3 -m zipfile -c ../$(notdir $(WIN_ZIP)) upkit
 	@echo "dist-windows: $(WIN_ZIP)"
 
-win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe win-dist
-	$(WINE_ENV) tests/windows/run.sh $(WIN_DIR)
+# The Linux build runs the same backup as upkit.exe in tests/windows/octopus.lua.
+win-test: $(WIN_DIR)/smoke.exe $(WIN_DIR)/unit.exe $(WIN_DIR)/forward.exe win-dist $(UPKIT)
+	$(WINE_ENV) UPKIT_LINUX_BIN=$(CURDIR)/$(UPKIT) tests/windows/run.sh $(WIN_DIR)

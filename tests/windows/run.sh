@@ -14,8 +14,14 @@ dir=$1
 failed=0
 tmp=$(mktemp -d)
 srv=
+fwd=
 cleanup() {
   [ -n "$srv" ] && kill "$srv" 2>/dev/null
+  [ -n "$fwd" ] && kill "$fwd" 2>/dev/null
+  # the simulator's services a test left running (their pids are in the machines' folders)
+  for p in "$tmp"/unix/*/*/services/*.pid "$tmp"/unix/*/*/*/services/*.pid; do
+    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null
+  done
   # Wine's services (RpcSs, PlugPlay...) keep this prefix's wineserver alive: end them with it
   [ -n "${wineserver:-}" ] && "$wineserver" -k 2>/dev/null
   rm -rf "$tmp"
@@ -68,10 +74,21 @@ check "unit.exe: UTF-16 and long paths, platform.h, command lines for programs a
   "$WINE" "$dir/unit.exe"
 sed 's/^/#   /' "$tmp/out"
 
+# The Unix side of the simulator's Windows-side stand-ins (forward.exe), for tests/windows/octopus.lua:
+# it runs the simulator's stand-ins, its command line and the Linux build for upkit.exe.
+mkdir -p "$tmp/unix"
+python3 tests/sim/winforward.py serve --info "$tmp/forward.json" --watch-pid $$ --max-seconds 1200 \
+  --wineprefix "$WINEPREFIX" --allow "octosim=python3 $PWD/tests/sim/octosim.py" \
+  --allow "upkit-linux=${UPKIT_LINUX_BIN:-$PWD/build/upkit}" 2> "$tmp/forward.err" &
+fwd=$!
+i=0
+while [ ! -s "$tmp/forward.json" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+
 # 4. The TAP suite with upkit.exe.
 WIN_TESTS="tests/json.lua tests/json_conformance.lua tests/json_fuzz.lua tests/version.lua tests/sql_mssql.lua
   tests/windows/hash.lua tests/windows/fs.lua tests/windows/proc.lua tests/windows/sys.lua
-  tests/windows/http.lua tests/windows/sql.lua tests/windows/procedure.lua tests/windows/octopus_cli.lua"
+  tests/windows/http.lua tests/windows/sql.lua tests/windows/procedure.lua tests/windows/octopus_cli.lua
+  tests/windows/octopus.lua"
 skip_reason() {
   case $1 in
     tests/errors.lua) echo "reads the sources; it runs under Wine as on Linux, so make test covers it" ;;
@@ -101,9 +118,9 @@ WRAP
 chmod +x "$tmp/upkit-wine"
 winpath="Z:$(printf '%s' "$abs" | tr / '\\')"
 tap() {
-  mkdir -p "$tmp/unix"
   UPKIT_BIN="$tmp/upkit-wine" WINEPATH="$winpath" UPKIT_TEST_HTTP="$url" UPKIT_TEST_UNIX_TMP="$tmp/unix" \
-    prove --timer --exec "$PWD/tests/lib/runtest" $WIN_TESTS
+    UPKIT_TEST_FORWARD="$tmp/forward.json" UPKIT_TEST_FORWARD_EXE="$abs/forward.exe" \
+    prove --timer --exec "$PWD/tests/lib/runtest" ${WIN_TESTS_ONLY:-$WIN_TESTS}
 }
 check "the TAP files under Wine with upkit.exe" tap
 sed 's/^/#   /' "$tmp/out"

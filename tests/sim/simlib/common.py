@@ -31,6 +31,18 @@ PROGRAM_REL = os.path.join("ProgramFiles", "OctopusDeploy", "Octopus")
 SERVER_EXE = "Octopus.Server"
 PID_FILE = "octosim-service.pid"
 
+# The stand-ins of Windows programs (msiexec, sc) end with a Windows exit code, of which a POSIX exit
+# status keeps only the low 8 bits. tests/sim/winforward.py sets FULL_EXIT_CODES in the process that
+# calls a stand-in, so the full code (3010, 1603, 1060...) can be carried across Wine to upkit.exe.
+FULL_EXIT_CODES = False
+
+
+def exit_status(code):
+    """What a POSIX parent sees when a Windows program exits with `code`: the low 8 bits (0 -> 0,
+    3010 -> 194, 1603 -> 67, 1605 -> 69, 1619 -> 83, 1620 -> 84, 1639 -> 103, 1060 -> 36); the
+    full code when FULL_EXIT_CODES is set."""
+    return code if FULL_EXIT_CODES else code & 0xFF
+
 
 def vkey(v):
     """Sort key of a dotted version string ("2024.4.7000" -> (2024, 4, 7000))."""

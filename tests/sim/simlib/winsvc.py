@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 
-from .common import SIM_DIR, SimError, read_config, read_json, write_json
+from .common import SIM_DIR, SimError, exit_status, read_config, read_json, write_json
 
 DEFAULT_INSTANCE = "OctopusServer"
 
@@ -215,14 +215,14 @@ def sc_main(machine, argv, starter=None):
         sys.stdout.write("DESCRIPTION:\n        SC is a command line program used for communicating with the\n"
                          "        Service Control Manager and services.\nUSAGE:\n"
                          "        sc <server> [command] [service name] <option1> <option2>...\n")
-        return 1639 & 0xFF
+        return exit_status(1639)
     op, name = argv[0].lower(), argv[1]
     entry = installed(machine).get(name)
     what = {"query": "EnumQueryServicesStatus:OpenService", "stop": "OpenService", "start": "OpenService"}[op]
     if entry is None:
         sys.stdout.write("[SC] %s FAILED 1060:\n\nThe specified service does not exist as an installed "
                          "service.\n\n" % what)
-        return 1060 & 0xFF
+        return exit_status(1060)
     inst = entry["Instance"]
     running = pid_of(machine, inst) is not None
     if op == "query":
@@ -231,20 +231,20 @@ def sc_main(machine, argv, starter=None):
     if op == "stop":
         if not running:
             sys.stdout.write("[SC] ControlService FAILED 1062:\n\nThe service has not been started.\n\n")
-            return 1062 & 0xFF
+            return exit_status(1062)
         stop(machine, inst)
         sys.stdout.write(_sc_query(name, False).replace("1  STOPPED", "3  STOP_PENDING"))
         return 0
     if running:
         sys.stdout.write("[SC] StartService FAILED 1056:\n\nAn instance of the service is already running.\n\n")
-        return 1056 & 0xFF
+        return exit_status(1056)
     try:
         starter(inst, entry["Config"])
     except SimError as e:
         sys.stdout.write("[SC] StartService FAILED 1053:\n\nThe service did not respond to the start or "
                          "control request in a timely fashion.\n\n")
         sys.stderr.write("%s\n" % e)
-        return 1053 & 0xFF
+        return exit_status(1053)
     sys.stdout.write(_sc_query(name, True).replace("4  RUNNING", "2  START_PENDING"))
     return 0
 

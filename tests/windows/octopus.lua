@@ -1,0 +1,192 @@
+-- The Octopus procedures with upkit.exe under Wine (make test-windows), against the
+-- simulator through its Windows-side stand-ins: forward.exe copied as Octopus.Server.exe,
+-- msiexec.exe, sc.exe and filever.exe, each with a .forward file naming the simulator's Unix
+-- stand-in that tests/sim/winforward.py (started by tests/windows/run.sh) runs for it.
+--
+-- The backup upkit.exe makes equals the one the Linux build makes of the same instance with
+-- the same parameters. Paths: the simulated machine, its database and both backups are in a
+-- Unix folder (UPKIT_TEST_UNIX_TMP), which upkit.exe opens as /tmp/... (Wine resolves it on
+-- the current drive, Z:, which is /). The backup folder is given to upkit.exe in that Unix
+-- form because the SQLite ODBC driver, which writes the database backup, runs on the Unix
+-- side (with SQL Server the backup path is the server's, too); the stand-ins are given in
+-- Windows form (Z:\...).
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "upkit.test"
+local upkit = require "upkit"
+local fs = require "upkit.fs"
+local json = require "upkit.json"
+local proc = require "upkit.proc"
+local hash = require "upkit.hash"
+local octofix = require "octofix"
+
+local UNIX, INFO, EXE = os.getenv("UPKIT_TEST_UNIX_TMP"), os.getenv("UPKIT_TEST_FORWARD"),
+  os.getenv("UPKIT_TEST_FORWARD_EXE")
+if not (UNIX and INFO and EXE) then
+  T.skip("the Octopus procedures under Wine",
+         "UPKIT_TEST_UNIX_TMP, UPKIT_TEST_FORWARD or UPKIT_TEST_FORWARD_EXE is not set (make test-windows sets them)")
+  T.done()
+  return
+end
+
+local fwd = json.decode(fs.read(INFO))
+local D = UNIX .. "/octopus-" .. upkit.uuid():sub(1, 8)
+fs.mkdirs(D .. "/win")
+
+-- A Unix path as upkit.exe's users would write it on Windows.
+local function win(path) return "Z:" .. path:gsub("/", "\\") end
+
+-- A Windows-side stand-in at path (a .exe) for target (a Unix stand-in, or program:NAME).
+local function standin(path, target, port)
+  if not fs.exists(path) then fs.copy(EXE, path) end
+  fs.write(path .. ".forward", string.format("port=%d\ntoken=%s\ntarget=%s\n", port or fwd.port, fwd.token, target))
+  return path
+end
+
+-- Run a Unix program the forwarder was started with (octosim, upkit-linux): its proc result.
+local function unix(name, args, opts)
+  local argv = { standin(D .. "/win/" .. name .. ".exe", "program:" .. name) }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  opts = opts or {}
+  opts.timeout = opts.timeout or 300
+  return proc.run(argv, opts)
+end
+
+-- The simulated 3.17.14 instance, started (what tests/lib/octofix.lua makes on Linux).
+local main = json.decode(unix("octosim", { "create", "--home", D .. "/main", "--version", "3.17.14", "--start" },
+                              { ok = { 0 } }).stdout)
+local W = {
+  server_exe = standin(D .. "/win/Octopus.Server.exe", main.server_exe),
+  msiexec = standin(D .. "/win/msiexec.exe", main.msiexec),
+  sc = standin(D .. "/win/sc.exe", main.sc),
+  filever = standin(D .. "/win/filever.exe", main.filever),
+}
+fs.write(D .. "/api-key", main.api_key .. "\n")
+-- The download site (backup keeps the installer of the running version): its first line is its URL.
+local site = proc.spawn({ standin(D .. "/win/octosim.exe", "program:octosim"), "download-site", "--dir", main.downloads,
+                          "--port", "0" }, { stderr = "null" })
+local site_url = site:lines()()
+
+local function config(name, exes, extra)
+  local cfg = {
+    server_url = main.url, instance = main.instance, db = main.connection_string, timeout = 120,
+    server_exe = exes.server_exe, msiexec = exes.msiexec, service_control = exes.sc, file_version = exes.filever,
+    backup_dir = D .. "/backup-" .. name, download_url = site_url .. "/octopus",
+    installer_digests = main.downloads .. "/SHA256SUMS",
+  }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  local path = D .. "/" .. name .. ".json"
+  fs.write(path, json.encode(cfg))
+  return path
+end
+local WCFG = config("windows", { server_exe = win(W.server_exe), msiexec = win(W.msiexec), sc = win(W.sc),
+                                 filever = win(W.filever) })
+local LCFG = config("linux", main)
+
+-- upkit.exe (this program) in D: its proc result.
+local function upkit_exe(args)
+  local argv = { proc.which("upkit") }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { cwd = D, timeout = 300, ok = { 0, 1, 2, 3 } })
+end
+
+local function run_args(cfg, runs, ...)
+  local a = { "run", "backup", "--config", cfg, "--set", "api_key_file=" .. D .. "/api-key", "--runs", D .. "/" .. runs }
+  for _, x in ipairs { ... } do a[#a + 1] = x end
+  return a
+end
+
+T.test("a stand-in returns the full Windows exit code to upkit.exe (3010, 1603), and its output", function()
+  -- an empty second machine: msiexec there meets no running service
+  local m = json.decode(unix("octosim", { "machine", "--root", D .. "/second" }, { ok = { 0 } }).stdout)
+  local msiexec = standin(D .. "/win/second-msiexec.exe", m.msiexec)
+  fs.write(m.machine .. "/faults.json", json.encode { msi_exit = 3010 })
+  local msi = win(main.downloads .. "/Octopus.3.17.14-x64.msi")
+  local r = proc.run({ msiexec, "/i", msi, "/quiet", "/l*v", win(D .. "/msi.log") }, { ok = { 3010 }, timeout = 120 })
+  T.eq(r.code, 3010)
+  T.contains(fs.read(D .. "/msi.log"), "MainEngineThread is returning 3010")
+  T.contains(r.stderr, "exit code 3010")
+  fs.write(m.machine .. "/faults.json", json.encode { msi_exit = 1603 })
+  local ok, e = pcall(proc.run, { msiexec, "/i", msi, "/quiet" }, { ok = { 0 }, timeout = 120 })
+  T.eq(ok, false)
+  T.eq(e.exit_code, 1603)
+  T.contains(e.message, "exited with code 1603")
+  r = proc.run({ W.sc, "query", "NoSuchServiceUpkit" }, { ok = { 1060 } })
+  T.contains(r.stdout, "FAILED 1060")
+  r = proc.run({ W.filever, W.server_exe }, { ok = { 0 } })
+  T.eq(r.stdout, "3.17.14.0\n", "filever.exe of the Windows-side Octopus.Server.exe asks the simulator's")
+end)
+
+T.test("an unreachable forwarder is a clear error, quickly", function()
+  local dead = D .. "/win/dead"
+  fs.mkdirs(dead)
+  local port = 1  -- tcpmux: privileged and unused on the test machines
+  local exe = standin(dead .. "/Octopus.Server.exe", main.server_exe, port)
+  local t0 = upkit.now()
+  local ok, e = pcall(proc.run, { exe, "version" }, { ok = { 0 }, timeout = 60 })
+  T.eq(ok, false)
+  T.eq(e.exit_code, 1)
+  T.contains(e.message, "cannot reach the forwarder at 127.0.0.1:1")
+  T.ok(upkit.now() - t0 < 20, "no hang")
+  local cfg = config("dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) })
+  local r = upkit_exe(run_args(cfg, "runs-dead"))
+  T.eq(r.code, 1, r.stdout .. r.stderr)
+  T.contains(r.stdout .. r.stderr, "cannot reach the forwarder")
+  T.eq(fs.exists(D .. "/backup-dead/master-key.txt"), false)
+end)
+
+T.test("a wrong form the simulator refuses still fails under Wine", function()
+  -- `list-instances` takes no --instance (FIDELITY.md section 2): refused with exit 1
+  local ok, e = pcall(proc.run, { W.server_exe, "list-instances", "--instance=" .. main.instance }, { ok = { 0 } })
+  T.eq(ok, false)
+  T.eq(e.exit_code, 1)
+  T.contains(e.message, "Unrecognized command line arguments")
+end)
+
+-- Every file of a backup folder: { [relative path] = { size, sha256 } }. The database's
+-- file and its digest differ in bytes between two backups of a running server (its
+-- heartbeat, OctopusServerNode.LastSeen, moves between them): they are compared by content.
+local BY_CONTENT = { ["database.bak"] = true, ["database.bak.sha256"] = true, ["backup.json"] = true }
+local function backup_files(dir)
+  local out = {}
+  for _, e in ipairs(fs.scan(dir)) do
+    if e.type == "file" then
+      out[e.path] = BY_CONTENT[e.path] and {} or { size = e.size, sha256 = hash.file("sha256", dir .. "/" .. e.path) }
+    end
+  end
+  return out
+end
+
+-- backup.json without what must differ: when it was made, and the database file's digest.
+local function manifest(dir)
+  local m = json.decode(fs.read(dir .. "/backup.json"))
+  T.match(m.created, "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$")
+  T.eq(m.database.digest, "sha256:" .. hash.file("sha256", dir .. "/" .. m.database.file))
+  m.created, m.database.digest, m.database.sha256, m.database.bytes = nil, nil, nil, nil
+  return m
+end
+
+T.test("upkit.exe run backup under Wine equals the Linux build's backup", function()
+  local r = upkit_exe(run_args(WCFG, "runs-windows"))
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  T.contains(r.stdout, "Result: success")
+  local l = unix("upkit-linux", run_args(LCFG, "runs-linux"), { cwd = D, ok = { 0, 1, 2 } })
+  T.eq(l.code, 0, l.stdout .. l.stderr)
+  local wb, lb = D .. "/backup-windows", D .. "/backup-linux"
+  -- the same manifest: version, counts, config, files and folders with their digests
+  T.eq(manifest(wb), manifest(lb))
+  T.eq(manifest(wb).version, "3.17.14")
+  T.ok(manifest(wb).folders.TaskLogs.files > 0, "task logs saved")
+  -- the same files, byte for byte (the folders' SHA256SUMS included)
+  T.eq(backup_files(wb), backup_files(lb))
+  T.eq(fs.read(wb .. "/master-key.txt"), main.master_key .. "\n")
+  -- the same database: every row of every table (octofix.dump leaves out the heartbeat)
+  T.eq(octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak"),
+       octofix.dump("Driver=SQLite3;Database=" .. lb .. "/database.bak"))
+  T.eq(octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak").Machine,
+       octofix.dump(main.connection_string).Machine)
+end)
+
+-- Stop the instance's service (the stand-in, as the procedures do) and the download site.
+pcall(proc.run, { W.server_exe, "service", "--stop", "--instance=" .. main.instance }, { timeout = 60 })
+site:close()
+T.done()
