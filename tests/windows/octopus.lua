@@ -71,7 +71,7 @@ local function config(name, exes, extra)
     server_url = main.url, instance = main.instance, db = main.connection_string, timeout = 120,
     server_exe = exes.server_exe, msiexec = exes.msiexec, service_control = exes.sc, file_version = exes.filever,
     backup_dir = D .. "/backup-" .. name, download_url = site_url .. "/octopus",
-    installer_digests = main.downloads .. "/SHA256SUMS",
+    installer_digests = main.downloads .. "/SHA256SUMS", versions_feed = site_url .. "/download/upgrade/v3",
   }
   for k, v in pairs(extra or {}) do cfg[k] = v end
   local path = D .. "/" .. name .. ".json"
@@ -79,8 +79,22 @@ local function config(name, exes, extra)
   return path
 end
 local WCFG = config("windows", { server_exe = win(W.server_exe), msiexec = win(W.msiexec), sc = win(W.sc),
-                                 filever = win(W.filever) })
-local LCFG = config("linux", main)
+                                 filever = win(W.filever) }, { api_key_file = win(D .. "/api-key") })
+local LCFG = config("linux", main, { api_key_file = D .. "/api-key" })
+
+-- upkit.exe's arguments to run procedure NAME with a config, the API key file and a runs folder.
+local function proc_args(name, cfg, runs, ...)
+  local a = { "run", name, "--config", cfg, "--runs", D .. "/" .. runs }
+  for _, x in ipairs { ... } do a[#a + 1] = x end
+  return a
+end
+
+local function api(path)
+  local http = require "upkit.http"
+  local c <close> = http.client { base = main.url, headers = { ["X-Octopus-ApiKey"] = main.api_key } }
+  return c:get(path):json()
+end
+local before_upgrade
 
 -- upkit.exe (this program) in D: its proc result.
 local function upkit_exe(args)
@@ -90,10 +104,16 @@ local function upkit_exe(args)
 end
 
 local function run_args(cfg, runs, ...)
-  local a = { "run", "backup", "--config", cfg, "--set", "api_key_file=" .. D .. "/api-key", "--runs", D .. "/" .. runs }
-  for _, x in ipairs { ... } do a[#a + 1] = x end
-  return a
+  return proc_args("backup", cfg, runs, ...)
 end
+
+T.test("a stand-in the forwarder refuses is a clear error", function()
+  local exe = standin(D .. "/win/sh.exe", "/bin/sh")
+  local ok, e = pcall(proc.run, { exe, "-c", "exit 0" }, { ok = { 0 }, timeout = 60 })
+  T.eq(ok, false)
+  T.eq(e.exit_code, 5)  -- ERROR_ACCESS_DENIED
+  T.contains(e.message, "forward.exe: the forwarder refused: /bin/sh is not a stand-in of the simulator")
+end)
 
 T.test("a stand-in returns the full Windows exit code to upkit.exe (3010, 1603), and its output", function()
   -- an empty second machine: msiexec there meets no running service
@@ -127,7 +147,8 @@ T.test("an unreachable forwarder is a clear error, quickly", function()
   T.eq(e.exit_code, 1)
   T.contains(e.message, "cannot reach the forwarder at 127.0.0.1:1")
   T.ok(upkit.now() - t0 < 20, "no hang")
-  local cfg = config("dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) })
+  local cfg = config("dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) },
+                     { api_key_file = win(D .. "/api-key") })
   local r = upkit_exe(run_args(cfg, "runs-dead"))
   T.eq(r.code, 1, r.stdout .. r.stderr)
   T.contains(r.stdout .. r.stderr, "cannot reach the forwarder")
@@ -184,6 +205,28 @@ T.test("upkit.exe run backup under Wine equals the Linux build's backup", functi
        octofix.dump("Driver=SQLite3;Database=" .. lb .. "/database.bak"))
   T.eq(octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak").Machine,
        octofix.dump(main.connection_string).Machine)
+end)
+
+T.test("in-place-upgrade under Wine: 3.17.14 -> 2019.1.5 through msiexec.exe, sc.exe and Octopus.Server.exe", function()
+  before_upgrade = octofix.dump(main.connection_string)
+  local r = upkit_exe(proc_args("in-place-upgrade", WCFG, "runs-upgrade", "--yes", "--set", "target_version=2019.1.5",
+                                "--set", "backup_dir=" .. D .. "/backup-upgrade"))
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  T.contains(r.stdout, "Result: success")
+  T.eq(api("/api").Version, "2019.1.5")
+  T.eq(proc.run({ W.filever, win(W.server_exe) }, { ok = { 0 } }).stdout, "2019.1.5.0\n")
+  T.eq(api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
+end)
+
+T.test("rollback under Wine: 2019.1.5 -> 3.17.14, the database row for row", function()
+  T.ok(before_upgrade, "the upgrade ran")
+  local r = upkit_exe(proc_args("rollback", WCFG, "runs-rollback", "--yes", "--set", "backup_dir=" .. D .. "/backup-upgrade"))
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  T.contains(r.stdout, "Result: success")
+  T.eq(api("/api").Version, "3.17.14")
+  T.eq(proc.run({ W.filever, win(W.server_exe) }, { ok = { 0 } }).stdout, "3.17.14.0\n")
+  T.eq(octofix.dump(main.connection_string), before_upgrade)
+  T.eq(api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
 end)
 
 -- Stop the instance's service (the stand-in, as the procedures do) and the download site.

@@ -117,9 +117,10 @@ function M.restore(target, opts)
   check_header(opts.from, "sql.restore")
   local want = wanted("sql.restore", opts.from, opts)
   -- the copy goes to a temporary file beside the target (fs.copy: fsync,
-  -- read back), is checked there, and only then replaces the target
-  local w <close> = bf.pending(path)
-  local tmp = w:path()
+  -- read back), is checked there, and only then replaces the target. The
+  -- temporary is only named here, not held open: Windows cannot rename a
+  -- file over one that is open.
+  local tmp = fs.temp_path(path, { create = false })
   local ok, res = pcall(function()
     local r = fs.copy(opts.from, tmp, { verify = "sha256", overwrite = true, progress = false })
     local bytes, sha = r.bytes, r.sha256
@@ -142,9 +143,12 @@ function M.restore(target, opts)
     end
     return { bytes = bytes, sha256 = sha }
   end)
-  if not ok then error(res, 0) end
+  if not ok then
+    pcall(fs.discard, tmp)
+    error(res, 0)
+  end
   for _, ext in ipairs { "-journal", "-wal", "-shm" } do os.remove(path .. ext) end
-  w:finish()
+  fs.commit(tmp, path)
   return { file = opts.from, bytes = res.bytes, sha256 = res.sha256, database = path, conn = cs, verified = true }
 end
 
