@@ -7,7 +7,9 @@
 # 2. smoke.exe (Lua + lfs + libcurl, linked statically) against the loopback HTTP server.
 # 3. unit.exe: paths, platform.h, CNG digests and command-line quoting (BatBadBut) in C.
 # 4. The TAP files that mean something on Windows, run by prove with upkit.exe under Wine;
-#    the others are listed with the reason they are skipped.
+#    the others are listed with the reason they are skipped. tests/sim/winforward.py runs
+#    beside them for the simulator's Windows-side stand-ins (forward.exe, tests/sim/README.md).
+#    WIN_TESTS_ONLY="FILE..." runs only those TAP files (prove's arguments; while working).
 set -u
 dir=$1
 : "${WINE:?WINE is not set}" "${WINEPREFIX:?WINEPREFIX is not set}"
@@ -98,7 +100,7 @@ skip_reason() {
     tests/sql*.lua) echo "uses sh, PostgreSQL or backups whose paths Wine splits between its two sides; tests/windows/sql.lua runs SQLite through odbc32" ;;
     tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal" ;;
     tests/octo*.lua|tests/sim.lua|tests/installer.lua|tests/install.lua|tests/demo.lua)
-      echo "the simulator's Octopus.Server/msiexec stand-ins are Unix programs (Wine returns no exit code for them)" ;;
+      echo "drives upkit and the simulator through sh (octofix, T.run_upkit); tests/windows/octopus.lua runs backup, in-place-upgrade and rollback here through the Windows-side stand-ins" ;;
     tests/http*.lua) echo "starts its servers through sh; tests/windows/http.lua covers upkit.http" ;;
     tests/fs*.lua|tests/hash.lua|tests/proc.lua) echo "checks against sh and coreutils; tests/windows/ has the Windows form" ;;
     tests/win.lua) echo "checks that upkit.win is absent outside Windows; tests/windows/sys.lua tests it here" ;;
@@ -124,6 +126,7 @@ tap() {
 }
 check "the TAP files under Wine with upkit.exe" tap
 sed 's/^/#   /' "$tmp/out"
+[ -s "$tmp/forward.err" ] && sed 's/^/#   winforward: /' "$tmp/forward.err"
 
 # 5. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
 #    its procedures from another folder.
