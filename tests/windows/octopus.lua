@@ -3,8 +3,10 @@
 -- msiexec.exe, sc.exe and filever.exe, each with a .forward file naming the simulator's Unix
 -- stand-in that tests/sim/winforward.py (started by tests/windows/run.sh) runs for it.
 --
--- The backup upkit.exe makes equals the one the Linux build makes of the same instance with
--- the same parameters. Paths: the simulated machine, its database and both backups are in a
+-- Tested: the backup upkit.exe makes equals the one the Linux build makes of the same instance
+-- with the same parameters (3.17.14 and 2023.4); in-place-upgrade and rollback with upkit.exe;
+-- the stand-ins' full exit codes (3010, 1603, 1060), an unreachable forwarder and a refused
+-- target as clear errors, and a form the simulator refuses failing under Wine too. Paths: the simulated machine, its database and both backups are in a
 -- Unix folder (UPKIT_TEST_UNIX_TMP), which upkit.exe opens as /tmp/... (Wine resolves it on
 -- the current drive, Z:, which is /). The backup folder is given to upkit.exe in that Unix
 -- form because the SQLite ODBC driver, which writes the database backup, runs on the Unix
@@ -51,40 +53,56 @@ local function unix(name, args, opts)
   return proc.run(argv, opts)
 end
 
--- The simulated 3.17.14 instance, started (what tests/lib/octofix.lua makes on Linux).
-local main = json.decode(unix("octosim", { "create", "--home", D .. "/main", "--version", "3.17.14", "--start" },
-                              { ok = { 0 } }).stdout)
-local W = {
-  server_exe = standin(D .. "/win/Octopus.Server.exe", main.server_exe),
-  msiexec = standin(D .. "/win/msiexec.exe", main.msiexec),
-  sc = standin(D .. "/win/sc.exe", main.sc),
-  filever = standin(D .. "/win/filever.exe", main.filever),
-}
-fs.write(D .. "/api-key", main.api_key .. "\n")
--- The download site (backup keeps the installer of the running version): its first line is its URL.
-local site = proc.spawn({ standin(D .. "/win/octosim.exe", "program:octosim"), "download-site", "--dir", main.downloads,
+-- The download site (backup keeps the installer of the running version), from the simulator's
+-- installer files: its first line is its URL.
+local downloads = D .. "/downloads"
+unix("octosim", { "downloads", "--dir", downloads }, { ok = { 0 } })
+local site = proc.spawn({ standin(D .. "/win/octosim.exe", "program:octosim"), "download-site", "--dir", downloads,
                           "--port", "0" }, { stderr = "null" })
 local site_url = site:lines()()
+T.match(site_url or "", "^http://127%.0%.0%.1:%d+$", "the download site answers")
 
-local function config(name, exes, extra)
+-- A config file for the procedures: the instance, its programs (exes), backup_dir and the rest.
+local function config(S, name, exes, extra)
   local cfg = {
-    server_url = main.url, instance = main.instance, db = main.connection_string, timeout = 120,
+    server_url = S.main.url, instance = S.main.instance, db = S.main.connection_string, timeout = 120,
     server_exe = exes.server_exe, msiexec = exes.msiexec, service_control = exes.sc, file_version = exes.filever,
-    backup_dir = D .. "/backup-" .. name, download_url = site_url .. "/octopus",
-    installer_digests = main.downloads .. "/SHA256SUMS", versions_feed = site_url .. "/download/upgrade/v3",
+    backup_dir = S.dir .. "/backup-" .. name, download_url = site_url .. "/octopus",
+    installer_digests = downloads .. "/SHA256SUMS", versions_feed = site_url .. "/download/upgrade/v3",
   }
   for k, v in pairs(extra or {}) do cfg[k] = v end
-  local path = D .. "/" .. name .. ".json"
+  local path = S.dir .. "/" .. name .. ".json"
   fs.write(path, json.encode(cfg))
   return path
 end
-local WCFG = config("windows", { server_exe = win(W.server_exe), msiexec = win(W.msiexec), sc = win(W.sc),
-                                 filever = win(W.filever) }, { api_key_file = win(D .. "/api-key") })
-local LCFG = config("linux", main, { api_key_file = D .. "/api-key" })
+
+-- A simulated instance of version, started (what tests/lib/octofix.lua makes on Linux), with
+-- its Windows-side stand-ins (W) and the config files of the Windows (WCFG) and Linux (LCFG) runs.
+local function new_site(version, tag)
+  local S = { dir = D .. "/" .. tag }
+  S.main = json.decode(unix("octosim", { "create", "--home", S.dir .. "/main", "--version", version, "--start" },
+                            { ok = { 0 } }).stdout)
+  local w = S.dir .. "/win/"
+  fs.mkdirs(w)
+  S.W = {
+    server_exe = standin(w .. "Octopus.Server.exe", S.main.server_exe),
+    msiexec = standin(w .. "msiexec.exe", S.main.msiexec),
+    sc = standin(w .. "sc.exe", S.main.sc),
+    filever = standin(w .. "filever.exe", S.main.filever),
+  }
+  fs.write(S.dir .. "/api-key", S.main.api_key .. "\n")
+  S.WCFG = config(S, "windows", { server_exe = win(S.W.server_exe), msiexec = win(S.W.msiexec), sc = win(S.W.sc),
+                                  filever = win(S.W.filever) }, { api_key_file = win(S.dir .. "/api-key") })
+  S.LCFG = config(S, "linux", S.main, { api_key_file = S.dir .. "/api-key" })
+  return S
+end
+
+local S3 = new_site("3.17.14", "v3")
+local main, W, WCFG = S3.main, S3.W, S3.WCFG
 
 -- upkit.exe's arguments to run procedure NAME with a config, the API key file and a runs folder.
 local function proc_args(name, cfg, runs, ...)
-  local a = { "run", name, "--config", cfg, "--runs", D .. "/" .. runs }
+  local a = { "run", name, "--config", cfg, "--runs", runs }
   for _, x in ipairs { ... } do a[#a + 1] = x end
   return a
 end
@@ -120,7 +138,7 @@ T.test("a stand-in returns the full Windows exit code to upkit.exe (3010, 1603),
   local m = json.decode(unix("octosim", { "machine", "--root", D .. "/second" }, { ok = { 0 } }).stdout)
   local msiexec = standin(D .. "/win/second-msiexec.exe", m.msiexec)
   fs.write(m.machine .. "/faults.json", json.encode { msi_exit = 3010 })
-  local msi = win(main.downloads .. "/Octopus.3.17.14-x64.msi")
+  local msi = win(downloads .. "/Octopus.3.17.14-x64.msi")
   local r = proc.run({ msiexec, "/i", msi, "/quiet", "/l*v", win(D .. "/msi.log") }, { ok = { 3010 }, timeout = 120 })
   T.eq(r.code, 3010)
   T.contains(fs.read(D .. "/msi.log"), "MainEngineThread is returning 3010")
@@ -147,12 +165,12 @@ T.test("an unreachable forwarder is a clear error, quickly", function()
   T.eq(e.exit_code, 1)
   T.contains(e.message, "cannot reach the forwarder at 127.0.0.1:1")
   T.ok(upkit.now() - t0 < 20, "no hang")
-  local cfg = config("dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) },
-                     { api_key_file = win(D .. "/api-key") })
-  local r = upkit_exe(run_args(cfg, "runs-dead"))
+  local cfg = config(S3, "dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) },
+                     { api_key_file = win(S3.dir .. "/api-key") })
+  local r = upkit_exe(run_args(cfg, D .. "/runs-dead"))
   T.eq(r.code, 1, r.stdout .. r.stderr)
   T.contains(r.stdout .. r.stderr, "cannot reach the forwarder")
-  T.eq(fs.exists(D .. "/backup-dead/master-key.txt"), false)
+  T.eq(fs.exists(S3.dir .. "/backup-dead/master-key.txt"), false)
 end)
 
 T.test("a wrong form the simulator refuses still fails under Wine", function()
@@ -186,30 +204,47 @@ local function manifest(dir)
   return m
 end
 
-T.test("upkit.exe run backup under Wine equals the Linux build's backup", function()
-  local r = upkit_exe(run_args(WCFG, "runs-windows"))
+-- Back up S's instance with upkit.exe under Wine and with the Linux build, the same parameters
+-- but for the stand-ins' form and the backup folder; the two backups must be the same.
+local function same_backups(S, version)
+  local r = upkit_exe(run_args(S.WCFG, S.dir .. "/runs-windows"))
   T.eq(r.code, 0, r.stdout .. r.stderr)
   T.contains(r.stdout, "Result: success")
-  local l = unix("upkit-linux", run_args(LCFG, "runs-linux"), { cwd = D, ok = { 0, 1, 2 } })
+  local l = unix("upkit-linux", run_args(S.LCFG, S.dir .. "/runs-linux"), { cwd = D, ok = { 0, 1, 2 } })
   T.eq(l.code, 0, l.stdout .. l.stderr)
-  local wb, lb = D .. "/backup-windows", D .. "/backup-linux"
+  local wb, lb = S.dir .. "/backup-windows", S.dir .. "/backup-linux"
   -- the same manifest: version, counts, config, files and folders with their digests
-  T.eq(manifest(wb), manifest(lb))
-  T.eq(manifest(wb).version, "3.17.14")
-  T.ok(manifest(wb).folders.TaskLogs.files > 0, "task logs saved")
+  local wm = manifest(wb)
+  T.eq(wm, manifest(lb))
+  T.eq(wm.version, version)
+  T.ok(wm.folders.TaskLogs.files > 0, "task logs saved")
   -- the same files, byte for byte (the folders' SHA256SUMS included)
   T.eq(backup_files(wb), backup_files(lb))
-  T.eq(fs.read(wb .. "/master-key.txt"), main.master_key .. "\n")
+  T.eq(fs.read(wb .. "/master-key.txt"), S.main.master_key .. "\n")
   -- the same database: every row of every table (octofix.dump leaves out the heartbeat)
-  T.eq(octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak"),
-       octofix.dump("Driver=SQLite3;Database=" .. lb .. "/database.bak"))
-  T.eq(octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak").Machine,
-       octofix.dump(main.connection_string).Machine)
+  local wd = octofix.dump("Driver=SQLite3;Database=" .. wb .. "/database.bak")
+  T.eq(wd, octofix.dump("Driver=SQLite3;Database=" .. lb .. "/database.bak"))
+  T.eq(wd.Machine, octofix.dump(S.main.connection_string).Machine)
+  return wm
+end
+
+T.test("upkit.exe run backup under Wine equals the Linux build's backup (3.17.14)", function()
+  same_backups(S3, "3.17.14")
+end)
+
+T.test("upkit.exe run backup under Wine equals the Linux build's backup (2023.4: spaces, event exports)", function()
+  local S = new_site("2023.4.8166", "v2023")
+  local ok, err = pcall(function()
+    local m = same_backups(S, "2023.4.8166")
+    T.ok(m.folders.EventExports, "event exports saved")
+  end)
+  pcall(proc.run, { S.W.server_exe, "service", "--stop", "--instance=" .. S.main.instance }, { timeout = 60 })
+  if not ok then error(err, 0) end
 end)
 
 T.test("in-place-upgrade under Wine: 3.17.14 -> 2019.1.5 through msiexec.exe, sc.exe and Octopus.Server.exe", function()
   before_upgrade = octofix.dump(main.connection_string)
-  local r = upkit_exe(proc_args("in-place-upgrade", WCFG, "runs-upgrade", "--yes", "--set", "target_version=2019.1.5",
+  local r = upkit_exe(proc_args("in-place-upgrade", WCFG, D .. "/runs-upgrade", "--yes", "--set", "target_version=2019.1.5",
                                 "--set", "backup_dir=" .. D .. "/backup-upgrade"))
   T.eq(r.code, 0, r.stdout .. r.stderr)
   T.contains(r.stdout, "Result: success")
@@ -220,7 +255,7 @@ end)
 
 T.test("rollback under Wine: 2019.1.5 -> 3.17.14, the database row for row", function()
   T.ok(before_upgrade, "the upgrade ran")
-  local r = upkit_exe(proc_args("rollback", WCFG, "runs-rollback", "--yes", "--set", "backup_dir=" .. D .. "/backup-upgrade"))
+  local r = upkit_exe(proc_args("rollback", WCFG, D .. "/runs-rollback", "--yes", "--set", "backup_dir=" .. D .. "/backup-upgrade"))
   T.eq(r.code, 0, r.stdout .. r.stderr)
   T.contains(r.stdout, "Result: success")
   T.eq(api("/api").Version, "3.17.14")

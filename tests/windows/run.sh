@@ -21,8 +21,8 @@ cleanup() {
   [ -n "$srv" ] && kill "$srv" 2>/dev/null
   [ -n "$fwd" ] && kill "$fwd" 2>/dev/null
   # the simulator's services a test left running (their pids are in the machines' folders)
-  for p in "$tmp"/unix/*/*/services/*.pid "$tmp"/unix/*/*/*/services/*.pid; do
-    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null
+  [ -d "$tmp/unix" ] && find "$tmp/unix" -path '*/services/*.pid' -type f | while read -r p; do
+    kill "$(cat "$p")" 2>/dev/null
   done
   # Wine's services (RpcSs, PlugPlay...) keep this prefix's wineserver alive: end them with it
   [ -n "${wineserver:-}" ] && "$wineserver" -k 2>/dev/null
