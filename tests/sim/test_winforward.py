@@ -73,7 +73,8 @@ class WinForward(unittest.TestCase):
                                     os.path.join(cls.tmp, "prefix"), "--allow", "cat=cat",
                                     "--allow", "args=%s -c 'import os,sys; print(os.getcwd()); print(*sys.argv[1:], sep=chr(10))'"
                                     % sys.executable,
-                                    "--allow", "sleeper=sh -c 'echo $$; exec sleep 60'"])
+                                    "--allow", "sleeper=sh -c 'echo $$; exec sleep 60'",
+                                    "--allow", "missing=/nonexistent/program"])
         for _ in range(100):
             if os.path.exists(info):
                 break
@@ -143,7 +144,8 @@ class WinForward(unittest.TestCase):
 
     def test_refusals(self):
         for target, why in ((os.path.join(self.tmp, "gone", "Octopus.Server"), "does not exist"), ("/bin/sh", "not a stand-in"),
-                            ("program:nope", "not one this forwarder"), ("relative", "not an absolute")):
+                            ("program:nope", "not one this forwarder"), ("relative", "not an absolute"),
+                            ("program:missing", "cannot start /nonexistent/program")):
             _, _, code, refused = self.call(target, "version")
             self.assertIsNotNone(refused, target)
             self.assertIn(why, refused)

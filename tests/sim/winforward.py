@@ -51,6 +51,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from simlib.machine import standin_call  # noqa: E402
 MAGIC = b"UPKFWD1\n"
 NONE = 0xFFFFFFFF
 HEARTBEAT = 2.0
@@ -172,8 +174,6 @@ def command_for(target, allowed):
         if cmd is None:
             raise Refused("target %s is not one this forwarder was started with" % target)
         return list(cmd), False
-    sys.path.insert(0, HERE)
-    from simlib.machine import standin_call
     if not os.path.isabs(target):
         raise Refused("target %s is not an absolute Unix path" % target)
     if not os.path.exists(target):
@@ -209,12 +209,19 @@ def serve_one(conn, token, allowed, prefix):
 
 def run(conn, argv, full, args, cwd, stdin):
     code_r = code_w = None
-    if full:
+    if full:  # the stand-in's function writes its full exit code on a pipe of its own
         code_r, code_w = os.pipe()
-        argv = argv + [str(code_w)]
-    p = subprocess.Popen(argv + ["--"] * full + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                         start_new_session=True, pass_fds=(code_w,) if full else ())
+        argv = argv + [str(code_w), "--"]
+    try:
+        p = subprocess.Popen(argv + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                             start_new_session=True, pass_fds=(code_w,) if full else ())
+    except OSError as e:
+        for fd in (code_r, code_w):
+            if fd is not None:
+                os.close(fd)
+        conn.sendall(frame(b"f", struct.pack(">I", ERROR_FILE_NOT_FOUND) + ("cannot start %s: %s" % (argv[0], e)).encode()))
+        return
     with children_lock:
         children.add(p)
     if code_w is not None:
@@ -287,7 +294,6 @@ def call(argv):
     on CODEFD, exit with its low 8 bits."""
     module, func, machine, fd = argv[:4]
     args = argv[5:] if len(argv) > 4 and argv[4] == "--" else argv[4:]
-    sys.path.insert(0, HERE)
     from simlib import common
     common.FULL_EXIT_CODES = True
     mod = __import__("simlib." + module, fromlist=[func])
