@@ -10,6 +10,8 @@ full exit code. Nothing of Octopus is copied here: the targets are the simulator
 
     python3 tests/sim/winforward.py serve --info FILE [--watch-pid PID] [--max-seconds N]
             [--wineprefix DIR] [--allow NAME=COMMAND]...
+    python3 tests/sim/winforward.py echo ARGS...     (a target for tests: prints its folder,
+            each argument on a line, then its stdin)
 
 `serve` listens on 127.0.0.1 only (a free port), writes FILE (mode 0600: {"port", "token"}) once
 it listens, and exits when PID is gone, after N seconds (default 1200), or on SIGTERM/SIGINT.
@@ -304,6 +306,18 @@ def call(argv):
     return code & 0xFF
 
 
+def echo(argv):
+    """echo ARGS: print the current folder, each argument on a line, then stdin (a test target:
+    what a Windows-side stand-in sent, as the Unix side received it)."""
+    out = sys.stdout.buffer
+    out.write(os.getcwd().encode() + b"\n")
+    for a in argv:
+        out.write(a.encode("utf-8", "surrogateescape") + b"\n")
+    out.write(sys.stdin.buffer.read())
+    out.flush()
+    return 0
+
+
 def serve(argv):
     opts = {"info": None, "watch_pid": None, "max_seconds": 1200.0,
             "wineprefix": os.environ.get("WINEPREFIX") or os.path.expanduser("~/.wine")}
@@ -371,6 +385,8 @@ def alive(pid):
 def main(argv):
     if argv[:1] == ["call"]:
         return call(argv[1:])
+    if argv[:1] == ["echo"]:
+        return echo(argv[1:])
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
     sys.stderr.write(__doc__)

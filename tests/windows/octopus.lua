@@ -125,6 +125,18 @@ local function run_args(cfg, runs, ...)
   return proc_args("backup", cfg, runs, ...)
 end
 
+T.test("a stand-in sends its arguments (UTF-16 to UTF-8), folder and stdin; Wine paths arrive as Unix paths", function()
+  local args = { "pl\xc3\xa4in", "two words", 'a "quoted" one', [[back\slash\]], "", "\xe2\x82\xac\xf0\x9f\x90\x99",
+                 win(D .. "/x.txt"), "--config=" .. win(D), "/quiet" }
+  local input = string.rep("0123456789abcdef", 8192)  -- 128 KiB
+  local r = unix("echo", args, { cwd = win(D), stdin = input, ok = { 0 } })
+  local want = { D, "pl\xc3\xa4in", "two words", 'a "quoted" one', [[back\slash\]], "", "\xe2\x82\xac\xf0\x9f\x90\x99",
+                 D .. "/x.txt", "--config=" .. D, "/quiet" }
+  T.eq(r.stdout, table.concat(want, "\n") .. "\n" .. input)
+  r = unix("echo", {}, { cwd = D, ok = { 0 } })  -- no stdin given (NUL): none is sent
+  T.eq(r.stdout, D .. "\n")
+end)
+
 T.test("a stand-in the forwarder refuses is a clear error", function()
   local exe = standin(D .. "/win/sh.exe", "/bin/sh")
   local ok, e = pcall(proc.run, { exe, "-c", "exit 0" }, { ok = { 0 }, timeout = 60 })

@@ -77,11 +77,12 @@ check "unit.exe: UTF-16 and long paths, platform.h, command lines for programs a
 sed 's/^/#   /' "$tmp/out"
 
 # The Unix side of the simulator's Windows-side stand-ins (forward.exe), for tests/windows/octopus.lua:
-# it runs the simulator's stand-ins, its command line and the Linux build for upkit.exe.
+# it runs the simulator's stand-ins, its command line, the Linux build and its own echo for upkit.exe.
 mkdir -p "$tmp/unix"
 python3 tests/sim/winforward.py serve --info "$tmp/forward.json" --watch-pid $$ --max-seconds 1200 \
   --wineprefix "$WINEPREFIX" --allow "octosim=python3 $PWD/tests/sim/octosim.py" \
-  --allow "upkit-linux=${UPKIT_LINUX_BIN:-$PWD/build/upkit}" 2> "$tmp/forward.err" &
+  --allow "upkit-linux=${UPKIT_LINUX_BIN:-$PWD/build/upkit}" \
+  --allow "echo=python3 $PWD/tests/sim/winforward.py echo" 2> "$tmp/forward.err" &
 fwd=$!
 i=0
 while [ ! -s "$tmp/forward.json" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
