@@ -276,7 +276,24 @@ T.test("rollback under Wine: 2019.1.5 -> 3.17.14, the database row for row", fun
   T.eq(api("/api/maintenanceconfiguration").IsInMaintenanceMode, false)
 end)
 
--- Stop the instance's service (the stand-in, as the procedures do) and the download site.
+-- Stop the instance's service (the stand-in, as the procedures do).
 pcall(proc.run, { W.server_exe, "service", "--stop", "--instance=" .. main.instance }, { timeout = 60 })
-site:close()
+
+T.test("ending a stand-in (kill, timeout) ends its Unix target: the download site stops", function()
+  local http = require "upkit.http"
+  local function feed()
+    local c <close> = http.client { base = site_url, timeout = 2, retries = 0 }
+    return c:get("/download/upgrade/v3")
+  end
+  T.eq(feed().status, 200)
+  site:close()
+  local last  -- a request in flight may break first (NETWORK_ERROR); then nothing listens
+  for _ = 1, 100 do
+    local ok, e = pcall(feed)
+    last = ok and "answered" or e.code
+    if last == "CONNECT_FAILED" then break end
+    upkit.sleep(0.1)
+  end
+  T.eq(last, "CONNECT_FAILED", "the download site is gone")
+end)
 T.done()
