@@ -8,6 +8,8 @@
 # 3. unit.exe: paths, platform.h, CNG digests and command-line quoting (BatBadBut) in C.
 # 4. The TAP files that mean something on Windows, run by prove with upkit.exe under Wine;
 #    the others are listed with the reason they are skipped.
+# 5. Ctrl-C and the REPL (tests/windows/console.sh).
+# 6. The zip.
 set -u
 dir=$1
 : "${WINE:?WINE is not set}" "${WINEPREFIX:?WINEPREFIX is not set}"
@@ -79,7 +81,7 @@ skip_reason() {
       echo "starts upkit through sh (T.run_upkit, T.sh: redirections, rm -rf, kill); tests/windows/procedure.lua runs the engine here" ;;
     tests/remote*.lua) echo "drives OpenSSH and a POSIX shell on the node" ;;
     tests/sql*.lua) echo "uses sh, PostgreSQL or backups whose paths Wine splits between its two sides; tests/windows/sql.lua runs SQLite through odbc32" ;;
-    tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal" ;;
+    tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal; tests/windows/console.sh runs the REPL from a pipe and Ctrl-C" ;;
     tests/octo*.lua|tests/sim.lua|tests/installer.lua|tests/install.lua|tests/demo.lua)
       echo "the simulator's Octopus.Server/msiexec stand-ins are Unix programs (Wine returns no exit code for them)" ;;
     tests/http*.lua) echo "starts its servers through sh; tests/windows/http.lua covers upkit.http" ;;
@@ -108,7 +110,11 @@ tap() {
 check "the TAP files under Wine with upkit.exe" tap
 sed 's/^/#   /' "$tmp/out"
 
-# 5. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
+# 5. Ctrl-C (Wine delivers SIGINT as CTRL_C_EVENT) and the REPL reading a pipe.
+check "Ctrl-C and the REPL: tests/windows/console.sh" sh tests/windows/console.sh "$abs/upkit.exe"
+sed 's/^/#   /' "$tmp/out"
+
+# 6. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
 #    its procedures from another folder.
 zip=$(ls "$dir"/upkit-*-windows-x64.zip 2>/dev/null | head -1)
 dist() {
