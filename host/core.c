@@ -87,6 +87,14 @@ static int core_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.hostname() -> this machine's name (Windows: its NetBIOS name) */
+static int core_hostname(lua_State *L) {
+  char buf[256];
+  if (upk_hostname(buf, sizeof buf) != 0) return upk_error(L, "EIO", "hostname: this machine's name could not be read");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* core.now() -> seconds from a monotonic clock */
 static int core_now(lua_State *L) {
   lua_pushnumber(L, upk_now());
@@ -155,6 +163,7 @@ static const luaL_Reg core_funcs[] = {
   {"is_error", core_is_error},
   {"open_handles", core_open_handles},
   {"isatty", core_isatty},
+  {"hostname", core_hostname},
   {"now", core_now},
   {"sleep", core_sleep},
   {NULL, NULL}

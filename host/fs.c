@@ -328,7 +328,7 @@ static int run_job(Job *j, DirCache *dc, Bufs *B, Prog *prog) {
         return job_fail(j, SOURCE_CHANGED, "copy");
       }
     }
-    if (!err) { step = "metadata"; err = upk_fs_set_meta(out, st.mode, st.mtime_ns); }
+    if (!err) { step = "metadata"; err = upk_fs_set_meta(out, &st); }
     /* the fsync runs beside the readback: one waits on the disk, the other hashes */
     Syncer sy = {out, 0};
     pthread_t sth;

@@ -114,11 +114,20 @@ static void push_stat(lua_State *L, const UpkStat *st) {
   lua_setfield(L, -2, "mtime_ns");
   lua_pushinteger(L, (lua_Integer)st->mode);
   lua_setfield(L, -2, "mode");
+  if (st->attrs & UPK_ATTR_HIDDEN) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "hidden");
+  }
+  if (st->attrs & UPK_ATTR_SYSTEM) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "system");
+  }
 }
 
 /*
 ** fs.stat(path [, follow]) -> { type, size, mtime, mtime_ns, mode } or nil
-** when nothing is there. Links are not followed unless follow is true.
+** when nothing is there; on Windows also hidden = true and system = true
+** when the file has those attributes. Links are not followed unless follow is true.
 */
 int fs_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);

@@ -33,6 +33,13 @@ int upk_share_dir(char *buf, size_t size);
 /* The user's data directory for upkit (XDG_DATA_HOME/upkit or ~/.local/share/upkit). */
 int upk_user_dir(char *buf, size_t size);
 
+/*
+** This machine's name: gethostname on Linux; on Windows the NetBIOS name
+** (GetComputerNameExW, ComputerNameNetBIOS), which SQL Server's
+** SERVERPROPERTY('MachineName') gives. 0 on success.
+*/
+int upk_hostname(char *buf, size_t size);
+
 /* 1 when path names an existing regular file. */
 int upk_isfile(const char *path);
 

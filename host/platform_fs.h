@@ -16,10 +16,12 @@ typedef struct UpkStat {
   int64_t mtime_ns;    /* modification time, nanoseconds since the epoch */
   int64_t ctime_ns;    /* change time (any change of data or metadata), the same unit */
   unsigned mode;       /* permission bits */
+  unsigned attrs;      /* UPK_ATTR_* (Windows' hidden and system attributes); 0 elsewhere */
   uint64_t blocks512;  /* allocated 512-byte blocks */
 } UpkStat;
 
 enum { UPK_FT_OTHER, UPK_FT_FILE, UPK_FT_DIR, UPK_FT_LINK };
+enum { UPK_ATTR_HIDDEN = 1, UPK_ATTR_SYSTEM = 2 };
 
 /* A directory handle meaning "the current folder", for the *at functions. */
 #define UPK_FS_CWD (-100)
@@ -96,8 +98,8 @@ int upk_fs_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
 int upk_fs_truncate(int fd, uint64_t size);
 int upk_fs_fchmod(int fd, unsigned mode);
 
-/* Give the file mode bits and modification time (atime = mtime). */
-int upk_fs_set_meta(int fd, unsigned mode, int64_t mtime_ns);
+/* Give the file st's mode bits, attributes and modification time (atime = mtime). */
+int upk_fs_set_meta(int fd, const UpkStat *st);
 /* Same for a path without following a final symlink (times only for links). */
 int upk_fs_set_times_at(int dirfd, const char *name, int64_t mtime_ns);
 

@@ -32,6 +32,7 @@ static void fill(UpkStat *st, const struct stat *s) {
   st->mtime_ns = (int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec;
   st->ctime_ns = (int64_t)s->st_ctim.tv_sec * 1000000000 + s->st_ctim.tv_nsec;
   st->mode = s->st_mode & 07777;
+  st->attrs = 0;
   st->blocks512 = (uint64_t)s->st_blocks;
 }
 
@@ -314,10 +315,10 @@ static void mtime_times(struct timespec ts[2], int64_t mtime_ns) {
   if (ts[1].tv_nsec < 0) { ts[1].tv_nsec += 1000000000; ts[1].tv_sec--; }
 }
 
-int upk_fs_set_meta(int fd, unsigned mode, int64_t mtime_ns) {
-  if (fchmod(fd, (mode_t)mode) != 0) return errno;
+int upk_fs_set_meta(int fd, const UpkStat *st) {
+  if (fchmod(fd, (mode_t)st->mode) != 0) return errno;
   struct timespec ts[2];
-  mtime_times(ts, mtime_ns);
+  mtime_times(ts, st->mtime_ns);
   return futimens(fd, ts) != 0 ? errno : 0;
 }
 

@@ -151,6 +151,8 @@ static int fill(HANDLE h, UpkStat *st) {
   st->mtime_ns = ft_ns(b.LastWriteTime);
   st->ctime_ns = ft_ns(b.ChangeTime);
   st->mode = s.Directory ? 0755 : (b.FileAttributes & FILE_ATTRIBUTE_READONLY) ? 0444 : 0644;
+  st->attrs = ((b.FileAttributes & FILE_ATTRIBUTE_HIDDEN) ? UPK_ATTR_HIDDEN : 0) |
+              ((b.FileAttributes & FILE_ATTRIBUTE_SYSTEM) ? UPK_ATTR_SYSTEM : 0);
   st->blocks512 = (uint64_t)s.AllocationSize.QuadPart / 512;
   return 0;
 }
@@ -401,13 +403,21 @@ int upk_fs_truncate(int fd, uint64_t size) {
   return SetFileInformationByHandle(fd_handle(fd), FileEndOfFileInfo, &e, sizeof e) ? 0 : last_errno();
 }
 
-/* Set or clear the read-only attribute from the owner's write bit (0200). */
-static int set_readonly(HANDLE h, unsigned mode, LARGE_INTEGER *mtime) {
+/*
+** Set or clear the read-only attribute from the owner's write bit (0200);
+** attrs (UPK_ATTR_*, or -1 to leave them) sets the hidden and system ones.
+*/
+static int set_readonly(HANDLE h, unsigned mode, int attrs, LARGE_INTEGER *mtime) {
   FILE_BASIC_INFO b;
   if (!GetFileInformationByHandleEx(h, FileBasicInfo, &b, sizeof b)) return last_errno();
   if (!(b.FileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
     if (mode & 0200) b.FileAttributes &= ~(DWORD)FILE_ATTRIBUTE_READONLY;
     else b.FileAttributes |= FILE_ATTRIBUTE_READONLY;
+    if (attrs >= 0) {
+      b.FileAttributes &= ~(DWORD)(FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM | FILE_ATTRIBUTE_NORMAL);
+      if (attrs & UPK_ATTR_HIDDEN) b.FileAttributes |= FILE_ATTRIBUTE_HIDDEN;
+      if (attrs & UPK_ATTR_SYSTEM) b.FileAttributes |= FILE_ATTRIBUTE_SYSTEM;
+    }
     if (b.FileAttributes == 0) b.FileAttributes = FILE_ATTRIBUTE_NORMAL;
   }
   if (mtime) b.LastWriteTime = b.LastAccessTime = *mtime;
@@ -416,7 +426,7 @@ static int set_readonly(HANDLE h, unsigned mode, LARGE_INTEGER *mtime) {
 }
 
 int upk_fs_fchmod(int fd, unsigned mode) {
-  return set_readonly(fd_handle(fd), mode, NULL);
+  return set_readonly(fd_handle(fd), mode, -1, NULL);
 }
 
 int upk_fs_copy_data(int in, int out, uint64_t size, int sparse,
@@ -438,9 +448,9 @@ int upk_fs_copy_data(int in, int out, uint64_t size, int sparse,
   return err;
 }
 
-int upk_fs_set_meta(int fd, unsigned mode, int64_t mtime_ns) {
-  LARGE_INTEGER t = ns_ft(mtime_ns);
-  return set_readonly(fd_handle(fd), mode, &t);
+int upk_fs_set_meta(int fd, const UpkStat *st) {
+  LARGE_INTEGER t = ns_ft(st->mtime_ns);
+  return set_readonly(fd_handle(fd), st->mode, (int)st->attrs, &t);
 }
 
 static int set_times_w(const wchar_t *w, int64_t mtime_ns) {
@@ -590,7 +600,7 @@ int upk_fs_chmod(const char *path, unsigned mode) {
   HANDLE h = open_meta(w, FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES, 0);
   free(w);
   if (h == INVALID_HANDLE_VALUE) return last_errno();
-  err = set_readonly(h, mode, NULL);
+  err = set_readonly(h, mode, -1, NULL);
   CloseHandle(h);
   return err;
 }

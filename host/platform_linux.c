@@ -29,6 +29,12 @@ int upk_isatty(int fd) {
   return isatty(fd);
 }
 
+int upk_hostname(char *buf, size_t size) {
+  if (size == 0 || gethostname(buf, size) != 0) return -1;
+  buf[size - 1] = '\0';
+  return 0;
+}
+
 int upk_user_dir(char *buf, size_t size) {
   const char *xdg = getenv("XDG_DATA_HOME");
   const char *home = getenv("HOME");

@@ -23,6 +23,13 @@ int upk_isatty(int fd) {
   return _isatty(fd) != 0;
 }
 
+int upk_hostname(char *buf, size_t size) {
+  wchar_t w[MAX_COMPUTERNAME_LENGTH + 32];
+  DWORD n = sizeof w / sizeof w[0];
+  if (!GetComputerNameExW(ComputerNameNetBIOS, w, &n)) return -1;
+  return upk_utf8_path(w, buf, size) == 0 ? 0 : -1;
+}
+
 int upk_share_dir(char *buf, size_t size) {
   if (upk_exe_path(buf, size) != 0) return -1;
   char *slash = strrchr(buf, '/');

@@ -31,15 +31,8 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "serv
     describe = "disable targets, workers, triggers and subscriptions on the clone" },
   table.unpack(U.machine_params("clone", "new server")))
 
-local function clone_cli(ctx)
-  ctx._clone = ctx._clone or U.new_cli(ctx, ctx.params.clone_server_exe, ctx.params.clone_instance,
-                                       U.machine_of(ctx, "clone"))
-  return ctx._clone
-end
-
-local function clone_odbc(ctx)
-  return ctx.params.clone_odbc or U.odbc_connection(ctx.params.clone_db)
-end
+local function clone_cli(ctx) return U.other_cli(ctx, "clone") end
+local function clone_odbc(ctx) return U.other_odbc(ctx, "clone") end
 
 local function clone_site(ctx)
   return { cli = clone_cli(ctx), msiexec = ctx.params.clone_msiexec, db = clone_odbc(ctx), url = ctx.params.clone_url }

@@ -63,15 +63,8 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "serv
     describe = "after the test instance passed its tests, upgrade the main instance in place" },
   table.unpack(U.machine_params("test", "test server")))
 
-local function test_cli(ctx)
-  ctx._test = ctx._test or U.new_cli(ctx, ctx.params.test_server_exe, ctx.params.test_instance,
-                                     U.machine_of(ctx, "test"))
-  return ctx._test
-end
-
-local function test_odbc(ctx)
-  return ctx.params.test_odbc or U.odbc_connection(ctx.params.test_db)
-end
+local function test_cli(ctx) return U.other_cli(ctx, "test") end
+local function test_odbc(ctx) return U.other_odbc(ctx, "test") end
 
 local function saved(ctx, name)
   return ctx.params.backup_dir .. "/" .. name

@@ -29,6 +29,13 @@ T.test("proc.which with a wrong argument raises EINVAL", function()
   T.raises("EINVAL", proc.which, {})
 end)
 
+T.test("upkit.hostname is this machine's name (the kernel's)", function()
+  local f = assert(io.open("/proc/sys/kernel/hostname"))
+  local want = f:read("l")
+  f:close()
+  T.eq(require("upkit").hostname(), want)
+end)
+
 T.test("upkit.uuid gives distinct version 4 UUIDs", function()
   local a, b = upkit.uuid(), upkit.uuid()
   T.match(a, "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$")

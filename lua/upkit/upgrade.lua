@@ -3,7 +3,8 @@
 --
 --   upkit.upgrade.handles    shared parameters (U.P, U.params) and the handles a
 --                            step makes from them: U.cli(ctx), U.api(ctx),
---                            U.db_connection(ctx), U.target(ctx), U.server_folders(ctx)
+--                            U.db_connection(ctx), U.target(ctx), U.server_folders(ctx),
+--                            U.other_cli(ctx, "clone"|"test"), U.other_odbc(ctx, prefix)
 --   upkit.upgrade.versions   U.upgrade_path, U.fetch_installer, U.install, U.uninstall
 --   upkit.upgrade.database   U.harden_clone, U.new_installation_id, U.counts, U.previous_versions,
 --                            U.restore_database, U.check_digest,

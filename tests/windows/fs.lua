@@ -97,6 +97,27 @@ T.test("fs.stat gives size, type and a read-only file's mode", function()
   T.eq(fs.stat(dir).type, "dir")
 end)
 
+T.test("fs.copy and fs.mirror keep the hidden and system attributes (attrib +h, +s)", function()
+  local proc = require "upkit.proc"
+  local src, dst = dir .. "/attr-src", dir .. "/attr-dst"
+  fs.mkdirs(src)
+  fs.write(src .. "/h.txt", "hidden")
+  fs.write(src .. "/plain.txt", "plain")
+  local win = (src .. "/h.txt"):gsub("/", "\\")
+  -- one attribute per call: Wine's attrib applies only the last of several
+  proc.run({ "attrib", "+h", win }, { ok = { 0 } })
+  proc.run({ "attrib", "+s", win }, { ok = { 0 } })
+  T.eq(fs.stat(src .. "/h.txt").hidden, true)
+  T.eq(fs.stat(src .. "/h.txt").system, true)
+  fs.copy(src .. "/h.txt", dir .. "/h-copy.txt")
+  T.eq(fs.stat(dir .. "/h-copy.txt").hidden, true)
+  T.eq(fs.stat(dir .. "/h-copy.txt").system, true)
+  fs.mirror(src, dst)
+  T.eq(fs.stat(dst .. "/h.txt").hidden, true)
+  T.eq(fs.stat(dst .. "/plain.txt").hidden, nil)
+  T.eq(fs.read(dst .. "/h.txt"), "hidden")
+end)
+
 T.test("fs.free gives the free bytes of the folder's volume", function()
   local free = fs.free(dir)
   T.ok(math.type(free) == "integer" and free > 0, "free bytes: " .. tostring(free))

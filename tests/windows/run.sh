@@ -10,6 +10,8 @@
 #    the others are listed with the reason they are skipped. tests/sim/winforward.py runs
 #    beside them for the simulator's Windows-side stand-ins (forward.exe, tests/sim/README.md).
 #    WIN_TESTS_ONLY="FILE..." runs only those TAP files (prove's arguments; while working).
+# 5. Ctrl-C and the REPL (tests/windows/console.sh).
+# 6. The zip.
 set -u
 dir=$1
 : "${WINE:?WINE is not set}" "${WINEPREFIX:?WINEPREFIX is not set}"
@@ -99,7 +101,7 @@ skip_reason() {
       echo "starts upkit through sh (T.run_upkit, T.sh: redirections, rm -rf, kill); tests/windows/procedure.lua runs the engine here" ;;
     tests/remote*.lua) echo "drives OpenSSH and a POSIX shell on the node" ;;
     tests/sql*.lua) echo "uses sh, PostgreSQL or backups whose paths Wine splits between its two sides; tests/windows/sql.lua runs SQLite through odbc32" ;;
-    tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal" ;;
+    tests/repl*.lua|tests/progress_pty.lua|tests/debug*.lua) echo "drives a Linux pseudo-terminal; tests/windows/console.sh runs the REPL from a pipe and Ctrl-C" ;;
     tests/octo*.lua|tests/sim.lua|tests/installer.lua|tests/install.lua|tests/demo.lua)
       echo "drives upkit and the simulator through sh (octofix, T.run_upkit); tests/windows/octopus.lua runs backup, in-place-upgrade and rollback here through the Windows-side stand-ins" ;;
     tests/http*.lua) echo "starts its servers through sh; tests/windows/http.lua covers upkit.http" ;;
@@ -129,7 +131,11 @@ check "the TAP files under Wine with upkit.exe" tap
 sed 's/^/#   /' "$tmp/out"
 [ -s "$tmp/forward.err" ] && sed 's/^/#   winforward: /' "$tmp/forward.err"
 
-# 5. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
+# 5. Ctrl-C (Wine delivers SIGINT as CTRL_C_EVENT) and the REPL reading a pipe.
+check "Ctrl-C and the REPL: tests/windows/console.sh" sh tests/windows/console.sh "$abs/upkit.exe"
+sed 's/^/#   /' "$tmp/out"
+
+# 6. The zip of make dist-windows: its SHA256SUMS hold, and upkit.exe unpacked elsewhere finds
 #    its procedures from another folder.
 zip=$(ls "$dir"/upkit-*-windows-x64.zip 2>/dev/null | head -1)
 dist() {

@@ -4,6 +4,13 @@
 local T = require "upkit.test"
 local win = require "upkit.win"
 
+T.test("upkit.hostname is the NetBIOS name Windows gives COMPUTERNAME", function()
+  local h = require("upkit").hostname()
+  T.eq(type(h), "string")
+  T.eq(h:upper(), (os.getenv("COMPUTERNAME") or ""):upper())
+  T.eq(#h > 0 and #h <= 15, true)  -- NetBIOS names are at most 15 characters
+end)
+
 T.test("win.file_version reads the version resource of a system DLL", function()
   local v = win.file_version("C:/Windows/System32/kernel32.dll")
   T.match(v.file, "^%d+%.%d+%.%d+%.%d+$")

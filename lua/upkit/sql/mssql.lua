@@ -395,10 +395,8 @@ local function local_size(path)
 end
 
 local function hostname()
-  local f = io.open("/proc/sys/kernel/hostname", "r")
-  local h = f and f:read("l")
-  if f then f:close() end
-  return h or os.getenv("COMPUTERNAME") or ""
+  local ok, h = pcall(require("upkit").hostname)
+  return ok and h or ""
 end
 M.hostname = hostname
 

@@ -102,6 +102,21 @@ function H.machine_of(ctx, prefix)
   return { service_control = ctx.params[prefix .. "_service_control"], file_version = ctx.params[prefix .. "_file_version"] }
 end
 
+-- Another machine's instance (PREFIX "clone" or "test"): its command line from
+-- PREFIX_server_exe, PREFIX_instance and that machine's tools, made once per run.
+function H.other_cli(ctx, prefix)
+  local key = "_cli_" .. prefix
+  ctx[key] = ctx[key] or H.new_cli(ctx, ctx.params[prefix .. "_server_exe"], ctx.params[prefix .. "_instance"],
+                                   H.machine_of(ctx, prefix))
+  return ctx[key]
+end
+
+-- That instance's database as ODBC: PREFIX_odbc, or PREFIX_db (ADO.NET) converted.
+function H.other_odbc(ctx, prefix)
+  local D = require "upkit.upgrade.database"
+  return ctx.params[prefix .. "_odbc"] or D.odbc_connection(ctx.params[prefix .. "_db"])
+end
+
 -- The main instance's command line.
 function H.cli(ctx)
   ctx._cli = ctx._cli or H.new_cli(ctx, ctx.params.server_exe, ctx.params.instance)
