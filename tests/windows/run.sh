@@ -80,8 +80,9 @@ sed 's/^/#   /' "$tmp/out"
 
 # The Unix side of the simulator's Windows-side stand-ins (forward.exe), for tests/windows/octopus.lua:
 # it runs the simulator's stand-ins, its command line, the Linux build and its own echo for upkit.exe.
+# (A stopped 2019+ node marks itself offline after 0.05 s instead of 2, as tests/lib/octofix.lua has it.)
 mkdir -p "$tmp/unix"
-python3 tests/sim/winforward.py serve --info "$tmp/forward.json" --watch-pid $$ --max-seconds 1200 \
+OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05 python3 tests/sim/winforward.py serve --info "$tmp/forward.json" --watch-pid $$ --max-seconds 1200 \
   --wineprefix "$WINEPREFIX" --allow "octosim=python3 $PWD/tests/sim/octosim.py" \
   --allow "upkit-linux=${UPKIT_LINUX_BIN:-$PWD/build/upkit}" \
   --allow "echo=python3 $PWD/tests/sim/winforward.py echo" 2> "$tmp/forward.err" &
