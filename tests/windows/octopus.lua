@@ -166,7 +166,7 @@ T.test("a stand-in returns the full Windows exit code to upkit.exe (3010, 1603),
   T.eq(r.stdout, "3.17.14.0\n", "filever.exe of the Windows-side Octopus.Server.exe asks the simulator's")
 end)
 
-T.test("an unreachable forwarder is a clear error, quickly", function()
+T.test("an unreachable forwarder, or another server on its port, is a clear error, quickly", function()
   local dead = D .. "/win/dead"
   fs.mkdirs(dead)
   local port = 1  -- tcpmux: privileged and unused on the test machines
@@ -177,6 +177,17 @@ T.test("an unreachable forwarder is a clear error, quickly", function()
   T.eq(e.exit_code, 1)
   T.contains(e.message, "cannot reach the forwarder at 127.0.0.1:1")
   T.ok(upkit.now() - t0 < 20, "no hang")
+  -- another server on the port (the loopback HTTP server of run.sh) answers with no frame of ours
+  local http_port = tonumber((os.getenv("UPKIT_TEST_HTTP") or ""):match(":(%d+)"))
+  if http_port then
+    local other = standin(dead .. "/msiexec.exe", main.msiexec, http_port)
+    t0 = upkit.now()
+    ok, e = pcall(proc.run, { other, "/i", "x.msi" }, { ok = { 0 }, timeout = 60 })
+    T.eq(ok, false)
+    T.eq(e.exit_code, 1)
+    T.contains(e.message, "forward.exe: the forwarder sent a frame of bad length")
+    T.ok(upkit.now() - t0 < 20, "no hang")
+  end
   local cfg = config(S3, "dead", { server_exe = win(exe), msiexec = win(W.msiexec), sc = win(W.sc), filever = win(W.filever) },
                      { api_key_file = win(S3.dir .. "/api-key") })
   local r = upkit_exe(run_args(cfg, D .. "/runs-dead"))
