@@ -144,8 +144,10 @@ dist() {
   (cd "$tmp/dist/upkit" && sha256sum --quiet -c SHA256SUMS) &&
   (cd / && "$WINE" "$tmp/dist/upkit/upkit.exe" list) > "$tmp/list" 2>&1 &&
   grep -q '^backup ' "$tmp/list" && grep -q '^rollback ' "$tmp/list" || { cat "$tmp/list"; return 1; }
+  # the test-only stand-in stays out of it
+  ! find "$tmp/dist" -iname 'forward*' | grep -q . || { echo "the zip holds the test stand-in"; return 1; }
 }
-check "the zip: SHA256SUMS verify; upkit.exe lists its procedures from another folder" dist
+check "the zip: SHA256SUMS verify; upkit.exe lists its procedures from another folder; no test stand-in" dist
 
 [ $failed -eq 0 ] && say "test-windows: all passed" || say "test-windows: $failed failed"
 [ $failed -eq 0 ]
