@@ -121,6 +121,20 @@ T.test("upkit reads only RESTORE FILELISTONLY's documented columns: LogicalName,
   T.eq(m[3], { "Octo_fs", [[D:\Data\New_fs2]], bytes = 0, log = false })
 end)
 
+T.test("every result column mssql.lua reads by name from a RESTORE result set is a documented one", function()
+  local documented = { HasBackupChecksums = true }
+  for _, set in pairs(F.COLUMNS) do
+    for _, c in ipairs(set) do documented[c[1]] = true end
+  end
+  local f = assert(io.open("lua/upkit/sql/mssql.lua", "r"))
+  local src = f:read("a")
+  f:close()
+  local read = {}
+  for name in src:gmatch('field%(%w+, "([^"]+)"%)') do read[#read + 1] = name end
+  T.ok(#read >= 7, "mssql.lua reads its RESTORE columns through field()")
+  for _, name in ipairs(read) do T.ok(documented[name], name .. " is a documented column of RESTORE FILELISTONLY/HEADERONLY") end
+end)
+
 T.test("upkit reads RESTORE HEADERONLY's DatabaseName, BackupFinishDate, BackupSize from the documented set", function()
   local srv = F.new(T.tmpdir(), { sysadmin = true, backup_of = "OctoProd", backup_bytes = 123456 })
   local db <close> = sql.connect(srv:conn())
