@@ -74,7 +74,7 @@ end)
 
 T.test("a login that may not read msdb takes the backup's size and time from RESTORE HEADERONLY", function()
   local to = [[D:\Backups\Octopus.bak]]
-  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true, backup_bytes = 7340032 })
+  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true, create_database = true, backup_bytes = 7340032 })
   srv:rule { match = "^BACKUP DATABASE", results = F.progress("BACKUP", "Octopus", 896) }
   srv:rule { match = "msdb.dbo.backupset", results = { { error = {
     F.err(229, "The SELECT permission was denied on the object 'backupset', database 'msdb', schema 'dbo'.") } } } }
@@ -88,7 +88,7 @@ end)
 
 T.test("BACKUP DATABASE permission denied (262) from the server is PERMISSION_DENIED", function()
   local to = [[D:\Backups\Octopus.bak]]
-  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true })
+  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true, create_database = true })
   srv:rule { match = "^BACKUP DATABASE", results = { { error = {
     F.err(262, "BACKUP DATABASE permission denied in database 'Octopus'."),
     F.err(3013, "BACKUP DATABASE is terminating abnormally.") } } } }
@@ -174,7 +174,7 @@ end)
 
 T.test("Cannot open backup device with operating system error 3 (no such folder) is NOT_FOUND", function()
   local to = [[D:\Gone\Octopus.bak]]
-  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true })  -- xp_fileexist cannot tell: the backup says
+  local srv = F.new(T.tmpdir(), { sysadmin = false, can_backup = true, create_database = true })  -- xp_fileexist cannot tell: the backup says
   srv:rule { match = "^BACKUP DATABASE", results = { { error = {
     F.err(3201, "Cannot open backup device '" .. to .. "'. Operating system error 3(The system cannot find the path specified.)."),
     F.err(3013, "BACKUP DATABASE is terminating abnormally.") } } } }

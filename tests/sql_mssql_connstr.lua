@@ -13,7 +13,7 @@ local function odbc(ado, o)
   o.driver = o.driver or D18
   return (cs.to_odbc(ado, o))
 end
-local function tail(ado) return (odbc(ado):gsub("^Driver=[^;]*;", "")) end
+local function tail(ado, o) return (odbc(ado, o):gsub("^Driver=[^;]*;", "")) end
 
 T.test("Data Source and its synonyms become Server, keeping tcp:, instance names and ports", function()
   T.eq(tail("Data Source=tcp:sql01.corp,1433"), "Server=tcp:sql01.corp,1433;Encrypt=no")
@@ -60,13 +60,15 @@ T.test("TrustServerCertificate, MultiSubnetFailover, ApplicationIntent and their
 end)
 
 T.test("the other keywords with an ODBC equivalent", function()
-  T.eq(tail("Application Name=Octopus;Workstation ID=web1;Failover Partner=sql02;MultipleActiveResultSets=True"),
+  T.eq(tail("Application Name=Octopus;Workstation ID=web1;Failover Partner=sql02;MultipleActiveResultSets=True",
+            { windows = true }),
     "APP=Octopus;WSID=web1;Failover_Partner=sql02;MARS_Connection=yes;Encrypt=no")
   T.eq(tail("AttachDBFilename=C:\\d\\o.mdf;Current Language=us_english;Connect Retry Count=3;Connect Retry Interval=10"),
     "AttachDBFileName=C:\\d\\o.mdf;Language=us_english;ConnectRetryCount=3;ConnectRetryInterval=10;Encrypt=no")
   T.eq(tail("Host Name In Certificate=sql.corp;Server Certificate=C:\\c.cer;IP Address Preference=IPv4First"),
     "HostnameInCertificate=sql.corp;ServerCertificate=C:\\c.cer;IpAddressPreference=IPv4First;Encrypt=no")
-  T.eq(tail("Server SPN=MSSQLSvc/sql01:1433;Failover Partner SPN=MSSQLSvc/sql02:1433;Network Library=dbmssocn"),
+  T.eq(tail("Server SPN=MSSQLSvc/sql01:1433;Failover Partner SPN=MSSQLSvc/sql02:1433;Network Library=dbmssocn",
+            { windows = true }),
     "ServerSPN=MSSQLSvc/sql01:1433;FailoverPartnerSPN=MSSQLSvc/sql02:1433;Network=dbmssocn;Encrypt=no")
   T.eq(tail("Authentication=Active Directory Password;Column Encryption Setting=Enabled"),
     "Authentication=ActiveDirectoryPassword;ColumnEncryption=Enabled;Encrypt=no")

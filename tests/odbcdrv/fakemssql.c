@@ -11,15 +11,22 @@
 **     "self_signed": true,                   a certificate Driver 18 rejects unless
 **                                            TrustServerCertificate=yes or Encrypt=no
 **     "connect_error": [ {state, native, message}, ... ],
-**     "rules": [ { "match": "substring", "params": "substring of the params' JSON",
+**     "forms": [ { "prefix": "BACKUP DATABASE ", "regex": "^BACKUP DATABASE ...$",
+**                  "source": "MS-Learn: BACKUP (Transact-SQL)" } ],
+**     "rules": [ { "match": "substring", "regex": "POSIX ERE the statement matches",
+**                  "params": "substring of the params' JSON",
 **                  "once": true, "writes": { "path": f, "bytes": n },
 **                  "results": [ { "messages": [ {state, native, message} ],
 **                                 "columns": [ ["name", "int|bigint|text|bit|datetime|decimal"] ],
 **                                 "rows": [ [v, ...] ], "rowcount": n,
 **                                 "error": [ {state, native, message}, ... ] } ] } ] }
 **
-** A statement runs the first rule whose match (and params) it contains (a
-** match that starts with ^ must begin the statement). Its
+** A statement that begins with a form's prefix must match the form's
+** regex (the documented syntax, tests/sim/FIDELITY.md section 10), or it is
+** refused before any rule: HY000 "not the documented form", logged as
+** "refused". A statement runs the first rule whose match (and params) it
+** contains (a match that starts with ^ must begin the statement) and whose
+** regex, if any, it matches. Its
 ** results come one per SQLExecDirect/SQLMoreResults, as SQL Server sends
 ** them: an element with messages returns SQL_SUCCESS_WITH_INFO, one with an
 ** error SQL_ERROR (after its messages). A statement no rule answers fails
@@ -32,12 +39,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <regex.h>
 #include <sql.h>
 #include <sqlext.h>
 #include <cjson/cJSON.h>
 
 #define EXPORT __attribute__((visibility("default")))
 #define PREFIX "[Microsoft][ODBC Driver %d for SQL Server]"
+/* Windows' old built-in driver ("SQL Server", SQLSRV32) says this instead */
+#define OLD_PREFIX "[Microsoft][ODBC SQL Server Driver]"
 
 enum { H_ENV = 1, H_DBC, H_STMT };
 
@@ -107,8 +117,11 @@ static void add_records(Head *h, int major, const cJSON *arr) {
   cJSON_ArrayForEach(r, arr) {
     const cJSON *st = cJSON_GetObjectItem(r, "state"), *nat = cJSON_GetObjectItem(r, "native"),
                 *msg = cJSON_GetObjectItem(r, "message");
-    add_diag(h, cJSON_IsString(st) ? st->valuestring : "42000", cJSON_IsNumber(nat) ? nat->valueint : 0,
-             PREFIX "[SQL Server]%s", major, cJSON_IsString(msg) ? msg->valuestring : "");
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : "";
+    const char *state = cJSON_IsString(st) ? st->valuestring : "42000";
+    int native = cJSON_IsNumber(nat) ? nat->valueint : 0;
+    if (major == 0) add_diag(h, state, native, OLD_PREFIX "[SQL Server]%s", text);
+    else add_diag(h, state, native, PREFIX "[SQL Server]%s", major, text);
   }
 }
 
@@ -329,8 +342,7 @@ static cJSON *load_script(const char *path) {
 }
 
 static int yes(const char *v) {
-  return v && (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "mandatory") == 0 ||
-               strcasecmp(v, "strict") == 0);
+  return v && (strcasecmp(v, "yes") == 0 || strcasecmp(v, "mandatory") == 0 || strcasecmp(v, "strict") == 0);
 }
 
 EXPORT SQLRETURN SQLDriverConnect(SQLHDBC h, SQLHWND w, SQLCHAR *in, SQLSMALLINT inlen, SQLCHAR *out,
@@ -367,11 +379,23 @@ EXPORT SQLRETURN SQLDriverConnect(SQLHDBC h, SQLHWND w, SQLCHAR *in, SQLSMALLINT
   cJSON_AddStringToObject(ev, "connection", red);
   cJSON_AddStringToObject(ev, "driver", driver ? driver : "");
   free(red);
-  /* Driver 18 encrypts by default and checks the certificate (Driver 17 and the old one do not). */
+  /*
+  ** Driver 18 encrypts by default and checks the certificate (Driver 17 and
+  ** the old one do not). Encrypt takes yes/mandatory, no/optional and strict
+  ** from Driver 18, yes and no before ("DSN and Connection String Keywords",
+  ** Encrypt); strict ignores TrustServerCertificate. Any other value is
+  ** refused here (what a real driver does with one is unverified).
+  */
   char *enc = conn_value(cs, "Encrypt"), *tsc = conn_value(cs, "TrustServerCertificate");
   int encrypt = enc ? yes(enc) : c->driver_major >= 18;
+  int strict = enc && strcasecmp(enc, "strict") == 0;
+  int known = !enc || strcasecmp(enc, "yes") == 0 || strcasecmp(enc, "no") == 0 ||
+              (c->driver_major >= 18 && (strict || strcasecmp(enc, "mandatory") == 0 || strcasecmp(enc, "optional") == 0));
   const cJSON *err = cJSON_GetObjectItem(c->script, "connect_error");
-  if (encrypt && !yes(tsc) && cJSON_IsTrue(cJSON_GetObjectItem(c->script, "self_signed"))) {
+  if (!known) {
+    add_diag(&c->h, "08001", 0, "[upkit test driver] Encrypt=%s is not a value this driver documents", enc);
+    rc = SQL_ERROR;
+  } else if (encrypt && (strict || !yes(tsc)) && cJSON_IsTrue(cJSON_GetObjectItem(c->script, "self_signed"))) {
     add_diag(&c->h, "08001", -1, PREFIX "SSL Provider: [error:0A000086:SSL routines::certificate verify failed:self-signed certificate]",
              c->driver_major);
     add_diag(&c->h, "08001", -1, PREFIX "Client unable to establish connection", c->driver_major);
@@ -552,6 +576,25 @@ static SQLRETURN open_result(Stmt *s) {
   return rc;
 }
 
+/* Whether sql matches the POSIX extended regular expression re (1), not (0), or re is bad (-1). */
+static int ere_match(const char *re, const char *sql) {
+  regex_t rx;
+  if (regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) != 0) return -1;
+  int hit = regexec(&rx, sql, 0, NULL, 0) == 0;
+  regfree(&rx);
+  return hit;
+}
+
+/* The form sql begins with the prefix of but does not match, or NULL. */
+static const cJSON *wrong_form(Dbc *c, const char *sql) {
+  const cJSON *f;
+  cJSON_ArrayForEach(f, cJSON_GetObjectItem(c->script, "forms")) {
+    const char *prefix = jstr(f, "prefix", ""), *re = jstr(f, "regex", NULL);
+    if (re && strncmp(sql, prefix, strlen(prefix)) == 0 && ere_match(re, sql) != 1) return f;
+  }
+  return NULL;
+}
+
 static SQLRETURN execute(Stmt *s, const char *sql) {
   Dbc *c = s->dbc;
   clear_diags(&s->h);
@@ -562,11 +605,22 @@ static SQLRETURN execute(Stmt *s, const char *sql) {
   cJSON_AddStringToObject(ev, "event", "exec");
   cJSON_AddStringToObject(ev, "sql", sql);
   cJSON_AddItemToObject(ev, "params", params);
+  const cJSON *form = wrong_form(c, sql);
+  if (form) {
+    cJSON_AddBoolToObject(ev, "refused", 1);
+    cJSON_AddStringToObject(ev, "form", jstr(form, "source", ""));
+    log_event(c, ev);
+    free(ptext);
+    add_diag(&s->h, "HY000", 50001, "[upkit test driver] not the documented form of %s(%s): %s",
+             jstr(form, "prefix", ""), jstr(form, "source", ""), sql);
+    return SQL_ERROR;
+  }
   cJSON *rules = cJSON_GetObjectItem(c->script, "rules"), *rule = NULL, *r;
   cJSON_ArrayForEach(r, rules) {
-    const char *m = jstr(r, "match", ""), *pm = jstr(r, "params", NULL);
+    const char *m = jstr(r, "match", ""), *pm = jstr(r, "params", NULL), *re = jstr(r, "regex", NULL);
     if (cJSON_IsTrue(cJSON_GetObjectItem(r, "used"))) continue;
     int hit = m[0] == '^' ? strncmp(sql, m + 1, strlen(m + 1)) == 0 : strstr(sql, m) != NULL;
+    if (hit && re) hit = ere_match(re, sql) == 1;
     if (hit && (!pm || strstr(ptext, pm))) { rule = r; break; }
   }
   free(ptext);

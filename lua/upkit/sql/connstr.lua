@@ -12,9 +12,10 @@
 --   cs.installed_drivers()    -> names of the ODBC drivers unixODBC knows
 --   cs.quote_ado(v), cs.quote_odbc(v)
 --
--- Keywords: Microsoft's SqlConnection.ConnectionString reference (with its
--- synonyms) and the "DSN and connection string keywords" page of the ODBC
--- Driver for SQL Server. Server names keep their form: "tcp:" and "np:"
+-- Keywords: Microsoft's SqlConnection.ConnectionString reference and
+-- Microsoft.Data.SqlClient's DbConnectionStringKeywords/Synonyms (every
+-- synonym), and the "DSN and connection string keywords" page of the ODBC
+-- Driver for SQL Server (tests/sim/FIDELITY.md section 10). Server names keep their form: "tcp:" and "np:"
 -- prefixes, "host\instance", and a port after a comma mean the same to both.
 -- Driver 18 encrypts and checks the certificate unless told otherwise, while
 -- System.Data.SqlClient (Octopus before it moved to Microsoft.Data.SqlClient)
@@ -37,15 +38,15 @@ local ADO_CANON = {
   { "TrustServerCertificate", "trust server certificate" },
   { "MultiSubnetFailover", "multi subnet failover" },
   { "ApplicationIntent", "application intent" },
-  { "Connect Timeout", "connection timeout", "timeout" },
+  { "Connect Timeout", "connection timeout", "timeout", "connecttimeout" },
   { "Application Name", "app" },
-  { "Workstation ID", "wsid" },
-  { "Failover Partner" },
+  { "Workstation ID", "wsid", "workstationid" },
+  { "Failover Partner", "failoverpartner" },
   { "MultipleActiveResultSets", "multiple active result sets" },
   { "AttachDBFilename", "extended properties", "initial file name" },
   { "Current Language", "language" },
   { "Authentication" },
-  { "Column Encryption Setting" },
+  { "Column Encryption Setting", "columnencryption" },
   { "Connect Retry Count", "connectretrycount" },
   { "Connect Retry Interval", "connectretryinterval" },
   { "Host Name In Certificate", "hostnameincertificate" },
@@ -54,14 +55,15 @@ local ADO_CANON = {
   { "Server SPN", "serverspn" },
   { "Failover Partner SPN", "failoverpartnerspn" },
   { "Network Library", "net", "network" },
-  { "Packet Size" },
+  { "Packet Size", "packetsize" },
   { "Persist Security Info", "persistsecurityinfo" },
   { "Pooling" }, { "Max Pool Size" }, { "Min Pool Size" }, { "Enlist" },
   { "Load Balance Timeout", "connection lifetime" },
   { "Pool Blocking Period", "poolblockingperiod" },
   { "Transaction Binding" }, { "Type System Version" }, { "User Instance" }, { "Replication" },
   { "Context Connection" }, { "Asynchronous Processing", "async" }, { "Command Timeout" },
-  { "Enclave Attestation Url" }, { "Attestation Protocol" },
+  { "Enclave Attestation Url" }, { "Attestation Protocol" }, { "Connection Reset" },
+  { "Transparent Network IP Resolution", "transparentnetworkipresolution" },
 }
 for _, names in ipairs(ADO_CANON) do
   for _, n in ipairs(names) do ADO_NAMES[n:lower()] = names[1] end
@@ -79,6 +81,8 @@ local TO_ODBC = {
   ["IP Address Preference"] = "IpAddressPreference", ["Server SPN"] = "ServerSPN",
   ["Failover Partner SPN"] = "FailoverPartnerSPN", ["Network Library"] = "Network",
 }
+-- The ODBC driver has these on Windows only (its keyword table: platform W).
+local WINDOWS_ONLY = { ["Failover Partner"] = true, ["Failover Partner SPN"] = true }
 local FROM_ODBC = {}
 for ado, odbc in pairs(TO_ODBC) do FROM_ODBC[odbc:lower()] = ado end
 FROM_ODBC["addr"], FROM_ODBC["address"] = "Data Source", "Data Source"
@@ -248,11 +252,13 @@ local function encrypt_value(v, fn)
 end
 
 --[[
-cs.to_odbc(ado [, { driver =, drivers =, encrypt_default = }]) -> ODBC string, extra
+cs.to_odbc(ado [, { driver =, drivers =, encrypt_default =, windows = }]) -> ODBC string, extra
 driver: the ODBC driver's name (default: the newest installed, from drivers or
 cs.installed_drivers()). extra.timeout is Connect Timeout (ODBC sets it as
 an attribute: sql.connect's timeout); extra.ignored lists the SqlClient
-keywords that only concern the .NET client (pooling and the like).
+keywords that only concern the .NET client (pooling and the like), and
+Failover Partner (SPN) off Windows, where the ODBC driver has no
+Failover_Partner. windows: the platform (default: this one).
 A string that already names a Driver= or DSN= is returned as it is.
 ]]
 function M.to_odbc(ado, opts)
@@ -270,6 +276,8 @@ function M.to_odbc(ado, opts)
   end
   local out = { "Driver=" .. M.quote_odbc(driver) }
   local extra = { ignored = {}, driver = driver }
+  local windows = opts.windows
+  if windows == nil then windows = package.config:sub(1, 1) == "\\" end
   local encrypt
   for _, p in ipairs(pairs_) do
     local k, v = p.key, p.value
@@ -291,13 +299,20 @@ function M.to_odbc(ado, opts)
       out[#out + 1] = "Authentication=" .. (AUTH[v:lower()] or v:gsub("%s+", ""))
     elseif k == "Column Encryption Setting" then
       out[#out + 1] = "ColumnEncryption=" .. v
-    elseif TO_ODBC[k] then
+    elseif TO_ODBC[k] and not (WINDOWS_ONLY[k] and not windows) then
       out[#out + 1] = TO_ODBC[k] .. "=" .. M.quote_odbc(v)
     else
       extra.ignored[#extra.ignored + 1] = k
     end
   end
-  out[#out + 1] = "Encrypt=" .. (encrypt or opts.encrypt_default or "no")
+  encrypt = encrypt or opts.encrypt_default or "no"
+  -- Strict (TDS 8.0) is a Driver 18 value; Driver 17 and the old driver take yes and no only
+  local major = driver == "SQL Server" and 0 or tonumber(driver:match("^ODBC Driver (%d+) for SQL Server$"))
+  if encrypt == "strict" and major and major < 18 then
+    upkit.error("UNSUPPORTED", fn .. ": Encrypt=Strict needs ODBC Driver 18 for SQL Server or later; '" .. driver ..
+                "' knows only yes and no (install msodbcsql18)")
+  end
+  out[#out + 1] = "Encrypt=" .. encrypt
   return table.concat(out, ";"), extra
 end
 

@@ -6,10 +6,13 @@
 --   mssql.backup_statement(db, file), mssql.verify_statement(file),
 --   mssql.filelist_statement(file), mssql.header_statement(file),
 --   mssql.moves(filelist, name, data_dir, log_dir), mssql.restore_statement(db, file, moves, replace)
+-- Every server fact these rely on (statements, result columns, error numbers,
+-- EngineEdition values, permissions) is cited in tests/sim/FIDELITY.md
+-- section 10, and the scripted driver refuses any other form.
 -- Checks a procedure's preflight can call (each reads only; none changes anything):
---   mssql.platform(db)                      -> { kind = "sqlserver"|"azure_sql_database"|"managed_instance"|"rds", ... }
+--   mssql.platform(db)                      -> { kind = "sqlserver"|"azure_sql_database"|"managed_instance"|"synapse"|"rds", ... }
 --   mssql.check_platform(db, what)          -> platform, or UNSUPPORTED saying what to do instead
---   mssql.rights(db, database)              -> { login, sysadmin, dbcreator, create_any_database, backup, owner, exists }
+--   mssql.rights(db, database)              -> { login, sysadmin, dbcreator, create_database, backup, owner, exists }
 --   mssql.check_backup_rights(db, database) -> rights, or PERMISSION_DENIED naming what is missing
 --   mssql.check_restore_rights(db, database)-> rights, or PERMISSION_DENIED naming what is missing
 --   mssql.check_path(db, file)              -> { folder, machine, service_account }, or NOT_FOUND / EISDIR
@@ -49,9 +52,10 @@ end
 M.default_paths_query = "SELECT CAST(SERVERPROPERTY('InstanceDefaultDataPath') AS nvarchar(4000)) AS data_dir, " ..
   "CAST(SERVERPROPERTY('InstanceDefaultLogPath') AS nvarchar(4000)) AS log_dir"
 
--- What the server is. EngineEdition 5 is Azure SQL Database, 8 Azure SQL
--- Managed Instance; Amazon RDS keeps an ordinary edition but has its own
--- rdsadmin database.
+-- What the server is (SERVERPROPERTY): EngineEdition 5 is Azure SQL
+-- Database, 6 Azure Synapse Analytics, 8 Azure SQL Managed Instance, 11
+-- Azure Synapse serverless SQL pool; Amazon RDS keeps an ordinary edition
+-- but has its own rdsadmin database.
 M.platform_query = "SELECT CAST(SERVERPROPERTY('EngineEdition') AS int) AS engine_edition, " ..
   "CAST(SERVERPROPERTY('Edition') AS nvarchar(128)) AS edition, " ..
   "CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version, " ..
@@ -63,10 +67,14 @@ M.platform_query = "SELECT CAST(SERVERPROPERTY('EngineEdition') AS int) AS engin
 -- BACKUP needs sysadmin, db_owner or db_backupoperator, which
 -- HAS_PERMS_BY_NAME(db, 'DATABASE', 'BACKUP DATABASE') answers; RESTORE over
 -- an existing database needs sysadmin, dbcreator or being its owner (dbo; the
--- db_owner role is not enough); RESTORE of a new one needs CREATE ANY DATABASE.
+-- db_owner role is not enough); RESTORE of a new one needs CREATE DATABASE.
+-- RESTORE VERIFYONLY, HEADERONLY and FILELISTONLY need CREATE DATABASE too
+-- (their pages' Permissions), so every backup (verified) and restore does.
+-- CREATE DATABASE is a permission in master, implied by the server's CREATE
+-- ANY DATABASE (and so by dbcreator and sysadmin).
 M.rights_query = "SELECT SUSER_SNAME() AS login, IS_SRVROLEMEMBER('sysadmin') AS sysadmin, " ..
   "IS_SRVROLEMEMBER('dbcreator') AS dbcreator, " ..
-  "HAS_PERMS_BY_NAME(NULL, NULL, 'CREATE ANY DATABASE') AS create_any_database, " ..
+  "HAS_PERMS_BY_NAME(N'master', N'DATABASE', N'CREATE DATABASE') AS create_database, " ..
   "HAS_PERMS_BY_NAME(?, 'DATABASE', 'BACKUP DATABASE') AS can_backup, " ..
   "(SELECT CASE WHEN d.owner_sid = SUSER_SID() THEN 1 ELSE 0 END FROM sys.databases AS d WHERE d.name = ?) AS is_owner, " ..
   "DB_ID(?) AS database_id"
@@ -112,7 +120,8 @@ end
 
 local function yes(v) return value(v) ~= nil and tonumber(v) == 1 or v == true end
 
--- New physical file names for each file of the backup: data files into
+-- New physical file names for each file of the backup (RESTORE FILELISTONLY:
+-- LogicalName, PhysicalName, Type D/L/F/S, Size in bytes): data files into
 -- data_dir, the log into log_dir, all named after the new database.
 function M.moves(filelist, name, data_dir, log_dir)
   local out, ndata, nlog = {}, 0, 0
@@ -124,6 +133,11 @@ function M.moves(filelist, name, data_dir, log_dir)
     if kind == "L" then
       nlog = nlog + 1
       target = join(log_dir, name .. (nlog == 1 and "_log" or ("_log" .. nlog)) .. (ext or ".ldf"))
+    elseif kind == "S" or kind == "F" then
+      -- a FILESTREAM, FileTable or In-Memory OLTP container (S) or a full-text
+      -- catalog (F) is a folder: named after the database, no file extension
+      ndata = ndata + 1
+      target = join(data_dir, name .. "_" .. (kind == "S" and "fs" or "ft") .. ndata)
     else
       ndata = ndata + 1
       target = join(data_dir, name .. (ndata == 1 and "" or ("_" .. ndata)) .. (ext or (ndata == 1 and ".mdf" or ".ndf")))
@@ -149,7 +163,9 @@ end
 -- Server errors in upkit's words
 ---------------------------------------------------------------------------
 
--- Windows error numbers SQL Server quotes in "Operating system error N(...)".
+-- Windows error numbers SQL Server quotes: 3201 "Cannot open backup device
+-- '%ls'. Operating system error %ls.", 3202 "Write on "%ls" failed: %ls" and
+-- 3203 "Read on "%ls" failed: %ls", where %ls is "N(text)".
 local OS_ERRORS = { [2] = "NOT_FOUND", [3] = "NOT_FOUND", [5] = "PERMISSION_DENIED", [32] = "EBUSY",
                     [53] = "CONNECT_FAILED", [67] = "NOT_FOUND", [112] = "ENOSPC", [1326] = "PERMISSION_DENIED" }
 -- SQL Server's permission errors: 229 (object), 262 (statement), 300 (server state), 3110 (restore).
@@ -160,8 +176,8 @@ local function damaged(n) return n == 3183 or n == 3189 or n == 3241 or n == 324
 
 --[[
 Re-raise a SQL error from the server with a code that says what happened to
-the file or right (3201 with OS error 5 is PERMISSION_DENIED, 3 NOT_FOUND,
-112 ENOSPC; 229/262/300 PERMISSION_DENIED; 3101 BUSY; a damaged backup or
+the file or right (3201/3202/3203 with OS error 5 is PERMISSION_DENIED, 3
+NOT_FOUND, 112 ENOSPC; 229/262/300 PERMISSION_DENIED; 3101 BUSY; a damaged backup or
 a consistency error BAD_FORMAT), keeping sqlstate,
 native and diagnostics; what prefixes the message.
 ]]
@@ -172,8 +188,9 @@ local function reraise(err, what)
   for _, d in ipairs(err.diagnostics) do
     text[#text + 1] = (d.message or ""):gsub("^%[Microsoft%]%[[^%]]*%]%[SQL Server%]", "")
     local n = tonumber(d.native)
-    if n == 3201 or n == 3203 or n == 3013 then
-      local os_err = tonumber((d.message or ""):match("[Oo]perating system error (%d+)"))
+    if n == 3201 or n == 3202 or n == 3203 or n == 3013 then
+      local m = d.message or ""
+      local os_err = tonumber(m:match("[Oo]perating system error (%d+)") or m:match("failed: (%d+)%("))
       if os_err and OS_ERRORS[os_err] then code = OS_ERRORS[os_err] end
     elseif n and PERMISSION[n] then
       code = "PERMISSION_DENIED"
@@ -222,7 +239,7 @@ function M.platform(db)
     engine_edition = ee, edition = value(r.edition) or "", product_version = value(r.product_version) or "",
     machine = value(r.machine) or "", server = value(r.server_name) or "",
     kind = ee == 5 and "azure_sql_database" or ee == 8 and "managed_instance"
-      or value(r.rdsadmin) and "rds" or "sqlserver",
+      or (ee == 6 or ee == 11) and "synapse" or value(r.rdsadmin) and "rds" or "sqlserver",
   }
   p.major = tonumber(p.product_version:match("^(%d+)")) or 0
   platforms[db] = p
@@ -245,6 +262,12 @@ local ADVICE = {
     restore = "it restores only FROM URL (Azure Blob storage): upload the backup and RESTORE ... FROM URL, " ..
       "or use the platform's point-in-time restore",
   },
+  synapse = {
+    name = "Azure Synapse Analytics",
+    backup = "it has no BACKUP DATABASE: use its restore points (dedicated pool) or upkit's logical backup " ..
+      "(method = \"logical\")",
+    restore = "it cannot RESTORE a .bak: restore upkit's logical backup into it, or use its restore points",
+  },
   rds = {
     name = "Amazon RDS for SQL Server",
     backup = "it does not allow BACKUP DATABASE TO DISK: use its native backup to S3 (exec msdb.dbo.rds_backup_database, " ..
@@ -256,8 +279,8 @@ local ADVICE = {
 
 --[[
 mssql.check_platform(db, what) -> platform. what is "backup" or "restore".
-Raises UNSUPPORTED before any change on Azure SQL Database, Managed Instance
-and Amazon RDS, with what to do instead.
+Raises UNSUPPORTED before any change on Azure SQL Database, Managed Instance,
+Azure Synapse and Amazon RDS, with what to do instead.
 ]]
 function M.check_platform(db, what)
   local p = M.platform(db)
@@ -269,14 +292,24 @@ function M.check_platform(db, what)
   return p
 end
 
--- mssql.rights(db, database) -> { login, sysadmin, dbcreator, create_any_database, backup, owner, exists }
+-- mssql.rights(db, database) -> { login, sysadmin, dbcreator, create_database, backup, owner, exists }
 function M.rights(db, database)
   local r = first(db, "mssql.rights", M.rights_query, database, database, database) or {}
   return {
     login = value(r.login) or "?", sysadmin = yes(r.sysadmin), dbcreator = yes(r.dbcreator),
-    create_any_database = yes(r.create_any_database), backup = yes(r.can_backup),
+    create_database = yes(r.create_database), backup = yes(r.can_backup),
     owner = yes(r.is_owner), exists = value(r.database_id) ~= nil,
   }
+end
+
+-- RESTORE VERIFYONLY, HEADERONLY and FILELISTONLY need CREATE DATABASE.
+local function check_reads_backups(r, what)
+  if not (r.sysadmin or r.dbcreator or r.create_database) then
+    upkit.error("PERMISSION_DENIED", string.format(
+      "%s: the login '%s' may not read backup files: RESTORE VERIFYONLY, HEADERONLY and FILELISTONLY need " ..
+      "CREATE DATABASE permission (GRANT CREATE ANY DATABASE TO [%s], or the dbcreator server role)",
+      what, r.login, r.login))
+  end
 end
 
 function M.check_backup_rights(db, database)
@@ -289,6 +322,7 @@ function M.check_backup_rights(db, database)
       "sql.backup: the login '%s' may not back up %s: it needs the sysadmin server role, or the db_owner or " ..
       "db_backupoperator role in the database (ALTER ROLE db_backupoperator ADD MEMBER ...)", r.login, M.ident(database)))
   end
+  check_reads_backups(r, "sql.backup (RESTORE VERIFYONLY of the new file)")
   return r
 end
 
@@ -299,11 +333,12 @@ function M.check_restore_rights(db, database)
       "sql.restore: the login '%s' may not restore over %s: it needs the sysadmin or dbcreator server role, " ..
       "or to own the database (dbo); membership of db_owner is not enough (ALTER SERVER ROLE dbcreator ADD MEMBER [%s])",
       r.login, M.ident(database), r.login))
-  elseif not r.exists and not (r.sysadmin or r.dbcreator or r.create_any_database) then
+  elseif not r.exists and not (r.sysadmin or r.dbcreator or r.create_database) then
     upkit.error("PERMISSION_DENIED", string.format(
-      "sql.restore: the login '%s' may not create %s: it needs CREATE ANY DATABASE (the dbcreator server role)",
-      r.login, M.ident(database)))
+      "sql.restore: the login '%s' may not create %s: it needs CREATE DATABASE permission (CREATE ANY DATABASE, " ..
+      "the dbcreator server role)", r.login, M.ident(database)))
   end
+  check_reads_backups(r, "sql.restore")
   return r
 end
 
@@ -311,6 +346,16 @@ end
 local function service_account(db)
   local ok, r = pcall(db.first, db, M.service_query)
   return ok and r and value(r.service_account) or "the SQL Server service account"
+end
+
+-- xp_fileexist is undocumented: like dbatools' Test-DbaPath, read its first
+-- column as "the file exists" and its second as "it is a folder", whatever
+-- their names.
+local function fileexist(db, path)
+  local q = query(db, "mssql.check_path", "EXEC master.dbo.xp_fileexist " .. M.nstring(path))
+  local row, cols = q[1] or {}, q.columns or {}
+  local function at(i) return cols[i] and yes(row[cols[i].name]) or false end
+  return { exists = at(1), is_dir = at(2) }
 end
 
 --[[
@@ -341,17 +386,17 @@ function M.check_path(db, file)
     out.reason = "xp_fileexist tells only sysadmin logins what the service account sees"
     return out
   end
-  local d = first(db, "mssql.check_path", "EXEC master.dbo.xp_fileexist " .. M.nstring(folder)) or {}
-  if not (yes(field(d, "File is a Directory")) or yes(field(d, "File Exists"))) then
+  local d = fileexist(db, folder)
+  if not (d.is_dir or d.exists) then
     upkit.error("NOT_FOUND", string.format(
       "sql.backup: %s on %s cannot see the folder '%s' (xp_fileexist, as dbatools' Test-DbaPath): create it on the " ..
       "database server and give that account modify rights, or choose a folder it can write", service_account(db), p.machine, folder))
   end
-  local f = first(db, "mssql.check_path", "EXEC master.dbo.xp_fileexist " .. M.nstring(file)) or {}
-  if yes(field(f, "File is a Directory")) then
+  local f = fileexist(db, file)
+  if f.is_dir then
     upkit.error("EISDIR", string.format("sql.backup: '%s' on %s is a folder; give the backup file's path", file, p.machine))
   end
-  out.exists = yes(field(f, "File Exists"))
+  out.exists = f.exists
   return out
 end
 
@@ -544,7 +589,8 @@ local function plan(db, file, name, opts, replacing)
   end
   if not data_dir or not log_dir then
     upkit.error("UNSUPPORTED", "sql.restore: the server has no default data or log folder " ..
-      "(SERVERPROPERTY('InstanceDefaultDataPath') is NULL before SQL Server 2012): pass data_dir and log_dir")
+      "(SERVERPROPERTY('InstanceDefaultDataPath') is NULL before the late-2015 updates of SQL Server 2012): " ..
+      "pass data_dir and log_dir")
   end
   local moves = M.moves(filelist, name, data_dir, log_dir)
   return moves, check_space(db, moves, replacing and name)
@@ -574,6 +620,11 @@ function M.restore(db, opts)
   local rights = M.check_restore_rights(db, name)
   if rights.exists and not opts.replace then
     upkit.error("NOT_EMPTY", "sql.restore: database " .. M.ident(name) .. " exists; pass replace = true to overwrite")
+  end
+  local current = db:info().database
+  if rights.exists and type(current) == "string" and current:lower() == name:lower() then
+    upkit.error("BUSY", "sql.restore: this connection uses " .. M.ident(name) .. " itself, and RESTORE cannot replace " ..
+      "the database of its own session (error 3102): connect to master (Database=master) to restore it")
   end
   run(db, "sql.restore: RESTORE VERIFYONLY of '" .. opts.from .. "'", M.verify_statement(opts.from))
   local moves, space = plan(db, opts.from, name, opts, rights.exists)
