@@ -252,7 +252,8 @@ static int add_capped(Buf *b, const char *s, size_t n, size_t max) {
 
 /*
 ** Push the error object of a failed ODBC call on handle h: code from the
-** SQLSTATE (see code_of), sqlstate and native of the first error record
+** SQLSTATE (see code_of; AUTH_FAILED when any record is of class 28),
+** sqlstate and native of the first error record
 ** (a warning, class 01, only when every record is one), diagnostics = every
 ** record whole. The message names the operation (what) and the connection
 ** (c's label, without passwords), and holds at most MESSAGE_MAX bytes of
@@ -264,6 +265,7 @@ void sql_pusherror(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what, 
   char state[8] = "HY000";
   lua_Integer native = 0;
   int first = 0;  /* the record state and native come from */
+  int login = 0;  /* a record of class 28 (invalid authorization), in whatever place */
   Buf text = {0};
   int cut = 0;
   for (int i = 1; i <= n; i++) {
@@ -272,6 +274,7 @@ void sql_pusherror(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what, 
     lua_getfield(L, -2, "native");
     lua_getfield(L, -3, "message");  /* [diags, rec, state, native, message] */
     const char *s = lua_tostring(L, -3);
+    if (strncmp(s, "28", 2) == 0) login = 1;
     if (i == 1 || (strncmp(state, "01", 2) == 0 && strncmp(s, "01", 2) != 0)) {
       snprintf(state, sizeof state, "%s", s);
       native = lua_tointeger(L, -2);
@@ -299,6 +302,8 @@ void sql_pusherror(lua_State *L, SQLSMALLINT ht, SQLHANDLE h, const char *what, 
     lua_pop(L, 2);  /* the string stays alive in the diagnostics table */
   }
   const char *code = code_of(state, native, message, cancelled);
+  /* SQL Server documents no order: 4060 (42000) may come before 18456 (28000) */
+  if (login && strcmp(code, "SQL_ERROR") == 0) code = "AUTH_FAILED";
   const char *label = c ? c->label : NULL;
   lua_pushlstring(L, text.p ? text.p : "", text.n);
   buf_free(&text);
