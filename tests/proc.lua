@@ -162,6 +162,67 @@ T.test("proc.spawn: lines() iterates stdout lines of a program running beside th
   T.raises("TIMEOUT", function() for _ in q:lines(0.1) do end end)
 end)
 
+T.test("wait(0) on a program that has ended returns its result with all its output", function()
+  -- less than a pipe holds, so the program ends while nothing reads its pipes
+  local p <close> = proc.spawn({ "sh", "-c", "echo out; echo err >&2; head -c 60000 /dev/zero; exit 4" },
+                               { on_stdout = function() end })
+  local pid = p:pid()
+  for _ = 1, 250 do
+    local stat = T.read_file("/proc/" .. pid .. "/stat") or ""
+    if stat:match("^%d+ %b() Z") then break end
+    upkit.sleep(0.02)
+  end
+  local r = p:wait(0)
+  T.eq(r and r.code, 4)
+  T.eq(#r.stdout, 4 + 60000)
+  T.eq(r.stderr, "err\n")
+  local q <close> = proc.spawn({ "sleep", "5" })
+  T.eq(q:wait(0), nil, "a running program: nil at once")
+end)
+
+T.test("stdin = { pipe = true }: write and close_stdin while the program runs", function()
+  local p <close> = proc.spawn({ "cat" }, { stdin = { pipe = true } })
+  T.eq(p:write("one\n"), true)
+  T.eq(p:read_line(5), "one")
+  T.eq(p:write("two\nthree\n"), true)
+  T.eq(p:read_line(5), "two")
+  T.eq(p:read_line(5), "three")
+  T.eq(p:read_line(0.1), false, "nothing more until stdin ends")
+  p:close_stdin()
+  p:close_stdin()
+  T.eq(p:read_line(5), nil)
+  T.eq(p:wait(5).code, 0)
+  T.raises("CLOSED", p.write, p, "late")
+end)
+
+T.test("process:write of 8 MB to a program echoing it does not deadlock", function()
+  local n = 0
+  local p <close> = proc.spawn({ "cat" }, { stdin = { pipe = true }, on_stdout = function(l) n = n + #l + 1 end })
+  local big = string.rep(string.rep("x", 63) .. "\n", 131072)
+  T.eq(p:write(big, 60), true)
+  p:close_stdin()
+  T.eq(p:wait(30).code, 0)
+  T.eq(n, #big)
+end)
+
+T.test("process:write: a timeout gives false and the bytes taken; EPIPE once the program has gone", function()
+  local p <close> = proc.spawn({ "sleep", "30" }, { stdin = { pipe = true }, stdout = "null" })
+  local ok, n = p:write(string.rep("z", 4 << 20), 0.3)
+  T.eq(ok, false)
+  T.ok(n > 0 and n < 4 << 20, "took " .. tostring(n))
+  p:kill("KILL")
+  T.eq(p:wait(5).signal, 9)
+  T.raises("EPIPE", p.write, p, "after the end")
+  local q <close> = proc.spawn({ "true" }, { stdin = { pipe = true } })
+  T.eq(q:wait(5).code, 0)
+  T.raises("EPIPE", function() for _ = 1, 100 do q:write(string.rep("y", 65536)) end end)
+  local s <close> = proc.spawn({ "cat" }, { stdin = "text" })
+  T.raises("EINVAL", s.write, s, "x")
+  T.raises("EINVAL", proc.run, { "cat" }, { stdin = { pipe = true } })
+  T.raises("EINVAL", proc.spawn, { "cat" }, { stdin = { pipe = true, file = "/dev/null" } })
+  T.raises("EINVAL", proc.spawn, { "cat" }, { stdin = {} })
+end)
+
 T.test("closing a running process handle kills its group and reaps it", function()
   local p = proc.spawn({ "sh", "-c", "sleep 30 & sleep 30" }, { stdout = "null" })
   local pid = p:pid()
