@@ -207,17 +207,26 @@ static void complete(Pipe *q, int reading) {
 
 /*
 ** Start a read when the buffer is empty. A read of 0 bytes is not the end
-** (a writer may write nothing); the end is a broken pipe.
+** (a writer may write nothing: read again); the end is a broken pipe. When
+** reads keep giving 0 bytes at once, the event is left set so that the next
+** wait comes back here instead of waiting for an I/O that is not in flight.
 */
 static void arm_read(Pipe *q) {
   if (q->h == NULL || q->pending || q->end || q->off < q->len) return;
-  DWORD n = 0;
   q->off = q->len = 0;
-  if (ReadFile(q->h, q->buf, PIPE_BUF_SIZE, &n, &q->ov)) {
-    q->len = n;
-    ResetEvent(q->ov.hEvent);
-  } else if (GetLastError() == ERROR_IO_PENDING) q->pending = 1;
-  else q->end = 1;
+  for (int tries = 0; tries < 16; tries++) {
+    DWORD n = 0;
+    if (!ReadFile(q->h, q->buf, PIPE_BUF_SIZE, &n, &q->ov)) {
+      if (GetLastError() == ERROR_IO_PENDING) q->pending = 1;
+      else q->end = 1;
+      return;
+    }
+    if (n > 0) {
+      q->len = n;
+      return;
+    }
+  }
+  SetEvent(q->ov.hEvent);
 }
 
 /* Stop the I/O in flight, close the handle and free the buffer. */

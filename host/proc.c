@@ -464,7 +464,8 @@ static int proc_write(lua_State *L) {
   if (!p->in_keep)
     return upk_error(L, "EINVAL", "process:write: stdin is not a pipe (spawn with stdin = { pipe = true })");
   if (!p->in_open) {
-    if (p->in_err) return upk_errno_error(L, p->in_err, "process:write: %s: stdin", p->what);
+    if (p->in_err)
+      return upk_errno_error(L, p->in_err, "process:write: pid %d no longer reads its stdin", (int)p->pid);
     return upk_error(L, "CLOSED", "process:write: stdin is closed");
   }
   lua_settop(L, 2);
@@ -487,7 +488,7 @@ static int proc_write(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)done);
     return 2;
   }
-  if (err) return upk_errno_error(L, err, "process:write: %s: stdin", p->what);
+  if (err) return upk_errno_error(L, err, "process:write: pid %d no longer reads its stdin", (int)p->pid);
   lua_pushboolean(L, 1);
   return 1;
 }
