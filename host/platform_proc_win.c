@@ -160,9 +160,9 @@ static int new_pipe(int inbound, Pipe *mine, HANDLE *theirs) {
   wchar_t name[96];
   HANDLE h = INVALID_HANDLE_VALUE;
   for (int tries = 0; tries < 8 && h == INVALID_HANDLE_VALUE; tries++) {
-    _snwprintf(name, sizeof name / sizeof name[0], L"\\\\.\\pipe\\upkit-%lu-%ld-%llx",
+    _snwprintf(name, sizeof name / sizeof name[0], L"\\\\.\\pipe\\upkit-%lu-%ld-%lx",
                (unsigned long)GetCurrentProcessId(), (long)InterlockedIncrement(&serial),
-               (unsigned long long)GetTickCount64());
+               (unsigned long)(GetTickCount64() & 0xffffffffu));
     name[sizeof name / sizeof name[0] - 1] = L'\0';
     h = CreateNamedPipeW(name, (inbound ? PIPE_ACCESS_INBOUND : PIPE_ACCESS_OUTBOUND) | FILE_FLAG_OVERLAPPED |
                          FILE_FLAG_FIRST_PIPE_INSTANCE,
