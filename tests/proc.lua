@@ -180,6 +180,14 @@ T.test("wait(0) on a program that has ended returns its result with all its outp
   T.eq(q:wait(0), nil, "a running program: nil at once")
 end)
 
+T.test("lines() while the program first fills its stderr pipe (1 MiB): no deadlock, stderr kept", function()
+  local p <close> = proc.spawn({ "sh", "-c", "head -c 1048576 /dev/zero >&2; echo out" })
+  T.eq(p:read_line(30), "out")
+  local r = p:wait(30)
+  T.eq(r.code, 0)
+  T.eq(#r.stderr, 1 << 20)
+end)
+
 T.test("stdin = { pipe = true }: write and close_stdin while the program runs", function()
   local p <close> = proc.spawn({ "cat" }, { stdin = { pipe = true } })
   T.eq(p:write("one\n"), true)

@@ -150,6 +150,15 @@ T.test("process:write of 4 MB to a program echoing it does not deadlock; EPIPE a
   T.raises("EPIPE", function() for _ = 1, 100 do q:write(string.rep("y", 65536)) end end)
 end)
 
+T.test("lines() while the program first fills its stderr pipe (1 MiB): no deadlock, stderr kept", function()
+  fs.write(dir .. "/err_first.lua", 'io.stderr:write(string.rep("e", 1 << 20)); io.stderr:flush(); print("out")')
+  local p <close> = proc.spawn({ self, "run", dir .. "/err_first.lua" })
+  T.eq(p:read_line(30), "out")
+  local r = p:wait(30)
+  T.eq(r.code, 0)
+  T.eq(#r.stderr, 1 << 20)
+end)
+
 T.test("wait(0) on a program that has ended returns its result; a running one gives nil at once", function()
   local p <close> = proc.spawn({ "cmd.exe", "/c", "echo done& exit 5" }, { on_stdout = function() end })
   local t0 = require("upkit").now()
