@@ -53,8 +53,9 @@ enum { UPK_EV_STDOUT = 1, UPK_EV_STDERR = 2, UPK_EV_STDIN = 4, UPK_EV_EXIT = 8 }
 ** no deadline, 0: only look). Returns the ready subset of want (a stream:
 ** data or its end can be read; stdin: a write would take something or
 ** fail; exit: the child has ended, upk_child_reap returns at once), 0 at
-** the deadline, or -EINTR when Ctrl-C arrived. Streams not in want are not
-** touched; only open streams count.
+** the deadline, or -EINTR when Ctrl-C arrived (also just before the call:
+** upkit's interrupt flag is looked at with nothing lost between the look and
+** the wait). Streams not in want are not touched; only open streams count.
 */
 int upk_child_wait(UpkChild *c, int want, int timeout_ms);
 

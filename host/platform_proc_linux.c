@@ -15,11 +15,14 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "platform_proc.h"
 
 extern char **environ;
+/* Set by upkit's SIGINT handler (main.c, upkit.h); upk_child_wait looks at it with SIGINT blocked. */
+extern volatile sig_atomic_t upk_interrupted;
 
 struct UpkChild {
   pid_t pid;
@@ -159,8 +162,24 @@ int upk_child_wait(UpkChild *c, int want, int timeout_ms) {
       if (timeout_ms < 0 || timeout_ms > 20) timeout_ms = 20;  /* no pidfd: look again soon */
     }
   }
-  int r = poll(p, (nfds_t)n, timeout_ms);
-  if (r < 0) return -errno;
+  /*
+  ** SIGINT stays blocked from the look at the flag until ppoll waits, so a
+  ** Ctrl-C that arrives just before the wait ends it instead of being seen
+  ** only at the deadline.
+  */
+  sigset_t intr, old;
+  sigemptyset(&intr);
+  sigaddset(&intr, SIGINT);
+  sigprocmask(SIG_BLOCK, &intr, &old);
+  if (upk_interrupted) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return -EINTR;
+  }
+  struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+  int r = ppoll(p, (nfds_t)n, timeout_ms < 0 ? NULL : &ts, &old);
+  int err = errno;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (r < 0) return -err;
   int got = 0;
   for (int i = 0; i < n; i++) if (p[i].revents) got |= bit[i];
   if (!got && (want & UPK_EV_EXIT) && c->pidfd < 0 && ended(c)) got = UPK_EV_EXIT;
