@@ -476,7 +476,9 @@ int upk_child_wait(UpkChild *c, int want, int timeout_ms) {
       if (now >= end && round > 0) return 0;
       ms = now >= end ? 0 : (DWORD)(end - now);
     }
+    /* Ctrl-C sets this event (after the flags): also one that came just before this wait */
     HANDLE intr = upk_win_interrupt_event();
+    DWORD intr_at = n;
     if (intr) hs[n++] = intr;
     if (n == 0) {  /* nothing to wait for: only the deadline */
       if (ms == INFINITE) return 0;
@@ -486,6 +488,7 @@ int upk_child_wait(UpkChild *c, int want, int timeout_ms) {
     DWORD r = WaitForMultipleObjects(n, hs, FALSE, ms);
     if (r == WAIT_TIMEOUT) return 0;
     if (r == WAIT_FAILED) return -last_errno();
+    if (intr && r == WAIT_OBJECT_0 + intr_at) return -EINTR;
   }
 }
 
