@@ -35,8 +35,8 @@ int upk_utf8_path(const wchar_t *w, char *buf, size_t size);
 /* Counts Ctrl-C and Ctrl-Break events (platform_win.c); waits compare it to return EINTR. */
 extern volatile long upk_win_interrupts;
 /*
-** The event Ctrl-C sets (auto-reset; after upk_win_interrupts has changed), or NULL
-** before upk_on_sigint: a wait adds it to its handles and compares the counter.
+** The event Ctrl-C sets (auto-reset; after upk_win_interrupts and the interrupt flag have
+** changed), or NULL before upk_on_sigint: a wait adds it to its handles (platform_proc_win.c).
 */
 void *upk_win_interrupt_event(void);
 
