@@ -1,6 +1,7 @@
 /*
-** platform_proc_linux.c: Linux implementation of platform_proc.h (posix_spawn with glibc's
-** addchdir_np, pidfd_open for the exit descriptor).
+** platform_proc_linux.c: Linux implementation of platform_proc.h: posix_spawn (glibc's
+** addchdir_np) into a new process group, pipes whose upkit end is non-blocking, and poll()
+** over them and a pidfd (pidfd_open) that becomes readable at the exit.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,19 +15,33 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "platform_proc.h"
 
 extern char **environ;
+/* Set by upkit's SIGINT handler (main.c, upkit.h); upk_child_wait looks at it with SIGINT blocked. */
+extern volatile sig_atomic_t upk_interrupted;
 
-int upk_proc_pipe(int fds[2], int parent_end) {
+struct UpkChild {
+  pid_t pid;
+  int pidfd;     /* readable at the exit; -1 where the kernel has none (then the exit is polled) */
+  int fd[3];     /* upkit's ends of stdin, stdout, stderr; -1 when closed or not a pipe */
+  int reaped, code, sig;
+};
+
+/* A pipe with both ends close-on-exec; upkit's end (parent_end) non-blocking. */
+static int new_pipe(int fds[2], int parent_end) {
   if (pipe2(fds, O_CLOEXEC) != 0) return errno;
-  if (parent_end >= 0) {
-    int fl = fcntl(fds[parent_end], F_GETFL);
-    fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK);
-  }
+  int fl = fcntl(fds[parent_end], F_GETFL);
+  fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK);
   return 0;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
 }
 
 /*
@@ -34,7 +49,7 @@ int upk_proc_pipe(int fds[2], int parent_end) {
 ** large parent): new process group, default signal dispositions and an
 ** empty mask in the child, dup2 of the three descriptors, chdir.
 */
-int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
+static int spawn(const UpkSpawn *s, const int fd[3], pid_t *pid, int *stage) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   sigset_t none, all;
@@ -54,19 +69,17 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setsigdefault(&at, &all);
   for (int i = 0; i < 3 && !err; i++) {
-    if (s->fd[i] < 0)
+    if (fd[i] < 0)
       err = posix_spawn_file_actions_addopen(&fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
-    else if (s->fd[i] != i)
-      err = posix_spawn_file_actions_adddup2(&fa, s->fd[i], i);
+    else if (fd[i] != i)
+      err = posix_spawn_file_actions_adddup2(&fa, fd[i], i);
   }
   if (!err && s->cwd) err = posix_spawn_file_actions_addchdir_np(&fa, s->cwd);
   *stage = UPK_SPAWN_SETUP;
   if (!err) {
-    pid_t p;
     *stage = UPK_SPAWN_EXEC;
-    err = posix_spawnp(&p, s->argv[0], &fa, &at, s->argv, s->envp ? s->envp : environ);
-    if (!err) *pid = p;
-    else if (s->cwd) {
+    err = posix_spawnp(pid, s->argv[0], &fa, &at, s->argv, s->envp ? s->envp : environ);
+    if (err && s->cwd) {
       struct stat st;
       if (stat(s->cwd, &st) != 0 || !S_ISDIR(st.st_mode)) *stage = UPK_SPAWN_CHDIR;
     }
@@ -76,47 +89,158 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   return err;
 }
 
-int upk_proc_exit_fd(long pid) {
+int upk_child_spawn(const UpkSpawn *s, UpkChild **child, int *stage) {
+  UpkChild *c = calloc(1, sizeof *c);
+  int theirs[3] = {-1, -1, -1}, err = 0;
+  *stage = UPK_SPAWN_SETUP;
+  if (c == NULL) return ENOMEM;
+  c->pidfd = c->fd[0] = c->fd[1] = c->fd[2] = -1;
+  for (int i = 0; i < 3 && !err; i++) {
+    int pp[2];
+    switch (s->stdio[i]) {
+    case UPK_STDIO_PIPE:
+      if ((err = new_pipe(pp, i == 0 ? 1 : 0)) != 0) break;
+      c->fd[i] = pp[i == 0 ? 1 : 0];
+      theirs[i] = pp[i == 0 ? 0 : 1];
+      break;
+    case UPK_STDIO_INHERIT:
+      theirs[i] = i;
+      break;
+    case UPK_STDIO_FILE:
+      if (i == 0 && (theirs[0] = open(s->in_file, O_RDONLY | O_CLOEXEC)) < 0) {
+        err = errno;
+        *stage = UPK_SPAWN_STDIN;
+      }
+      break;
+    }
+  }
+  if (!err) err = spawn(s, theirs, &c->pid, stage);
+  for (int i = 0; i < 3; i++) if (theirs[i] > 2) close(theirs[i]);
+  if (err) {
+    for (int i = 0; i < 3; i++) close_fd(&c->fd[i]);
+    free(c);
+    return err;
+  }
 #ifdef SYS_pidfd_open
-  int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-#else
-  (void)pid;
-  return -1;
+  c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+  if (c->pidfd >= 0) fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
 #endif
+  *child = c;
+  return 0;
 }
 
-static void decode(int status, int *code, int *sig) {
-  if (WIFEXITED(status)) { *code = WEXITSTATUS(status); *sig = 0; }
-  else { *code = -1; *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0; }
+long upk_child_pid(const UpkChild *c) {
+  return (long)c->pid;
 }
 
-int upk_proc_reap(long pid, int *code, int *sig) {
-  int status;
-  pid_t r;
-  do r = waitpid((pid_t)pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
-  if (r < 0) return -errno;
-  if (r == 0) return 0;
-  decode(status, code, sig);
+/* Has the child ended (without reaping it)? */
+static int ended(UpkChild *c) {
+  siginfo_t si;
+  if (c->reaped) return 1;
+  memset(&si, 0, sizeof si);
+  int r;
+  do r = waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+  return r < 0 || si.si_pid != 0;
+}
+
+int upk_child_wait(UpkChild *c, int want, int timeout_ms) {
+  struct pollfd p[4];
+  int bit[4], n = 0;
+  static const int bits[3] = {UPK_EV_STDIN, UPK_EV_STDOUT, UPK_EV_STDERR};
+  for (int i = 0; i < 3; i++)
+    if ((want & bits[i]) && c->fd[i] >= 0) {
+      p[n] = (struct pollfd){c->fd[i], i == 0 ? POLLOUT : POLLIN, 0};
+      bit[n++] = bits[i];
+    }
+  if (want & UPK_EV_EXIT) {
+    if (c->reaped) return UPK_EV_EXIT;
+    if (c->pidfd >= 0) {
+      p[n] = (struct pollfd){c->pidfd, POLLIN, 0};
+      bit[n++] = UPK_EV_EXIT;
+    } else {
+      if (ended(c)) return UPK_EV_EXIT;
+      if (timeout_ms < 0 || timeout_ms > 20) timeout_ms = 20;  /* no pidfd: look again soon */
+    }
+  }
+  /*
+  ** SIGINT stays blocked from the look at the flag until ppoll waits, so a
+  ** Ctrl-C that arrives just before the wait ends it instead of being seen
+  ** only at the deadline.
+  */
+  sigset_t intr, old;
+  sigemptyset(&intr);
+  sigaddset(&intr, SIGINT);
+  sigprocmask(SIG_BLOCK, &intr, &old);
+  if (upk_interrupted) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return -EINTR;
+  }
+  struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+  int r = ppoll(p, (nfds_t)n, timeout_ms < 0 ? NULL : &ts, &old);
+  int err = errno;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (r < 0) return -err;
+  int got = 0;
+  for (int i = 0; i < n; i++) if (p[i].revents) got |= bit[i];
+  if (!got && (want & UPK_EV_EXIT) && c->pidfd < 0 && ended(c)) got = UPK_EV_EXIT;
+  return got;
+}
+
+long upk_child_read(UpkChild *c, int stream, void *buf, size_t n) {
+  if (stream < 1 || stream > 2 || c->fd[stream] < 0) return 0;
+  ssize_t r = read(c->fd[stream], buf, n);
+  return r < 0 ? (errno == EWOULDBLOCK ? -EAGAIN : -(long)errno) : (long)r;
+}
+
+long upk_child_write(UpkChild *c, const void *buf, size_t n) {
+  if (c->fd[0] < 0) return -EPIPE;
+  ssize_t r = write(c->fd[0], buf, n);
+  if (r >= 0) return (long)r;
+  return errno == EWOULDBLOCK ? -EAGAIN : -(long)errno;
+}
+
+void upk_child_close(UpkChild *c, int stream) {
+  if (stream >= 0 && stream <= 2) close_fd(&c->fd[stream]);
+}
+
+static void decode(UpkChild *c, int status) {
+  if (WIFEXITED(status)) { c->code = WEXITSTATUS(status); c->sig = 0; }
+  else { c->code = -1; c->sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0; }
+}
+
+int upk_child_reap(UpkChild *c, int block, int *code, int *sig) {
+  if (!c->reaped) {
+    int status;
+    pid_t r;
+    do r = waitpid(c->pid, &status, block ? 0 : WNOHANG); while (r < 0 && errno == EINTR);
+    if (r == 0) return 0;
+    if (r < 0) { c->code = -1; c->sig = 0; }
+    else decode(c, status);
+    c->reaped = 1;
+    close_fd(&c->pidfd);
+  }
+  *code = c->code;
+  *sig = c->sig;
   return 1;
 }
 
-void upk_proc_reap_wait(long pid, int *code, int *sig) {
-  int status;
-  pid_t r;
-  do r = waitpid((pid_t)pid, &status, 0); while (r < 0 && errno == EINTR);
-  if (r < 0) { *code = -1; *sig = 0; return; }
-  decode(status, code, sig);
+/* The group first; a child that left it (setsid) still gets the signal itself. */
+int upk_child_kill(UpkChild *c, int sig) {
+  if (c->reaped) return ESRCH;
+  if (killpg(c->pid, sig) == 0) return 0;
+  return kill(c->pid, sig) == 0 ? 0 : errno;
 }
 
-int upk_proc_kill_group(long pid, int sig) {
-  if (killpg((pid_t)pid, sig) == 0) return 0;
-  return kill((pid_t)pid, sig) == 0 ? 0 : errno;
-}
-
-int upk_proc_kill(long pid, int sig) {
-  return kill((pid_t)pid, sig) == 0 ? 0 : errno;
+void upk_child_free(UpkChild *c) {
+  if (c == NULL) return;
+  int code, sig;
+  if (!c->reaped) {
+    upk_child_kill(c, SIGKILL);
+    upk_child_reap(c, 1, &code, &sig);
+  }
+  for (int i = 0; i < 3; i++) close_fd(&c->fd[i]);
+  close_fd(&c->pidfd);
+  free(c);
 }
 
 const UpkSignal upk_proc_signals[] = {
@@ -125,44 +249,6 @@ const UpkSignal upk_proc_signals[] = {
   {SIGTERM, "TERM"}, {SIGUSR1, "USR1"}, {SIGUSR2, "USR2"}, {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"},
   {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"}, {SIGBUS, "BUS"}, {0, NULL}
 };
-
-int upk_proc_poll(UpkPollFd *fds, int n, int timeout_ms) {
-  struct pollfd p[8];
-  if (n > 8) return EINVAL;
-  for (int i = 0; i < n; i++) {
-    p[i].fd = fds[i].fd;
-    p[i].events = (short)(((fds[i].want & UPK_POLL_IN) ? POLLIN : 0) |
-                          ((fds[i].want & UPK_POLL_OUT) ? POLLOUT : 0));
-    p[i].revents = 0;
-  }
-  int r = poll(p, (nfds_t)n, timeout_ms);
-  if (r < 0) return errno;
-  for (int i = 0; i < n; i++) {
-    short e = p[i].revents;
-    fds[i].got = ((e & POLLIN) ? UPK_POLL_IN : 0) | ((e & POLLOUT) ? UPK_POLL_OUT : 0) |
-                 ((e & (POLLHUP | POLLERR | POLLNVAL)) ? UPK_POLL_HUP : 0);
-  }
-  return 0;
-}
-
-long upk_proc_read(int fd, void *buf, size_t n) {
-  ssize_t r = read(fd, buf, n);
-  return r < 0 ? -(long)errno : (long)r;
-}
-
-long upk_proc_write(int fd, const void *buf, size_t n) {
-  ssize_t r = write(fd, buf, n);
-  return r < 0 ? -(long)errno : (long)r;
-}
-
-int upk_proc_close(int fd) {
-  return close(fd) != 0 ? errno : 0;
-}
-
-int upk_proc_open_read(const char *path, int *fd) {
-  *fd = open(path, O_RDONLY | O_CLOEXEC);
-  return *fd < 0 ? errno : 0;
-}
 
 void upk_proc_ignore_sigpipe(void) {
   struct sigaction sa;

@@ -2,20 +2,23 @@
 ** platform_proc_win.c: Windows implementation of platform_proc.h.
 **
 ** A program runs in a job object of its own (KILL_ON_JOB_CLOSE), so ending
-** its "group" ends the whole tree, and upkit's exit ends whatever is left.
-** Its command line is built by upk_win_cmdline (win.h): CommandLineToArgvW
-** rules for programs, cmd.exe with unsafe arguments refused for .bat/.cmd.
-** Pipes are anonymous pipes behind C runtime descriptors; upk_proc_poll
-** looks at them with PeekNamedPipe every few milliseconds (anonymous pipes
-** have no readiness wait), and the parent's stdin end is PIPE_NOWAIT.
+** its tree ends the job, and upkit's exit ends whatever is left. Its command
+** line is built by upk_win_cmdline (win.h): CommandLineToArgvW rules for
+** programs, cmd.exe with unsafe arguments refused for .bat/.cmd. Only its
+** three standard handles are inherited (PROC_THREAD_ATTRIBUTE_HANDLE_LIST).
+** Its pipes are named pipes (a unique name, one instance, local clients
+** only): the child gets an ordinary (synchronous) client end, upkit keeps
+** the server end opened for overlapped I/O, with one read or write in
+** flight per pipe into a buffer of its own. upk_child_wait waits with
+** WaitForMultipleObjects on those reads' and writes' events, the process
+** handle and the Ctrl-C event: nothing is polled on a timer.
 ** Windows has no signals: TERM and KILL both end the job at once (there is
 ** no polite stop for a program without a window); the result then reports
 ** the signal sent and exit code -1, as on POSIX.
 */
 #include <errno.h>
-#include <fcntl.h>
-#include <io.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <windows.h>
@@ -23,50 +26,33 @@
 #include "platform_proc.h"
 #include "win.h"
 
-#define POLL_STEP_MS 5
+#define PIPE_BUF_SIZE 65536
 
-/* A started program: upkit's pid -> its process and job handles. */
-typedef struct Child {
+/* upkit's end of one standard stream of the child. */
+typedef struct Pipe {
+  HANDLE h;          /* NULL when closed (or not a pipe) */
+  OVERLAPPED ov;     /* its hEvent (manual reset) is set when the I/O in flight completes */
+  int pending;       /* a read or write is in flight */
+  int end;           /* read: the writers have all gone; write: the reader has gone */
+  int closing;       /* stdin: close once the write in flight is done */
+  char *buf;         /* read: bytes [off, len) not yet taken; write: the bytes in flight */
+  DWORD len, off;
+} Pipe;
+
+struct UpkChild {
   long pid;
   HANDLE process, job;
-  int sig;   /* the signal upkit sent it, 0 when none */
-} Child;
+  int sig;           /* the signal upkit sent it, 0 when none */
+  int reaped, code;
+  Pipe p[3];         /* stdin, stdout, stderr */
+};
 
-static Child *children;
-static size_t nchildren, capchildren;
 /* Jobs whose first process has ended while others still run in them (kept open until exit). */
 static HANDLE *lingering;
 static size_t nlingering, caplingering;
 
-static Child *find(long pid) {
-  for (size_t i = 0; i < nchildren; i++)
-    if (children[i].pid == pid) return &children[i];
-  return NULL;
-}
-
 static int last_errno(void) {
   return upk_win_errno(GetLastError());
-}
-
-static HANDLE fd_handle(int fd) {
-  return (HANDLE)_get_osfhandle(fd);
-}
-
-int upk_proc_pipe(int fds[2], int parent_end) {
-  HANDLE r, w;
-  if (!CreatePipe(&r, &w, NULL, 1 << 16)) return last_errno();
-  if (parent_end == 1) {
-    DWORD mode = PIPE_READMODE_BYTE | PIPE_NOWAIT;
-    SetNamedPipeHandleState(w, &mode, NULL, NULL);
-  }
-  fds[0] = _open_osfhandle((intptr_t)r, _O_RDONLY);
-  fds[1] = _open_osfhandle((intptr_t)w, 0);
-  if (fds[0] < 0 || fds[1] < 0) {
-    if (fds[0] >= 0) _close(fds[0]); else CloseHandle(r);
-    if (fds[1] >= 0) _close(fds[1]); else CloseHandle(w);
-    return EMFILE;
-  }
-  return 0;
 }
 
 /* Is name a path (has a folder part or a drive)? */
@@ -160,41 +146,164 @@ static wchar_t *env_block(char *const *envp, int *err) {
   return block;
 }
 
-/* An inheritable copy of fd's handle, or of NUL for -1. */
-static HANDLE child_handle(int fd, int input) {
+/* ---------------------------------------------------------------------- */
+/* Pipes                                                                   */
+
+/*
+** A named pipe: *mine (upkit's, overlapped) reads when inbound, writes
+** otherwise; *theirs is the child's inheritable end. The name is unique
+** (pid, a counter, the tick count) and FIRST_PIPE_INSTANCE refuses a name
+** someone else made first.
+*/
+static int new_pipe(int inbound, Pipe *mine, HANDLE *theirs) {
+  static LONG serial;
+  wchar_t name[96];
+  HANDLE h = INVALID_HANDLE_VALUE;
+  for (int tries = 0; tries < 8 && h == INVALID_HANDLE_VALUE; tries++) {
+    _snwprintf(name, sizeof name / sizeof name[0], L"\\\\.\\pipe\\upkit-%lu-%ld-%lx",
+               (unsigned long)GetCurrentProcessId(), (long)InterlockedIncrement(&serial),
+               (unsigned long)(GetTickCount64() & 0xffffffffu));
+    name[sizeof name / sizeof name[0] - 1] = L'\0';
+    h = CreateNamedPipeW(name, (inbound ? PIPE_ACCESS_INBOUND : PIPE_ACCESS_OUTBOUND) | FILE_FLAG_OVERLAPPED |
+                         FILE_FLAG_FIRST_PIPE_INSTANCE,
+                         PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                         1, PIPE_BUF_SIZE, PIPE_BUF_SIZE, 0, NULL);
+    if (h == INVALID_HANDLE_VALUE && GetLastError() != ERROR_ACCESS_DENIED && GetLastError() != ERROR_PIPE_BUSY)
+      break;
+  }
+  if (h == INVALID_HANDLE_VALUE) return last_errno();
   SECURITY_ATTRIBUTES sa = { sizeof sa, NULL, TRUE };
-  if (fd < 0)
-    return CreateFileW(L"NUL", input ? GENERIC_READ : GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
-                       &sa, OPEN_EXISTING, 0, NULL);
-  HANDLE h = fd_handle(fd), dup = INVALID_HANDLE_VALUE;
-  if (h == INVALID_HANDLE_VALUE ||
-      !DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), &dup, 0, TRUE, DUPLICATE_SAME_ACCESS))
+  *theirs = CreateFileW(name, inbound ? GENERIC_WRITE | FILE_READ_ATTRIBUTES : GENERIC_READ | FILE_WRITE_ATTRIBUTES,
+                        0, &sa, OPEN_EXISTING, 0, NULL);
+  int err = 0;
+  if (*theirs == INVALID_HANDLE_VALUE) err = last_errno();
+  else if ((mine->ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL)) == NULL) err = last_errno();
+  else if ((mine->buf = malloc(PIPE_BUF_SIZE)) == NULL) err = ENOMEM;
+  if (err) {
+    if (*theirs != INVALID_HANDLE_VALUE) CloseHandle(*theirs);
+    *theirs = INVALID_HANDLE_VALUE;
+    if (mine->ov.hEvent) CloseHandle(mine->ov.hEvent);
+    mine->ov.hEvent = NULL;
+    CloseHandle(h);
+    return err;
+  }
+  mine->h = h;
+  return 0;
+}
+
+/* Has the I/O in flight completed? A read keeps what it got; a failure is the end. */
+static void complete(Pipe *q, int reading) {
+  if (!q->pending) return;
+  DWORD n = 0;
+  if (!GetOverlappedResult(q->h, &q->ov, &n, FALSE)) {
+    if (GetLastError() == ERROR_IO_INCOMPLETE) return;
+    q->end = 1;
+    n = 0;
+  }
+  q->pending = 0;
+  q->off = 0;
+  q->len = reading ? n : 0;
+}
+
+/*
+** Start a read when the buffer is empty. A read of 0 bytes is not the end
+** (a writer may write nothing: read again); the end is a broken pipe. When
+** reads keep giving 0 bytes at once, the event is left set so that the next
+** wait comes back here instead of waiting for an I/O that is not in flight.
+*/
+static void arm_read(Pipe *q) {
+  if (q->h == NULL || q->pending || q->end || q->off < q->len) return;
+  q->off = q->len = 0;
+  for (int tries = 0; tries < 16; tries++) {
+    DWORD n = 0;
+    if (!ReadFile(q->h, q->buf, PIPE_BUF_SIZE, &n, &q->ov)) {
+      if (GetLastError() == ERROR_IO_PENDING) q->pending = 1;
+      else q->end = 1;
+      return;
+    }
+    if (n > 0) {
+      q->len = n;
+      return;
+    }
+  }
+  SetEvent(q->ov.hEvent);
+}
+
+/* Stop the I/O in flight, close the handle and free the buffer. */
+static void pipe_close(Pipe *q) {
+  if (q->h == NULL) return;
+  if (q->pending) {
+    DWORD n;
+    CancelIoEx(q->h, &q->ov);
+    GetOverlappedResult(q->h, &q->ov, &n, TRUE);
+    q->pending = 0;
+  }
+  CloseHandle(q->h);
+  CloseHandle(q->ov.hEvent);
+  free(q->buf);
+  memset(q, 0, sizeof *q);
+}
+
+/* stdin closed while a write was in flight: close it once that is done. */
+static void finish_closing(Pipe *q) {
+  if (!q->closing) return;
+  complete(q, 0);
+  if (!q->pending) pipe_close(q);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Starting                                                                */
+
+/* An inheritable handle of the null device. */
+static HANDLE null_handle(int input) {
+  SECURITY_ATTRIBUTES sa = { sizeof sa, NULL, TRUE };
+  return CreateFileW(L"NUL", input ? GENERIC_READ : GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                     &sa, OPEN_EXISTING, 0, NULL);
+}
+
+/* An inheritable copy of this process's standard handle i (the null device when it has none). */
+static HANDLE inherit_handle(int i) {
+  static const DWORD which[3] = { STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE };
+  HANDLE h = GetStdHandle(which[i]), dup = INVALID_HANDLE_VALUE;
+  if (h == NULL || h == INVALID_HANDLE_VALUE) return null_handle(i == 0);
+  if (!DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), &dup, 0, TRUE, DUPLICATE_SAME_ACCESS))
     return INVALID_HANDLE_VALUE;
   return dup;
 }
 
-static int remember(long pid, HANDLE process, HANDLE job) {
-  if (nchildren == capchildren) {
-    size_t cap = capchildren ? capchildren * 2 : 8;
-    Child *c = realloc(children, cap * sizeof *c);
-    if (c == NULL) return ENOMEM;
-    children = c;
-    capchildren = cap;
+/* The child's three handles (inheritable) and upkit's pipe ends in c. */
+static int child_handles(const UpkSpawn *s, UpkChild *c, HANDLE hs[3], int *stage) {
+  for (int i = 0; i < 3; i++) {
+    int err = 0;
+    switch (s->stdio[i]) {
+    case UPK_STDIO_PIPE:
+      if ((err = new_pipe(i != 0, &c->p[i], &hs[i])) != 0) return err;
+      continue;
+    case UPK_STDIO_INHERIT:
+      hs[i] = inherit_handle(i);
+      break;
+    case UPK_STDIO_FILE:
+      if (i == 0) {
+        SECURITY_ATTRIBUTES sa = { sizeof sa, NULL, TRUE };
+        wchar_t *w = upk_wpath(s->in_file);
+        if (w == NULL) { *stage = UPK_SPAWN_STDIN; return errno; }
+        hs[i] = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, &sa,
+                            OPEN_EXISTING, 0, NULL);
+        free(w);
+        if (hs[i] == INVALID_HANDLE_VALUE) { *stage = UPK_SPAWN_STDIN; return last_errno(); }
+        continue;
+      }
+      /* fall through */
+    default:
+      hs[i] = null_handle(i == 0);
+    }
+    if (hs[i] == INVALID_HANDLE_VALUE) return last_errno();
   }
-  children[nchildren++] = (Child){ pid, process, job, 0 };
   return 0;
 }
 
-int upk_proc_which(const char *name, char *buf, size_t size) {
-  int err = 0;
-  wchar_t *w = *name ? resolve(name, &err) : NULL;
-  if (w == NULL) return *name ? err : ENOENT;
-  err = upk_utf8_path(w, buf, size);
-  free(w);
-  return err;
-}
-
-int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
+/* CreateProcessW with the command line of s, suspended, into a new job; *c gets the handles. */
+static int start(const UpkSpawn *s, UpkChild *c, HANDLE hs[3], int *stage) {
   int err = 0;
   *stage = UPK_SPAWN_SETUP;
   wchar_t *app = resolve(s->argv[0], &err), *line = NULL, *env = NULL, *cwd = NULL;
@@ -235,10 +344,6 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   if (!err && s->cwd && (cwd = upk_w(s->cwd)) == NULL) err = errno;
   if (cwd) for (wchar_t *p = cwd; *p; p++) if (*p == L'/') *p = L'\\';
 
-  HANDLE hs[3] = { INVALID_HANDLE_VALUE, INVALID_HANDLE_VALUE, INVALID_HANDLE_VALUE };
-  for (int i = 0; i < 3 && !err; i++)
-    if ((hs[i] = child_handle(s->fd[i], i == 0)) == INVALID_HANDLE_VALUE) err = last_errno();
-
   HANDLE job = NULL;
   if (!err && (job = CreateJobObjectW(NULL, NULL)) == NULL) err = last_errno();
   if (!err) {
@@ -256,7 +361,7 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
     attrs = malloc(asize);
     if (attrs == NULL || !InitializeProcThreadAttributeList(attrs, 1, 0, &asize)) err = ENOMEM;
     else if (!UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, hs,
-                                        (hs[0] == hs[1] ? 1 : 3) * sizeof(HANDLE), NULL, NULL))
+                                        3 * sizeof(HANDLE), NULL, NULL))
       err = last_errno();
   }
 
@@ -287,12 +392,12 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
         err = last_errno();
         TerminateProcess(pi.hProcess, 1);
         WaitForSingleObject(pi.hProcess, INFINITE);
-      } else if ((err = remember((long)pi.dwProcessId, pi.hProcess, job)) != 0) {
-        TerminateProcess(pi.hProcess, 1);
       } else {
         ResumeThread(pi.hThread);
-        *pid = (long)pi.dwProcessId;
-        job = NULL;  /* owned by the table now */
+        c->pid = (long)pi.dwProcessId;
+        c->process = pi.hProcess;
+        c->job = job;
+        job = NULL;  /* c owns them now */
         pi.hProcess = NULL;
       }
       CloseHandle(pi.hThread);
@@ -301,7 +406,6 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   }
   if (attrs) DeleteProcThreadAttributeList(attrs);
   free(attrs);
-  for (int i = 0; i < 3; i++) if (hs[i] != INVALID_HANDLE_VALUE) CloseHandle(hs[i]);
   if (job) CloseHandle(job);
   free(app);
   free(line);
@@ -310,13 +414,165 @@ int upk_proc_spawn(const UpkSpawn *s, long *pid, int *stage) {
   return err;
 }
 
-int upk_proc_exit_fd(long pid) {
-  (void)pid;
-  return -1;  /* no descriptor for a process: proc.c polls the exit */
+int upk_child_spawn(const UpkSpawn *s, UpkChild **child, int *stage) {
+  HANDLE hs[3] = { INVALID_HANDLE_VALUE, INVALID_HANDLE_VALUE, INVALID_HANDLE_VALUE };
+  UpkChild *c = calloc(1, sizeof *c);
+  *stage = UPK_SPAWN_SETUP;
+  if (c == NULL) return ENOMEM;
+  int err = child_handles(s, c, hs, stage);
+  if (!err) err = start(s, c, hs, stage);
+  for (int i = 0; i < 3; i++) if (hs[i] != INVALID_HANDLE_VALUE) CloseHandle(hs[i]);
+  if (err) {
+    for (int i = 0; i < 3; i++) pipe_close(&c->p[i]);
+    free(c);
+    return err;
+  }
+  *child = c;
+  return 0;
 }
 
-/* Forget a reaped child; its job stays open while other processes still run in it. */
-static void forget(Child *c) {
+long upk_child_pid(const UpkChild *c) {
+  return c->pid;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting, reading, writing                                               */
+
+static int has_ended(UpkChild *c) {
+  return c->reaped || WaitForSingleObject(c->process, 0) == WAIT_OBJECT_0;
+}
+
+int upk_child_wait(UpkChild *c, int want, int timeout_ms) {
+  static const int bits[3] = { UPK_EV_STDIN, UPK_EV_STDOUT, UPK_EV_STDERR };
+  long seen = upk_win_interrupts;
+  ULONGLONG end = GetTickCount64() + (ULONGLONG)(timeout_ms < 0 ? 0 : timeout_ms);
+  for (int round = 0;; round++) {
+    HANDLE hs[6];
+    DWORD n = 0;
+    int got = 0;
+    Pipe *in = &c->p[0];
+    if (in->closing) {
+      finish_closing(in);
+      if (in->closing) hs[n++] = in->ov.hEvent;
+    }
+    for (int i = 0; i < 3; i++) {
+      Pipe *q = &c->p[i];
+      if (!(want & bits[i]) || q->h == NULL || q->closing) continue;
+      complete(q, i != 0);
+      if (i != 0) arm_read(q);
+      int ready = i == 0 ? !q->pending : q->off < q->len || q->end;
+      if (ready) got |= bits[i];
+      else hs[n++] = q->ov.hEvent;
+    }
+    if (want & UPK_EV_EXIT) {
+      if (has_ended(c)) got |= UPK_EV_EXIT;
+      else hs[n++] = c->process;
+    }
+    if (got) return got;
+    if (upk_win_interrupts != seen) return -EINTR;
+    DWORD ms = INFINITE;
+    if (timeout_ms >= 0) {
+      ULONGLONG now = GetTickCount64();
+      if (now >= end && round > 0) return 0;
+      ms = now >= end ? 0 : (DWORD)(end - now);
+    }
+    /* Ctrl-C sets this event (after the flags): also one that came just before this wait */
+    HANDLE intr = upk_win_interrupt_event();
+    DWORD intr_at = n;
+    if (intr) hs[n++] = intr;
+    if (n == 0) {  /* nothing to wait for: only the deadline */
+      if (ms == INFINITE) return 0;
+      Sleep(ms);
+      return 0;
+    }
+    DWORD r = WaitForMultipleObjects(n, hs, FALSE, ms);
+    if (r == WAIT_TIMEOUT) return 0;
+    if (r == WAIT_FAILED) return -last_errno();
+    if (intr && r == WAIT_OBJECT_0 + intr_at) return -EINTR;
+  }
+}
+
+long upk_child_read(UpkChild *c, int stream, void *buf, size_t n) {
+  if (stream < 1 || stream > 2) return 0;
+  Pipe *q = &c->p[stream];
+  if (q->h == NULL) return 0;
+  complete(q, 1);
+  if (q->off < q->len) {
+    DWORD k = q->len - q->off;
+    if (n < k) k = (DWORD)n;
+    memcpy(buf, q->buf + q->off, k);
+    q->off += k;
+    if (q->off == q->len) arm_read(q);  /* the next read is in flight at once */
+    return (long)k;
+  }
+  if (q->end) return 0;
+  arm_read(q);
+  return -EAGAIN;
+}
+
+long upk_child_write(UpkChild *c, const void *buf, size_t n) {
+  Pipe *q = &c->p[0];
+  if (q->h == NULL || q->closing) return -EPIPE;
+  complete(q, 0);
+  if (q->end) return -EPIPE;
+  if (q->pending) return -EAGAIN;
+  DWORD k = n > PIPE_BUF_SIZE ? PIPE_BUF_SIZE : (DWORD)n;
+  memcpy(q->buf, buf, k);
+  q->len = k;
+  if (WriteFile(q->h, q->buf, k, NULL, &q->ov)) return (long)k;
+  DWORD e = GetLastError();
+  if (e == ERROR_IO_PENDING) {
+    q->pending = 1;
+    return (long)k;
+  }
+  q->end = 1;
+  return e == ERROR_NO_DATA || e == ERROR_BROKEN_PIPE ? -EPIPE : -(long)upk_win_errno(e);
+}
+
+void upk_child_close(UpkChild *c, int stream) {
+  if (stream < 0 || stream > 2) return;
+  Pipe *q = &c->p[stream];
+  if (stream == 0 && q->pending && !q->end) {
+    q->closing = 1;  /* upk_child_wait and upk_child_free finish it */
+    finish_closing(q);
+  } else {
+    pipe_close(q);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Ending                                                                  */
+
+int upk_child_reap(UpkChild *c, int block, int *code, int *sig) {
+  if (!c->reaped) {
+    if (WaitForSingleObject(c->process, block ? INFINITE : 0) != WAIT_OBJECT_0) return 0;
+    DWORD x = 0;
+    GetExitCodeProcess(c->process, &x);
+    c->code = c->sig ? -1 : (int)x;
+    c->reaped = 1;
+  }
+  *code = c->code;
+  *sig = c->sig;
+  return 1;
+}
+
+/* End the job; the result will report sig. */
+int upk_child_kill(UpkChild *c, int sig) {
+  if (c->reaped) return ESRCH;
+  if (sig == 0) return 0;
+  if (WaitForSingleObject(c->process, 0) == WAIT_TIMEOUT && !c->sig) c->sig = sig;
+  return TerminateJobObject(c->job, 1) ? 0 : last_errno();
+}
+
+/* Free c; its job stays open while other processes still run in it (until upkit exits). */
+void upk_child_free(UpkChild *c) {
+  if (c == NULL) return;
+  int code, sig;
+  if (!c->reaped) {
+    upk_child_kill(c, SIGKILL);
+    upk_child_reap(c, 1, &code, &sig);
+  }
+  for (int i = 0; i < 3; i++) pipe_close(&c->p[i]);
   JOBOBJECT_BASIC_ACCOUNTING_INFORMATION acct;
   int others = QueryInformationJobObject(c->job, JobObjectBasicAccountingInformation, &acct, sizeof acct, NULL) &&
                acct.ActiveProcesses > 0;
@@ -326,139 +582,26 @@ static void forget(Child *c) {
   if (others && nlingering < caplingering) lingering[nlingering++] = c->job;
   else CloseHandle(c->job);
   CloseHandle(c->process);
-  *c = children[--nchildren];
-}
-
-static void result(Child *c, int *code, int *sig) {
-  DWORD x = 0;
-  GetExitCodeProcess(c->process, &x);
-  if (c->sig) { *code = -1; *sig = c->sig; }
-  else { *code = (int)x; *sig = 0; }
-}
-
-int upk_proc_reap(long pid, int *code, int *sig) {
-  Child *c = find(pid);
-  if (c == NULL) return -ECHILD;
-  if (WaitForSingleObject(c->process, 0) == WAIT_TIMEOUT) return 0;
-  result(c, code, sig);
-  forget(c);
-  return 1;
-}
-
-void upk_proc_reap_wait(long pid, int *code, int *sig) {
-  Child *c = find(pid);
-  if (c == NULL) { *code = -1; *sig = 0; return; }
-  WaitForSingleObject(c->process, INFINITE);
-  result(c, code, sig);
-  forget(c);
-}
-
-/* End the job (group) or the process alone; the result will report sig. */
-static int terminate(long pid, int sig, int group) {
-  Child *c = find(pid);
-  if (c == NULL) return ESRCH;
-  if (sig == 0) return 0;
-  if (WaitForSingleObject(c->process, 0) == WAIT_TIMEOUT && !c->sig) c->sig = sig;
-  BOOL ok = group ? TerminateJobObject(c->job, 1) : TerminateProcess(c->process, 1);
-  return ok ? 0 : last_errno();
-}
-
-int upk_proc_kill_group(long pid, int sig) { return terminate(pid, sig, 1); }
-int upk_proc_kill(long pid, int sig) { return terminate(pid, sig, 0); }
-
-const UpkSignal upk_proc_signals[] = {
-  {SIGINT, "INT"}, {SIGILL, "ILL"}, {SIGFPE, "FPE"}, {SIGKILL, "KILL"}, {SIGSEGV, "SEGV"},
-  {SIGTERM, "TERM"}, {SIGBREAK, "BREAK"}, {SIGABRT, "ABRT"}, {0, NULL}
-};
-
-/*
-** The stdin end whose last write found the pipe full, and when: it counts
-** as writable again one poll step later, so a child that does not read yet
-** is not asked again in a busy loop.
-*/
-static int full_fd = -1;
-static ULONGLONG full_at;
-
-/* Readiness of one pipe end now. */
-static int ready(const UpkPollFd *f) {
-  HANDLE h = fd_handle(f->fd);
-  if (h == INVALID_HANDLE_VALUE) return UPK_POLL_HUP;
-  if (f->want & UPK_POLL_IN) {
-    DWORD avail = 0;
-    if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) return UPK_POLL_IN | UPK_POLL_HUP;  /* closed */
-    return avail > 0 ? UPK_POLL_IN : 0;
-  }
-  if (f->fd == full_fd && GetTickCount64() - full_at < POLL_STEP_MS) return 0;
-  return UPK_POLL_OUT;  /* a PIPE_NOWAIT end: a write takes what fits, or says EAGAIN */
-}
-
-int upk_proc_poll(UpkPollFd *fds, int n, int timeout_ms) {
-  long seen = upk_win_interrupts;
-  ULONGLONG end = GetTickCount64() + (ULONGLONG)(timeout_ms < 0 ? 0 : timeout_ms);
-  for (;;) {
-    int any = 0;
-    for (int i = 0; i < n; i++) any |= (fds[i].got = ready(&fds[i]));
-    if (any) return 0;
-    if (upk_win_interrupts != seen) return EINTR;
-    ULONGLONG now = GetTickCount64();
-    if (timeout_ms >= 0 && now >= end) return 0;
-    DWORD step = POLL_STEP_MS;
-    if (timeout_ms >= 0 && end - now < step) step = (DWORD)(end - now);
-    Sleep(step);
-  }
-}
-
-long upk_proc_read(int fd, void *buf, size_t n) {
-  HANDLE h = fd_handle(fd);
-  DWORD avail = 0, got = 0;
-  if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) {
-    DWORD e = GetLastError();
-    if (e == ERROR_BROKEN_PIPE) return 0;
-    if (e != ERROR_INVALID_FUNCTION) return -(long)upk_win_errno(e);
-    avail = (DWORD)n;  /* not a pipe (a file): read it */
-  }
-  if (avail == 0) return -EAGAIN;
-  DWORD want = n < avail ? (DWORD)n : avail;
-  if (!ReadFile(h, buf, want, &got, NULL))
-    return GetLastError() == ERROR_BROKEN_PIPE ? 0 : -(long)last_errno();
-  return (long)got;
-}
-
-long upk_proc_write(int fd, const void *buf, size_t n) {
-  DWORD k = 0, want = n > 0x10000 ? 0x10000 : (DWORD)n;
-  if (!WriteFile(fd_handle(fd), buf, want, &k, NULL)) {
-    DWORD e = GetLastError();
-    return e == ERROR_NO_DATA || e == ERROR_BROKEN_PIPE ? -EPIPE : -(long)upk_win_errno(e);
-  }
-  if (k == 0) {
-    full_fd = fd;
-    full_at = GetTickCount64();
-    return -EAGAIN;
-  }
-  if (fd == full_fd) full_fd = -1;
-  return (long)k;
-}
-
-int upk_proc_close(int fd) {
-  if (fd == full_fd) full_fd = -1;
-  return _close(fd) != 0 ? errno : 0;
-}
-
-int upk_proc_open_read(const char *path, int *fd) {
-  wchar_t *w = upk_wpath(path);
-  if (w == NULL) return errno;
-  HANDLE h = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
-                         OPEN_EXISTING, 0, NULL);
-  free(w);
-  if (h == INVALID_HANDLE_VALUE) return last_errno();
-  *fd = _open_osfhandle((intptr_t)h, _O_RDONLY);
-  if (*fd < 0) { CloseHandle(h); return EMFILE; }
-  return 0;
+  free(c);
 }
 
 void upk_proc_ignore_sigpipe(void) {
   /* no SIGPIPE on Windows: a write to a closed pipe fails with EPIPE */
 }
+
+int upk_proc_which(const char *name, char *buf, size_t size) {
+  int err = 0;
+  wchar_t *w = *name ? resolve(name, &err) : NULL;
+  if (w == NULL) return *name ? err : ENOENT;
+  err = upk_utf8_path(w, buf, size);
+  free(w);
+  return err;
+}
+
+const UpkSignal upk_proc_signals[] = {
+  {SIGINT, "INT"}, {SIGILL, "ILL"}, {SIGFPE, "FPE"}, {SIGKILL, "KILL"}, {SIGSEGV, "SEGV"},
+  {SIGTERM, "TERM"}, {SIGBREAK, "BREAK"}, {SIGABRT, "ABRT"}, {0, NULL}
+};
 
 char **upk_proc_environ(void) {
   static char **env;

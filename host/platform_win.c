@@ -75,6 +75,10 @@ static BOOL WINAPI console_handler(DWORD type) {
   return TRUE;
 }
 
+void *upk_win_interrupt_event(void) {
+  return interrupt_event;
+}
+
 void upk_on_sigint(void (*onint)(int)) {
   on_interrupt = onint;
   if (interrupt_event == NULL) interrupt_event = CreateEventW(NULL, FALSE, FALSE, NULL);

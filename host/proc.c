@@ -1,8 +1,9 @@
 /*
 ** proc.c: upkit._proc, the native half of upkit.proc. Starts programs
-** from an argv array (no shell) in their own process group, pumps their
-** pipes with poll(), captures output up to a limit (keeping the tail),
-** hands lines to callbacks, and kills the whole group on timeout.
+** from an argv array (no shell) in their own process group (a job on
+** Windows), pumps their pipes through the waits of platform_proc.h,
+** captures output up to a limit (keeping the tail), hands lines to
+** callbacks, feeds stdin, and kills the whole tree on timeout.
 ** Options, environment merging, exit-code checks and redaction live in
 ** lua/upkit/proc.lua.
 */
@@ -20,10 +21,11 @@
 #define READ_CHUNK 65536
 #define MAX_LINE ((size_t)1 << 20)   /* a longer line is handed over in pieces */
 #define LINGER 5.0                   /* default seconds of reading after the exit (option linger) */
+#define LATE_ROUNDS 64               /* looks without waiting once the deadline has passed (see pump) */
 
 /* Output of one stream: a ring holding the last `limit` bytes, and a partial line. */
 typedef struct Stream {
-  int fd;
+  int open;        /* upkit's end of the pipe is open */
   char *ring;
   size_t cap, start, len, limit;
   int truncated;
@@ -34,13 +36,15 @@ typedef struct Stream {
 } Stream;
 
 typedef struct Proc {
+  UpkChild *c;
   long pid;
-  int exitfd;
   int reaped, code, sig, timed_out;
   int lingered;    /* the pipes were still held open (by a grandchild) when linger ran out */
   double t0, t_exit, linger;
-  int in_fd;
-  const char *in_data;
+  int in_open;     /* the stdin pipe is open */
+  int in_keep;     /* stdin = { pipe = true }: it stays open for process:write until close_stdin */
+  int in_err;      /* why feeding stdin stopped early (EPIPE), or 0 */
+  const char *in_data;   /* what is left to write (uservalue 1 keeps the string) */
   size_t in_len, in_off;
   Stream s[2];     /* stdout, stderr */
   int has_cb[2];
@@ -131,8 +135,7 @@ static void line_pop(lua_State *L, Stream *st, size_t n) {
 }
 
 static void stream_free(Stream *st) {
-  if (st->fd >= 0) upk_proc_close(st->fd);
-  st->fd = -1;
+  st->open = 0;
   free(st->ring);
   free(st->line);
   st->ring = st->line = NULL;
@@ -142,7 +145,9 @@ static void stream_free(Stream *st) {
 /* ---------------------------------------------------------------------- */
 /* The pump                                                                */
 
-enum { P_DONE, P_LINE, P_TIMEOUT, P_INTERRUPTED, P_CBERROR };
+enum { P_DONE, P_LINE, P_WRITTEN, P_TIMEOUT, P_INTERRUPTED, P_CBERROR };
+/* What pump waits for: the end (exit and pipes drained), a stdout line, stdin fed. */
+enum { W_EXIT, W_LINE, W_WRITTEN };
 
 /* Call the stream's callback with each complete line (idx 2 or 3 of the user values). */
 static void run_callbacks(lua_State *L, int ud, Proc *p, int k, int eof) {
@@ -157,88 +162,105 @@ static void run_callbacks(lua_State *L, int ud, Proc *p, int k, int eof) {
 
 static void reap_now(Proc *p) {
   if (p->reaped) return;
-  int r = upk_proc_reap(p->pid, &p->code, &p->sig);
-  if (r != 0) {
-    if (r < 0) { p->code = -1; p->sig = 0; }
+  if (upk_child_reap(p->c, 0, &p->code, &p->sig)) {
     p->reaped = 1;
     p->t_exit = upk_now();
-    if (p->exitfd >= 0) { upk_proc_close(p->exitfd); p->exitfd = -1; }
+  }
+}
+
+/* Close upkit's end of stdout (k 0) or stderr (1), handing over a last partial line. */
+static void stream_end(lua_State *L, int ud, Proc *p, int k) {
+  upk_child_close(p->c, k + 1);
+  p->s[k].open = 0;
+  if (p->s[k].lines && p->has_cb[k]) run_callbacks(L, ud, p, k, 1);
+}
+
+static void stdin_end(Proc *p, int err) {
+  if (!p->in_open) return;
+  upk_child_close(p->c, 0);
+  p->in_open = 0;
+  if (p->in_off < p->in_len && !p->in_err) p->in_err = err;
+  p->in_data = NULL;
+  p->in_len = p->in_off = 0;
+}
+
+/* Read what stream k has: its end closes it. */
+static void take(lua_State *L, int ud, Proc *p, int k, char *buf) {
+  long r = upk_child_read(p->c, k + 1, buf, READ_CHUNK);
+  if (r == -EAGAIN || r == -EINTR) return;
+  if (r <= 0) {
+    stream_end(L, ud, p, k);
+    return;
+  }
+  if (ring_put(&p->s[k], buf, (size_t)r)) p->s[k].truncated = 1;
+  if (p->s[k].lines) {
+    if (line_add(&p->s[k], buf, (size_t)r)) p->s[k].truncated = 1;
+    if (p->has_cb[k]) run_callbacks(L, ud, p, k, 0);
+  }
+}
+
+/* Write what the pipe takes of the stdin data; done (not kept open) or broken closes it. */
+static void feed(Proc *p) {
+  long w = upk_child_write(p->c, p->in_data + p->in_off, p->in_len - p->in_off);
+  if (w > 0) p->in_off += (size_t)w;
+  if (w < 0 && w != -EAGAIN && w != -EINTR) stdin_end(p, (int)-w);
+  else if (p->in_off >= p->in_len) {
+    p->in_data = NULL;
+    p->in_len = p->in_off = 0;
+    if (!p->in_keep) stdin_end(p, 0);
   }
 }
 
 /*
-** Move data until the process has ended and its pipes are drained
-** (P_DONE), a stdout line is ready in :lines() mode (P_LINE), the deadline
+** Move data until what `until` asks for (W_*: P_DONE when the process has
+** ended and its pipes are drained, P_LINE when a stdout line is ready in
+** :lines() mode, P_WRITTEN when the stdin data is in the pipe), the deadline
 ** passes, Ctrl-C arrives, or a callback fails.
+** The deadline is looked at only when a look without waiting finds nothing
+** to do (at most LATE_ROUNDS such looks after it): so wait(0) on a program
+** that has ended reads what it left in the pipes and returns its result.
 ** The rule for grandchildren: the pipes are read until they close, so a
 ** background process that inherited them keeps its output and never dies
 ** of SIGPIPE while it writes; but after the child's exit this goes on for
-** at most p->linger seconds (and never past the deadline). Then upkit
-** closes its ends, sets lingered, and returns: a grandchild that writes
-** forever cannot hold proc.run.
+** at most p->linger seconds (and, when `hard`, never past the deadline).
+** Then upkit closes its ends, sets lingered, and returns: a grandchild that
+** writes forever cannot hold proc.run.
 */
-static int pump(lua_State *L, int ud, Proc *p, double deadline, int want_line) {
+static int pump(lua_State *L, int ud, Proc *p, double deadline, int until, int hard) {
   char buf[READ_CHUNK];
+  int late = 0;
   for (;;) {
     if (p->cberr != LUA_NOREF) return P_CBERROR;
-    if (want_line && line_ready(&p->s[0], p->s[0].fd < 0)) return P_LINE;
-    if (want_line && p->s[0].fd < 0) return P_DONE;
+    if (until == W_LINE && line_ready(&p->s[0], !p->s[0].open)) return P_LINE;
+    if (until == W_LINE && !p->s[0].open) return P_DONE;
+    if (until == W_WRITTEN && (!p->in_open || p->in_off >= p->in_len)) return P_WRITTEN;
     reap_now(p);
-    if (p->reaped && p->s[0].fd < 0 && p->s[1].fd < 0) return P_DONE;
+    if (until == W_EXIT && p->reaped && !p->s[0].open && !p->s[1].open) return P_DONE;
     if (upk_interrupted) return P_INTERRUPTED;
     double now = upk_now();
     /* after the exit, pipes still held open by grandchildren are read for linger seconds */
-    if (p->reaped && (now - p->t_exit >= p->linger || now >= deadline)) {
-      for (int k = 0; k < 2; k++) {
-        if (p->s[k].fd < 0) continue;
-        upk_proc_close(p->s[k].fd);
-        p->s[k].fd = -1;
-        p->lingered = 1;
-        if (p->s[k].lines && p->has_cb[k]) run_callbacks(L, ud, p, k, 1);
-      }
+    if (p->reaped && (now - p->t_exit >= p->linger || (hard && now >= deadline))) {
+      for (int k = 0; k < 2; k++)
+        if (p->s[k].open) {
+          stream_end(L, ud, p, k);
+          p->lingered = 1;
+        }
+      stdin_end(p, EPIPE);
       continue;
     }
-    if (now >= deadline) return P_TIMEOUT;
-    UpkPollFd fds[4];
-    int n = 0, which[4];
-    for (int k = 0; k < 2; k++)
-      if (p->s[k].fd >= 0) { fds[n] = (UpkPollFd){p->s[k].fd, UPK_POLL_IN, 0}; which[n++] = k; }
-    if (p->in_fd >= 0) { fds[n] = (UpkPollFd){p->in_fd, UPK_POLL_OUT, 0}; which[n++] = 2; }
-    if (!p->reaped && p->exitfd >= 0) { fds[n] = (UpkPollFd){p->exitfd, UPK_POLL_IN, 0}; which[n++] = 3; }
     double wait = deadline - now;
     if (p->reaped) wait = fmin(wait, p->linger - (now - p->t_exit));
-    else if (p->exitfd < 0) wait = fmin(wait, 0.02);
-    int ms = wait > 1e6 ? 1000000 : (int)ceil(wait * 1000);
-    int err = upk_proc_poll(fds, n, ms);
-    if (err == EINTR) continue;
-    if (err) return P_DONE;
-    for (int i = 0; i < n; i++) {
-      if (!fds[i].got) continue;
-      int k = which[i];
-      if (k < 2) {
-        long r = upk_proc_read(p->s[k].fd, buf, sizeof buf);
-        if (r == -EAGAIN || r == -EINTR) continue;
-        if (r <= 0) {
-          upk_proc_close(p->s[k].fd);
-          p->s[k].fd = -1;
-          if (p->s[k].lines && p->has_cb[k]) run_callbacks(L, ud, p, k, 1);
-          continue;
-        }
-        if (ring_put(&p->s[k], buf, (size_t)r)) p->s[k].truncated = 1;
-        if (p->s[k].lines) {
-          if (line_add(&p->s[k], buf, (size_t)r)) p->s[k].truncated = 1;
-          if (p->has_cb[k]) run_callbacks(L, ud, p, k, 0);
-        }
-      } else if (k == 2) {
-        long w = p->in_off < p->in_len
-               ? upk_proc_write(p->in_fd, p->in_data + p->in_off, p->in_len - p->in_off) : 0;
-        if (w > 0) p->in_off += (size_t)w;
-        if ((w < 0 && w != -EAGAIN && w != -EINTR) || p->in_off >= p->in_len) {
-          upk_proc_close(p->in_fd);
-          p->in_fd = -1;
-        }
-      }
-    }
+    int ms = wait <= 0 ? 0 : wait > 1e6 ? 1000000 : (int)ceil(wait * 1000);
+    if (now >= deadline && ++late > LATE_ROUNDS) return P_TIMEOUT;
+    int want = (p->s[0].open ? UPK_EV_STDOUT : 0) | (p->s[1].open ? UPK_EV_STDERR : 0) |
+               (p->in_open && p->in_off < p->in_len ? UPK_EV_STDIN : 0) | (p->reaped ? 0 : UPK_EV_EXIT);
+    int ev = upk_child_wait(p->c, want, ms);
+    if (ev == -EINTR) continue;
+    if (ev < 0) return P_DONE;
+    if (ev == 0 && now >= deadline) return P_TIMEOUT;
+    for (int k = 0; k < 2; k++)
+      if (ev & (k == 0 ? UPK_EV_STDOUT : UPK_EV_STDERR)) take(L, ud, p, k, buf);
+    if (ev & UPK_EV_STDIN) feed(p);
   }
 }
 
@@ -256,19 +278,19 @@ static const char *signame(int sig) {
   return NULL;
 }
 
-/* End the group: SIGTERM, then SIGKILL after grace seconds, and reap. */
+/* End the tree: SIGTERM, then SIGKILL after grace seconds, and reap. */
 static void terminate(lua_State *L, int ud, Proc *p, double grace) {
   if (p->reaped) return;
-  upk_proc_kill_group(p->pid, SIGTERM);
+  upk_child_kill(p->c, SIGTERM);
   int saved = upk_interrupted;
   upk_interrupted = 0;
-  pump(L, ud, p, upk_now() + grace, 0);
+  pump(L, ud, p, upk_now() + grace, W_EXIT, 1);
   if (!p->reaped) {
-    upk_proc_kill_group(p->pid, SIGKILL);
+    upk_child_kill(p->c, SIGKILL);
     upk_interrupted = 0;
-    pump(L, ud, p, upk_now() + 5, 0);
+    pump(L, ud, p, upk_now() + 5, W_EXIT, 1);
     if (!p->reaped) {
-      upk_proc_reap_wait(p->pid, &p->code, &p->sig);
+      upk_child_reap(p->c, 1, &p->code, &p->sig);
       p->reaped = 1;
     }
   }
@@ -280,14 +302,11 @@ static void terminate(lua_State *L, int ud, Proc *p, double grace) {
 
 static void release(Proc *p) {
   if (!p->open) return;
-  if (!p->reaped) {
-    upk_proc_kill_group(p->pid, SIGKILL);
-    upk_proc_reap_wait(p->pid, &p->code, &p->sig);
-    p->reaped = 1;
-  }
-  if (p->exitfd >= 0) upk_proc_close(p->exitfd);
-  if (p->in_fd >= 0) upk_proc_close(p->in_fd);
-  p->exitfd = p->in_fd = -1;
+  upk_child_free(p->c);  /* kills the tree if the child still runs */
+  p->c = NULL;
+  p->reaped = 1;
+  p->in_open = 0;
+  p->in_data = NULL;
   stream_free(&p->s[0]);
   stream_free(&p->s[1]);
   p->open = 0;
@@ -345,9 +364,11 @@ static void finish_abnormal(lua_State *L, Proc *p, int r) {
 }
 
 /*
-** process:wait([timeout [, grace]]) -> result, or nil when timeout passes.
-** With grace (as proc.run does), a timeout ends the process group instead:
-** SIGTERM, SIGKILL after grace seconds, and the result says timed_out.
+** process:wait([timeout [, grace]]) -> result, or nil when timeout passes
+** (wait(0) on a program that has ended returns its result: pump reads what
+** is left in the pipes first). With grace (as proc.run does), a timeout ends
+** the process group instead: SIGTERM, SIGKILL after grace seconds, and the
+** result says timed_out; the timeout then also bounds the linger.
 */
 static int proc_wait(lua_State *L) {
   Proc *p = checkopen(L, "process:wait");
@@ -355,7 +376,7 @@ static int proc_wait(lua_State *L) {
   int kill_on_timeout = !lua_isnoneornil(L, 3);
   double grace = luaL_optnumber(L, 3, 5);
   double deadline = upk_now() + (timeout < 0 ? 0 : timeout);
-  int r = pump(L, 1, p, deadline, 0);
+  int r = pump(L, 1, p, deadline, W_EXIT, kill_on_timeout);
   if (r == P_TIMEOUT && !kill_on_timeout) {
     lua_pushnil(L);
     return 1;
@@ -377,12 +398,12 @@ static int proc_read_line(lua_State *L) {
   if (!st->lines || p->has_cb[0])
     return upk_error(L, "EINVAL", "process:lines: stdout is not a pipe read by lines");
   double deadline = upk_now() + luaL_optnumber(L, 2, HUGE_VAL);
-  int r = pump(L, 1, p, deadline, 1);
+  int r = pump(L, 1, p, deadline, W_LINE, 0);
   if (r == P_INTERRUPTED || r == P_CBERROR) {
     terminate(L, 1, p, 2);
     finish_abnormal(L, p, r);
   }
-  size_t n = line_ready(st, st->fd < 0);
+  size_t n = line_ready(st, !st->open);
   if (n) line_pop(L, st, n);
   else if (r == P_TIMEOUT) lua_pushboolean(L, 0);
   else lua_pushnil(L);
@@ -422,10 +443,66 @@ static int proc_kill(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  int err = upk_proc_kill_group(p->pid, sig);
+  int err = upk_child_kill(p->c, sig);
   if (err) return upk_errno_error(L, err, "process:kill: pid %d", (int)p->pid);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/*
+** process:write(s [, timeout]) -> true once s is in the stdin pipe (stdin =
+** { pipe = true }); false and the bytes taken when timeout passes first.
+** The output pipes are read meanwhile (a program writing its stdout while
+** upkit writes its stdin cannot deadlock). EPIPE when the program no longer
+** reads its stdin, CLOSED after process:close_stdin().
+*/
+static int proc_write(lua_State *L) {
+  Proc *p = checkopen(L, "process:write");
+  size_t len;
+  luaL_checklstring(L, 2, &len);
+  double timeout = luaL_optnumber(L, 3, HUGE_VAL);
+  if (!p->in_keep)
+    return upk_error(L, "EINVAL", "process:write: stdin is not a pipe (spawn with stdin = { pipe = true })");
+  if (!p->in_open) {
+    if (p->in_err)
+      return upk_errno_error(L, p->in_err, "process:write: pid %d no longer reads its stdin", (int)p->pid);
+    return upk_error(L, "CLOSED", "process:write: stdin is closed");
+  }
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);  /* keeps the string while it is written */
+  lua_getiuservalue(L, 1, 1);
+  p->in_data = lua_tostring(L, -1);
+  p->in_len = len;
+  p->in_off = 0;
+  int r = pump(L, 1, p, upk_now() + (timeout < 0 ? 0 : timeout), W_WRITTEN, 0);
+  if (r == P_INTERRUPTED || r == P_CBERROR) {
+    terminate(L, 1, p, 2);
+    finish_abnormal(L, p, r);
+  }
+  size_t done = p->in_off;
+  int err = p->in_err;
+  p->in_data = NULL;
+  p->in_len = p->in_off = 0;
+  if (r == P_TIMEOUT) {
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, (lua_Integer)done);
+    return 2;
+  }
+  if (err) return upk_errno_error(L, err, "process:write: pid %d no longer reads its stdin", (int)p->pid);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process:close_stdin(): the program sees the end of its input after what was written; idempotent */
+static int proc_close_stdin(lua_State *L) {
+  Proc *p = checkopen(L, "process:close_stdin");
+  if (p->in_open) {
+    upk_child_close(p->c, 0);
+    p->in_open = 0;
+    p->in_data = NULL;
+    p->in_len = p->in_off = 0;
+  }
+  return 0;
 }
 
 /* process:pid() -> number */
@@ -491,8 +568,9 @@ static int stream_mode(lua_State *L, int opts, const char *k, const char *fn) {
 
 /*
 ** proc.spawn(argv, opts) -> process
-** opts: cwd, env (array of "K=V", replaces the environment), stdin (string
-** or { file = path }), stdout/stderr ("pipe", "null", "inherit"),
+** opts: cwd, env (array of "K=V", replaces the environment), stdin (string,
+** { file = path }, or { pipe = true }: open for process:write until
+** process:close_stdin), stdout/stderr ("pipe", "null", "inherit"),
 ** capture_limit (bytes per stream), on_stdout/on_stderr (line callbacks),
 ** lines (stdout is read with :lines()), what (name for messages), linger
 ** (seconds the pipes are still read after the exit, default 5: see pump).
@@ -525,78 +603,66 @@ static int proc_spawn(lua_State *L) {
       cbs[k] = lua_gettop(L);
     } else lua_pop(L, 1);
   }
-  int stdin_str = 0, stdin_file_fd = -1;
+  int stdin_str = 0, stdin_pipe = 0;
+  const char *stdin_file = NULL;
   if (lua_istable(L, 2)) {
     int t = lua_getfield(L, 2, "stdin");
     if (t == LUA_TSTRING) stdin_str = lua_gettop(L);
     else if (t == LUA_TTABLE) {
       lua_getfield(L, -1, "file");
-      const char *f = lua_tostring(L, -1);
-      if (!f) return upk_error(L, "EINVAL", "%s: option 'stdin' must be a string or { file = path }", fn);
-      int err = upk_proc_open_read(f, &stdin_file_fd);
-      if (err) return upk_errno_error(L, err, "%s: '%s': stdin file '%s'", fn, argv[0], f);
-      lua_pop(L, 1);
+      stdin_file = lua_tostring(L, -1);
+      lua_getfield(L, -2, "pipe");
+      stdin_pipe = lua_toboolean(L, -1);
+      if (!stdin_file == !stdin_pipe)
+        return upk_error(L, "EINVAL", "%s: option 'stdin' must be a string, { file = path } or { pipe = true }", fn);
+      lua_pop(L, 1);  /* the stdin table (below) keeps the file name */
     } else if (t != LUA_TNIL) {
-      return upk_error(L, "EINVAL", "%s: option 'stdin' must be a string or { file = path }", fn);
+      return upk_error(L, "EINVAL", "%s: option 'stdin' must be a string, { file = path } or { pipe = true }", fn);
     } else lua_pop(L, 1);
   }
-  /* no Lua error may happen from here until the handle owns every descriptor */
   Proc *p = lua_newuserdatauv(L, sizeof *p, 3);
   int ud = lua_gettop(L);
   memset(p, 0, sizeof *p);
-  p->exitfd = p->in_fd = -1;
-  p->s[0].fd = p->s[1].fd = -1;
   p->cberr = LUA_NOREF;
   p->linger = linger;
   snprintf(p->what, sizeof p->what, "%s", fn);
   luaL_setmetatable(L, PROCESS_MT);
-  int child[3] = {stdin_file_fd, -1, -1};
-  int err = 0;
-  int inpipe[2] = {-1, -1};
-  if (stdin_str && (err = upk_proc_pipe(inpipe, 1)) == 0) child[0] = inpipe[0];
-  for (int k = 0; k < 2 && !err; k++) {
+  UpkSpawn s = {argv, envp, cwd, {UPK_STDIO_NULL, UPK_STDIO_NULL, UPK_STDIO_NULL}, stdin_file};
+  if (stdin_str || stdin_pipe) s.stdio[0] = UPK_STDIO_PIPE;
+  else if (stdin_file) s.stdio[0] = UPK_STDIO_FILE;
+  for (int k = 0; k < 2; k++) {
     Stream *st = &p->s[k];
     st->limit = (size_t)limit;
     st->capture = !(k == 0 && lines);
     st->lines = cbs[k] != 0 || (k == 0 && lines);
     p->has_cb[k] = cbs[k] != 0;
-    if (mode[k] == 0) {
-      int pp[2];
-      if ((err = upk_proc_pipe(pp, 0)) != 0) break;
-      st->fd = pp[0];
-      child[k + 1] = pp[1];
-    } else if (mode[k] == 2) {
-      child[k + 1] = k + 1;
-    }
+    s.stdio[k + 1] = mode[k] == 0 ? UPK_STDIO_PIPE : mode[k] == 2 ? UPK_STDIO_INHERIT : UPK_STDIO_NULL;
   }
   int stage = 0;
-  if (!err) {
-    UpkSpawn s = {argv, envp, cwd, {child[0], child[1], child[2]}};
-    p->t0 = upk_now();
-    err = upk_proc_spawn(&s, &p->pid, &stage);
-  }
-  for (int i = 0; i < 3; i++) if (child[i] > 2 || (i == 0 && child[0] >= 0)) upk_proc_close(child[i]);
+  p->t0 = upk_now();
+  int err = upk_child_spawn(&s, &p->c, &stage);
   if (err) {
-    if (inpipe[1] >= 0) upk_proc_close(inpipe[1]);
-    stream_free(&p->s[0]);
-    stream_free(&p->s[1]);
     char here[PATH_MAX];
+    if (stage == UPK_SPAWN_STDIN)
+      return upk_errno_error(L, err, "%s: '%s': stdin file '%s'", fn, argv[0], stdin_file);
     if (!cwd) cwd = getcwd(here, sizeof here) ? here : "?";
     if (stage == UPK_SPAWN_CHDIR)
       return upk_errno_error(L, err, "%s: cannot start '%s': folder '%s'", fn, argv[0], cwd);
     return upk_errno_error(L, err, "%s: cannot start '%s' in '%s'", fn, argv[0], cwd);
   }
+  /* no Lua error may happen from here until the handle is tracked */
   p->open = 1;
-  p->reaped = 0;
-  p->exitfd = upk_proc_exit_fd(p->pid);
+  p->pid = upk_child_pid(p->c);
+  for (int k = 0; k < 2; k++) p->s[k].open = mode[k] == 0;
+  p->in_open = stdin_str || stdin_pipe;
+  p->in_keep = stdin_pipe;
   if (stdin_str) {
     size_t len;
-    p->in_fd = inpipe[1];
     p->in_data = lua_tolstring(L, stdin_str, &len);
     p->in_len = len;
     lua_pushvalue(L, stdin_str);
     lua_setiuservalue(L, ud, 1);
-    if (len == 0) { upk_proc_close(p->in_fd); p->in_fd = -1; }
+    if (len == 0) stdin_end(p, 0);
   }
   for (int k = 0; k < 2; k++)
     if (cbs[k]) {
@@ -628,6 +694,8 @@ static const luaL_Reg proc_meth[] = {
   {"read_line", proc_read_line},
   {"lines", proc_lines},
   {"kill", proc_kill},
+  {"write", proc_write},
+  {"close_stdin", proc_close_stdin},
   {"pid", proc_pid},
   {"running", proc_running},
   {"close", proc_close},

@@ -34,6 +34,11 @@ int upk_utf8_path(const wchar_t *w, char *buf, size_t size);
 
 /* Counts Ctrl-C and Ctrl-Break events (platform_win.c); waits compare it to return EINTR. */
 extern volatile long upk_win_interrupts;
+/*
+** The event Ctrl-C sets (auto-reset; after upk_win_interrupts and the interrupt flag have
+** changed), or NULL before upk_on_sigint: a wait adds it to its handles (platform_proc_win.c).
+*/
+void *upk_win_interrupt_event(void);
 
 /* The errno value for a Windows error code (GetLastError()); EIO when there is none closer. */
 int upk_win_errno(unsigned long err);

@@ -3,13 +3,16 @@
 --   proc.run(argv [, opts]) --> { code, signal, stdout, stderr, seconds, timed_out,
 --                                 stdout_truncated, stderr_truncated, pid, lingered }
 --   proc.spawn(argv [, opts]) --> process with :wait([timeout]) -> result or nil,
---       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close()
+--       :kill([signal]), :pid(), :running(), :lines() (stdout lines), :close(),
+--       :write(s [, timeout]) -> true (or false, bytes taken) and :close_stdin()
+--       with stdin = { pipe = true }
 --   proc.which(name) --> the program file proc.spawn would start for name (PATH
 --       lookup; on Windows also .exe, .com, .bat, .cmd), or nil when there is none
 --
 -- opts: cwd; env (table of NAME = value, false removes NAME); env_mode
 -- ("add": added to the inherited environment (default), "replace": only
--- env); stdin (a string, or { file = path }; default: nothing, /dev/null);
+-- env); stdin (a string, or { file = path }; default: nothing, /dev/null;
+-- proc.spawn also { pipe = true }: stdin stays open for :write until :close_stdin);
 -- stdout/stderr ("pipe" (default), "null", "inherit"); capture_limit
 -- (bytes kept per stream, default 64 MiB: beyond it the tail is kept and
 -- <stream>_truncated is set); on_stdout/on_stderr (called with each line
@@ -186,6 +189,9 @@ end
 function M.run(argv, opts)
   opts = checkopts("proc.run", opts, run_spec)
   local hide = redactor(opts.redact)
+  if type(opts.stdin) == "table" and opts.stdin.pipe then
+    einval("proc.run: stdin = { pipe = true } needs proc.spawn (nothing could write to it)")
+  end
   local copts = start("proc.run", argv, opts, hide)
   if opts.timeout and opts.timeout < 0 then einval("proc.run: timeout must be >= 0") end
   local okset

@@ -118,4 +118,80 @@ T.test("cwd and env reach the program", function()
   T.contains(r.stdout, "value 1")
 end)
 
+T.test("stdin = { pipe = true }: write, lines back, close_stdin ends the program", function()
+  fs.write(dir .. "/echo_lines.lua", [[
+for line in io.stdin:lines() do io.stdout:write("got ", line, "\n"); io.stdout:flush() end
+io.stdout:write("end\n")]])
+  local p <close> = proc.spawn({ self, "run", dir .. "/echo_lines.lua" }, { stdin = { pipe = true } })
+  T.eq(p:write("one\n"), true)
+  T.eq(p:read_line(10), "got one")
+  T.eq(p:write("two\n"), true)
+  T.eq(p:read_line(10), "got two")
+  T.eq(p:read_line(0.2), false, "nothing more until stdin ends")
+  p:close_stdin()
+  T.eq(p:read_line(10), "end")
+  T.eq(p:read_line(10), nil)
+  T.eq(p:wait(10).code, 0)
+  T.raises("CLOSED", p.write, p, "late")
+end)
+
+T.test("process:write of 4 MB to a program echoing it does not deadlock; EPIPE after the end", function()
+  fs.write(dir .. "/cat.lua", 'io.stdout:write(io.stdin:read("a"))')
+  local n = 0
+  local p <close> = proc.spawn({ self, "run", dir .. "/cat.lua" },
+                               { stdin = { pipe = true }, on_stdout = function(l) n = n + #l + 1 end })
+  local big = string.rep(string.rep("x", 63) .. "\n", 65536)
+  T.eq(p:write(big, 60), true)
+  p:close_stdin()
+  T.eq(p:wait(60).code, 0)
+  T.eq(n, #big)
+  local q <close> = proc.spawn({ "cmd.exe", "/c", "exit 0" }, { stdin = { pipe = true } })
+  T.eq(q:wait(10).code, 0)
+  T.raises("EPIPE", function() for _ = 1, 100 do q:write(string.rep("y", 65536)) end end)
+end)
+
+T.test("lines() while the program first fills its stderr pipe (1 MiB): no deadlock, stderr kept", function()
+  fs.write(dir .. "/err_first.lua", 'io.stderr:write(string.rep("e", 1 << 20)); io.stderr:flush(); print("out")')
+  local p <close> = proc.spawn({ self, "run", dir .. "/err_first.lua" })
+  T.eq(p:read_line(30), "out")
+  local r = p:wait(30)
+  T.eq(r.code, 0)
+  T.eq(#r.stderr, 1 << 20)
+end)
+
+T.test("wait(0) on a program that has ended returns its result; a running one gives nil at once", function()
+  local p <close> = proc.spawn({ "cmd.exe", "/c", "echo done& exit 5" }, { on_stdout = function() end })
+  local t0 = require("upkit").now()
+  local r
+  repeat
+    r = p:wait(0)
+    if not r then require("upkit").sleep(0.05) end
+  until r or require("upkit").now() - t0 > 20
+  T.eq(r and r.code, 5)
+  T.match(r.stdout, "^done")
+  local q <close> = proc.spawn({ self, "run", dir .. "/cat.lua" }, { stdin = { pipe = true } })
+  local t1 = require("upkit").now()
+  T.eq(q:wait(0), nil)
+  T.ok(require("upkit").now() - t1 < 1, "returned at once")
+  q:close_stdin()
+  T.eq(q:wait(20).code, 0)
+end)
+
+T.test("a background grandchild holding stdout: proc.run stops after linger; close does not wait for it", function()
+  local upkit = require "upkit"
+  fs.write(dir .. "/gc_sleep.lua", 'io.stdout:write("late\\n"); require("upkit").sleep(30)')
+  local cmdline = "start /b " .. self .. " run " .. dir .. "/gc_sleep.lua & echo parent"
+  local r = proc.run({ "cmd.exe", "/c", cmdline }, { linger = 0.5 })
+  T.eq(r.code, 0)
+  T.eq(r.lingered, true)
+  T.match(r.stdout, "^parent")
+  local p = proc.spawn({ "cmd.exe", "/c", cmdline })
+  T.eq(p:read_line(10), "parent")
+  local t0 = upkit.now()
+  while p:running() and upkit.now() - t0 < 10 do upkit.sleep(0.05) end
+  T.eq(p:running(), false, "cmd.exe ended; its grandchild still holds the pipe")
+  p:close()
+  T.ok(upkit.now() - t0 < 15, "close cancelled the read instead of waiting for the grandchild (30 s)")
+end)
+
 T.done()
