@@ -181,8 +181,7 @@ return {
       run = function(ctx)
         local inst = U.fetch(ctx, ctx.state.target)
         inst.version = ctx.state.target
-        local results = Cl.install(ctx, inst)
-        return { installed_nodes = #results }
+        return { installed_nodes = Cl.install(ctx, inst) }
       end,
     },
     {

@@ -16,8 +16,8 @@ for i = 2, 3 do
   local m = F:machine("node" .. i)
   machines[i] = m
   nodes[i] = F:add_node(m)
-  servers[i] = sshd.start { config = "SetEnv PATH=" .. m.machine .. "/bin:" .. m.machine ..
-    "/ProgramFiles/OctopusDeploy/Octopus:" .. os.getenv("PATH") .. " OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05" }
+  servers[i] = sshd.start { env = { PATH = m.machine .. "/bin:" .. m.machine .. "/ProgramFiles/OctopusDeploy/Octopus:" ..
+    os.getenv("PATH"), OCTOSIM_FAULT_NODE_OFFLINE_DELAY = "0.05" } }
 end
 -- one known_hosts and one key for the whole cluster, as an operator has
 local known_hosts = F.dir .. "/known_hosts"
@@ -91,10 +91,16 @@ T.test("an installer that fails on node 3 stops the run with every node's state;
   T.contains(out .. err, "node 3 (" .. servers[3].target .. "): failed")
   T.eq(versions()[2], "2025.4.10700")
   T.eq(versions()[3], "2023.4.8166")
+  T.contains(out .. err, "node 3 (" .. servers[3].target .. "): installer copied (sha256 ")
+  -- the installer on the nodes (node_installer_dir): kept, not copied again, when its digest is right
+  local msi = F.dir .. "/Octopus.2025.4.10700-x64.msi"
+  local inode = T.sh("stat -c %i " .. T.q(msi))
   os.remove(machines[3].machine .. "/faults.json")
   out, err, code = F:upkit("run ha-upgrade --yes --resume " .. F:args(cfg))
   T.eq(code, 0, out .. err)
   T.contains(out, "node 2 (" .. servers[2].target .. "): runs 2025.4.10700")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): installer already there (sha256 ")
+  T.eq(T.sh("stat -c %i " .. T.q(msi)), inode, "the installer was not copied again")
   T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2025.4.10700")
   T.contains(out, "3 nodes run Octopus 2025.4.10700")
   T.contains(out, "instance tests passed: version 2025.4.10700")
@@ -115,8 +121,13 @@ T.test("every node runs the newest version, online, undrained; the node logs cam
 end)
 
 T.test("rollback with the same nodes puts the whole cluster back on 2023.4.8166", function()
+  -- a file of the installer's name with other content on the nodes is replaced by a verified copy
+  local old_msi = F.dir .. "/Octopus.2023.4.8166-x64.msi"
+  T.write_file(old_msi, "not the installer")
   local out, err, code = F:upkit("run rollback --yes " .. F:args(cluster_config(nil, "rollback")))
   T.eq(code, 0, out .. err)
+  T.contains(out, "node 2 (" .. servers[2].target .. "): installer copied (sha256 ")
+  T.ok(T.read_file(old_msi) ~= "not the installer", "the wrong file was replaced")
   T.contains(out, "node 2 (" .. servers[2].target .. "): uninstalled 2025.4.10700")
   T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2023.4.8166")
   T.eq(versions(), { "2023.4.8166", "2023.4.8166", "2023.4.8166" })

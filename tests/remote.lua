@@ -495,6 +495,64 @@ T.test("run_all: commands on several nodes side by side, a bounded number at onc
   n2.stop(); n3.stop()
 end)
 
+T.test("parallel: connections, transfers and commands of several nodes side by side; a failure is kept per task", function()
+  -- each node's sftp server starts 1 s late: r:put (upload, then rename) takes 2 s or more on one node
+  local pdir = T.tmpdir()
+  local slow = pdir .. "/slow-sftp-server"
+  T.write_file(slow, "#!/bin/sh\nsleep 1\nexec /usr/lib/openssh/sftp-server \"$@\"\n")
+  os.execute("chmod 755 " .. T.q(slow))
+  local servers, conns, fns = {}, {}, {}
+  for i = 1, 3 do servers[i] = sshd.start({ sftp = slow }) end
+  local connected = remote.parallel({
+    function() return remote.connect(servers[1].target, servers[1].opts()) end,
+    function() return remote.connect(servers[2].target, servers[2].opts()) end,
+    function() return remote.connect(servers[3].target, servers[3].opts()) end,
+  })
+  for i = 1, 3 do
+    T.eq(connected[i].ok, true, tostring(connected[i].error))
+    conns[i] = connected[i].value
+  end
+  local src = pdir .. "/installer.msi"
+  local digest = random_file(src, 300000)
+  for i, c in ipairs(conns) do
+    fns[i] = function()
+      local put = c:put(src, pdir .. "/node" .. i .. ".msi")
+      return { put.sha256, c:run({ "sh", "-c", "echo node " .. i }, { ok = { 0 } }).stdout }
+    end
+  end
+  local t0 = upkit.now()
+  local res = remote.parallel(fns)
+  local together = upkit.now() - t0
+  for i = 1, 3 do
+    T.eq(res[i].ok, true, tostring(res[i].error))
+    T.eq(res[i].value, { digest, "node " .. i .. "\n" })
+    T.eq(hash.file("sha256", pdir .. "/node" .. i .. ".msi"), digest)
+  end
+  T.ok(res[1].seconds >= 2, "one node's put took " .. res[1].seconds .. " s")
+  T.ok(together < res[1].seconds + 1.5, string.format("three nodes took %.2f s, one %.2f s", together, res[1].seconds))
+  -- limit 1: one after the other
+  t0 = upkit.now()
+  remote.parallel({ function() conns[1]:run({ "sleep", "1" }) end, function() conns[2]:run({ "sleep", "1" }) end },
+                  { limit = 1 })
+  T.ok(upkit.now() - t0 >= 2, "limit 1 runs one at a time")
+  -- a task that fails keeps its error; a task's timeout ends its command on the node; the others finish
+  local token = "5151.375"
+  local mixed = remote.parallel({
+    function() return conns[1]:run({ "sh", "-c", "exit 4" }, { ok = { 0 } }) end,
+    function() return conns[2]:run({ "sleep", token }, { timeout = 0.5, grace = 1 }) end,
+    function() error("plain failure", 0) end,
+    function() return remote.connect("local"):run({ "sh", "-c", "sleep 0.3; echo here" }).stdout end,
+  })
+  T.eq({ mixed[1].ok, mixed[1].error.code, mixed[1].error.exit_code }, { false, "EXIT_CODE", 4 })
+  T.eq({ mixed[2].ok, mixed[2].value.timed_out }, { true, true })
+  T.eq(gone(token), {})
+  T.eq({ mixed[3].ok, mixed[3].error }, { false, "plain failure" })
+  T.eq({ mixed[4].ok, mixed[4].value }, { true, "here\n" })
+  T.raises("EINVAL", remote.parallel, { "not a function" })
+  T.raises("EINVAL", remote.parallel, {}, { limt = 2 })
+  for i = 1, 3 do conns[i]:close(); servers[i].stop() end
+end)
+
 T.test("remote.connect(\"local\"): this machine as a node, with the same methods", function()
   local l <close> = remote.connect("local")
   T.eq(l.shell, "posix")
