@@ -25,9 +25,13 @@
 -- run their own Octopus.Server, msiexec and service control program
 -- (node_server_exe, node_msiexec, node_service_control, node_file_version: the
 -- same on every node; `nodes = "local"` is the local special case: the other
--- node's programs are on this machine). Each node's progress is kept in the run
--- folder's nodes.json; --resume skips nodes already at the target. See README
--- "Clusters".
+-- node's programs are on this machine). With this_node = false the machine
+-- upkit runs on is no node: every node is in nodes, and the first one is the
+-- main one (its Octopus.Server, through OpenSSH, serves every step that this
+-- node's would: the master key, the configuration, the database upgrade;
+-- server_exe, msiexec, service_control and file_version are not used). Each
+-- node's progress is kept in the run folder's nodes.json; --resume skips nodes
+-- already at the target. See README "Clusters".
 local upkit = require "upkit"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
@@ -37,14 +41,54 @@ local S = U.steps
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "node_offline_timeout", type = "number", default = 300,
-    describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" })
+    describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" },
+  { name = "this_node", type = "boolean", default = true,
+    describe = "the machine upkit runs on is a node of the cluster (false: every node is in nodes, and the " ..
+               "first of them upgrades the database)" })
 for _, p in ipairs(Cl.params()) do params[#params + 1] = p end
 
--- Every node: { label, cli [, r] }; this node first.
+-- Every node: { label, cli [, r] }; the main one (this node, or the first of nodes) first.
 local function nodes(ctx)
-  local list = { { label = "this node", cli = U.cli(ctx), url = ctx.params.server_url } }
+  local list = {}
+  if ctx.params.this_node then list[1] = { label = "this node", cli = U.cli(ctx), url = ctx.params.server_url } end
   for _, n in ipairs(Cl.nodes(ctx)) do list[#list + 1] = n end
+  list[1].url = ctx.params.server_url
   return list
+end
+
+-- With this_node = false, the first node's command line (through OpenSSH) is the
+-- run's main one (U.cli) in every step, and this machine's programs are needed by none.
+local function main_node(step)
+  local out = {}
+  for k, v in pairs(step) do out[k] = v end
+  for _, k in ipairs { "needs", "check", "done", "run", "undo" } do
+    local f = step[k]
+    if type(f) == "function" then
+      out[k] = function(ctx, ...)
+        if ctx.params.this_node then return f(ctx, ...) end
+        ctx._cli = ctx._cli or Cl.nodes(ctx)[1].cli
+        local ret = f(ctx, ...)
+        if k == "needs" and type(ret) == "table" then  -- the programs named are this machine's
+          local copy = {}
+          for nk, v in pairs(ret) do if nk ~= "programs" then copy[nk] = v end end
+          return copy
+        end
+        return ret
+      end
+    end
+  end
+  return out
+end
+
+-- The main node's site for the upgrade along the path: this node's msiexec, or
+-- the first node's (the installer copied there once, verified).
+local function main_site(ctx)
+  local site = S.main_site(false)(ctx)
+  if ctx.params.this_node then return site end
+  local first = Cl.nodes(ctx)[1]
+  site.msiexec = nil  -- the first node's (node_msiexec)
+  site.install = function(inst) return Cl.install_on(ctx, first, inst) end
+  return site
 end
 
 local function labels(ctx)
@@ -88,7 +132,7 @@ local function not_offline(db)
   return names
 end
 
-return {
+local procedure = {
   name = "ha-upgrade",
   summary = "Upgrade every node of a high-availability Octopus Server cluster, with a backup first and a test after",
   params = params,
@@ -100,7 +144,7 @@ return {
       check = function(ctx)
         local main_cs = U.cli(ctx):connection_string()
         local main_version = U.api(ctx):version()
-        Cl.check(ctx, main_cs, main_version)
+        Cl.check(ctx, main_cs, main_version, nodes(ctx)[1].label)
         local up = online(U.api(ctx))
         if #up > #nodes(ctx) then
           upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (this node and " ..
@@ -173,8 +217,8 @@ return {
     S.backup_database(),
     S.backup_folders(),
     S.write_manifest(),
-    S.upgrade("upgrade-this-node", "install each version on the path on this node and upgrade the database",
-      S.main_site(false)),
+    S.upgrade("upgrade-this-node", "install each version on the path on the main node (this node, or the first " ..
+      "of nodes with this_node=false) and upgrade the database", main_site),
     {
       name = "install-other-nodes",
       describe = "install the target version on the other nodes (their database is upgraded already)",
@@ -237,3 +281,5 @@ return {
     S.maintenance_off(),
   },
 }
+for i, step in ipairs(procedure.steps) do procedure.steps[i] = main_node(step) end
+return procedure

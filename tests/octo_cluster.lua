@@ -142,6 +142,34 @@ T.test("rollback with the same nodes puts the whole cluster back on 2023.4.8166"
   T.eq(up, 3, "every node online again")
 end)
 
+T.test("every node remote (this_node=false): three ssh nodes, the coordinator none of them, end to end to the newest", function()
+  -- the main machine behind an sshd of its own too; this machine's programs do not exist
+  local m = F.main.machine
+  servers[1] = sshd.start { env = { PATH = m .. "/bin:" .. m .. "/ProgramFiles/OctopusDeploy/Octopus:" .. os.getenv("PATH"),
+                                    OCTOSIM_FAULT_NODE_OFFLINE_DELAY = "0.05" } }
+  T.sh("cat " .. T.q(servers[2].dir .. "/user_key.pub") .. " >> " .. T.q(servers[1].dir .. "/authorized_keys"))
+  local kh = F.dir .. "/known_hosts.all"
+  T.write_file(kh, T.read_file(known_hosts) .. T.read_file(servers[1].known_hosts))
+  local none = F.dir .. "/no-such-machine"
+  local cfg = cluster_config({ nodes = { servers[1].target, servers[2].target, servers[3].target }, this_node = false,
+                               known_hosts = kh, backup_dir = F.dir .. "/backup-all-remote", server_exe = none .. "/Octopus.Server",
+                               msiexec = none .. "/msiexec", service_control = "", file_version = "" }, "all-remote")
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  T.eq(code, 0, out .. err)
+  local n1 = "node 1 (" .. servers[1].target .. ")"
+  T.contains(out, n1 .. ": checked: Octopus 2023.4.8166")
+  T.contains(out, n1 .. ": installer copied (sha256 ")
+  T.contains(out, "upgrading the database to 2025.4.10700")
+  T.contains(out, n1 .. ": runs 2025.4.10700")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): installed 2025.4.10700")
+  T.contains(out, "3 nodes run Octopus 2025.4.10700")
+  T.eq(versions(), { "2025.4.10700", "2025.4.10700", "2025.4.10700" })
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2025.4.10700")
+  T.ok(T.read_file(F.dir .. "/backup-all-remote/master-key.txt") ~= "", "the master key came through node 1")
+  T.contains(T.read_file(F.dir .. "/backup-all-remote/" .. F.main.instance .. ".config"), "Octopus")
+  for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do T.eq(n.IsOffline, false, n.Name) end
+end)
+
 F:stop()
-for i = 2, 3 do servers[i].stop() end
+for i = 1, 3 do if servers[i] then servers[i].stop() end end
 T.done()

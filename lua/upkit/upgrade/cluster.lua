@@ -70,6 +70,17 @@ function Runner:exists(path)
                 "if (Test-Path -LiteralPath '" .. path:gsub("'", "''") .. "') { exit 0 } else { exit 1 }" } end
   return self.r:run(argv, { timeout = 60 }).code == 0
 end
+-- A file of the node, read through sftp (verified) into the run's memory.
+function Runner:read(path)
+  local tmp = fs.tempdir("upkit-node-file")
+  local ok, text = pcall(function()
+    self.r:get(path, tmp .. "/file")
+    return fs.read(tmp .. "/file")
+  end)
+  fs.remove(tmp, { recursive = true })
+  if not ok then error(text, 0) end
+  return text
+end
 
 -- A program named without a folder is looked up in the node's PATH (command -v, where.exe).
 function Cl.resolve(r, exe, label)
@@ -83,16 +94,19 @@ function Cl.resolve(r, exe, label)
   return path
 end
 
--- Cl.nodes(ctx) -> every other node, connected side by side (HOST_KEY,
--- AUTH_FAILED, CONNECT_FAILED name the first node that failed, in the list's order).
+-- Cl.nodes(ctx) -> the nodes of the nodes parameter, connected side by side
+-- (HOST_KEY, AUTH_FAILED, CONNECT_FAILED name the first node that failed, in the
+-- list's order). They are numbered from 2 ("node 2 (ssh://...)"): this node is
+-- node 1, unless the parameter this_node is false.
 function Cl.nodes(ctx)
   if ctx._cluster then return ctx._cluster end
   local p = ctx.params
   local targets, fns = Cl.split(p.nodes or ""), {}
+  local first = p.this_node == false and 1 or 2
   local function pick(v) return v ~= nil and v ~= "" and v or nil end
   for i, target in ipairs(targets) do
     fns[i] = function()
-      local label = string.format("node %d (%s)", i + 1, target)
+      local label = string.format("node %d (%s)", i + first - 1, target)
       local r = remote.connect(target, { known_hosts = p.known_hosts, identity = p.identity, ssh_config = p.ssh_config })
       local ok, exe = pcall(Cl.resolve, r, p.node_server_exe, label)
       if not ok then r:close() error(exe, 0) end
@@ -108,7 +122,7 @@ function Cl.nodes(ctx)
     if not res.ok and not failed then
       failed = res.error
       if upkit.is_error(failed) and not failed.message:find("^node %d") then
-        failed.message = string.format("node %d (%s): %s", i + 1, targets[i], failed.message)
+        failed.message = string.format("node %d (%s): %s", i + first - 1, targets[i], failed.message)
       end
     end
   end
@@ -219,6 +233,26 @@ end
 
 local RESTART_OK = { 0, 3010 & 0xFF, 3010 }
 
+--[[
+Cl.install_on(ctx, node, inst) -> { code, restart_needed, seconds, log }: the
+installer copied once (Cl.copy_installer) into node_installer_dir, then
+msiexec /i on the node (EXIT_CODE, TIMEOUT with the field installer_log: the
+log's path on the node).
+]]
+function Cl.install_on(ctx, node, inst)
+  local name = inst.file:match("([^/\\]+)$")
+  local dir = ctx.params.node_installer_dir
+  local file, log = join(dir, name, node.r.shell), join(dir, "install-" .. name .. ".log", node.r.shell)
+  Cl.copy_installer(ctx, node, inst, file)
+  local ok, r = pcall(node.r.run, node.r, { ctx.params.node_msiexec, "/i", file, "/quiet", "/norestart", "/l*v", log },
+                      { timeout = ctx.params.timeout, ok = RESTART_OK })
+  if not ok then
+    if upkit.is_error(r) then r.installer_log = log end
+    error(r, 0)
+  end
+  return { code = r.code, restart_needed = r.code ~= 0, seconds = r.seconds, log = log }
+end
+
 -- One node's install (a task of Cl.install): nil when it already ran the version, else its result.
 local function install_node(ctx, node, inst, exact)
   local before = version_now(node)
@@ -226,23 +260,14 @@ local function install_node(ctx, node, inst, exact)
     Cl.progress(ctx, node.label, "runs " .. before)
     return nil
   end
-  local name = inst.file:match("([^/\\]+)$")
-  local dir = ctx.params.node_installer_dir
-  local file, log = join(dir, name, node.r.shell), join(dir, "install-" .. name .. ".log", node.r.shell)
-  local copy = Cl.copy_installer(ctx, node, inst, file)
-  local ok, r = pcall(node.r.run, node.r, { ctx.params.node_msiexec, "/i", file, "/quiet", "/norestart", "/l*v", log },
-                      { timeout = ctx.params.timeout, ok = RESTART_OK })
-  local after = ok and version_now(node)
-  if ok and not (after and version.eq(after, inst.version)) then
-    ok, r = false, upkit.new_error("VERSION_MISMATCH", string.format("Octopus %s after the install; %s was meant",
-                                                                       tostring(after), inst.version))
-  end
-  if not ok then
-    if upkit.is_error(r) then r.installer_log = log end
-    error(r, 0)
+  local r = Cl.install_on(ctx, node, inst)
+  local after = version_now(node)
+  if not (after and version.eq(after, inst.version)) then
+    upkit.error("VERSION_MISMATCH", string.format("Octopus %s after the install; %s was meant", tostring(after),
+                                                  inst.version), { installer_log = r.log })
   end
   Cl.progress(ctx, node.label, string.format("installed %s in %.1f s", inst.version, r.seconds))
-  return { copy = copy, seconds = r.seconds }
+  return r
 end
 
 --[[
