@@ -41,10 +41,7 @@ local S = U.steps
 local params = U.params("server_url", "api_key", "instance", "server_exe", "service_control", "file_version", "watchdog", "msiexec",
   "db", "backup_dir", "download_url", "installer_digests", "versions_feed", "target_version", "timeout", "verify_tls", "skip_license_check",
   { name = "node_offline_timeout", type = "number", default = 300,
-    describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" },
-  { name = "this_node", type = "boolean", default = true,
-    describe = "the machine upkit runs on is a node of the cluster (false: every node is in nodes, and the " ..
-               "first of them upgrades the database)" })
+    describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" })
 for _, p in ipairs(Cl.params()) do params[#params + 1] = p end
 
 -- Every node: { label, cli [, r] }; the main one (this node, or the first of nodes) first.
@@ -54,30 +51,6 @@ local function nodes(ctx)
   for _, n in ipairs(Cl.nodes(ctx)) do list[#list + 1] = n end
   list[1].url = ctx.params.server_url
   return list
-end
-
--- With this_node = false, the first node's command line (through OpenSSH) is the
--- run's main one (U.cli) in every step, and this machine's programs are needed by none.
-local function main_node(step)
-  local out = {}
-  for k, v in pairs(step) do out[k] = v end
-  for _, k in ipairs { "needs", "check", "done", "run", "undo" } do
-    local f = step[k]
-    if type(f) == "function" then
-      out[k] = function(ctx, ...)
-        if ctx.params.this_node then return f(ctx, ...) end
-        ctx._cli = ctx._cli or Cl.nodes(ctx)[1].cli
-        local ret = f(ctx, ...)
-        if k == "needs" and type(ret) == "table" then  -- the programs named are this machine's
-          local copy = {}
-          for nk, v in pairs(ret) do if nk ~= "programs" then copy[nk] = v end end
-          return copy
-        end
-        return ret
-      end
-    end
-  end
-  return out
 end
 
 -- The main node's site for the upgrade along the path: this node's msiexec, or
@@ -281,5 +254,5 @@ local procedure = {
     S.maintenance_off(),
   },
 }
-for i, step in ipairs(procedure.steps) do procedure.steps[i] = main_node(step) end
+for i, step in ipairs(procedure.steps) do procedure.steps[i] = Cl.main_node(step) end
 return procedure

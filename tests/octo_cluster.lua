@@ -142,6 +142,7 @@ T.test("rollback with the same nodes puts the whole cluster back on 2023.4.8166"
   T.eq(up, 3, "every node online again")
 end)
 
+local all_remote_config
 T.test("every node remote (this_node=false): three ssh nodes, the coordinator none of them, end to end to the newest", function()
   -- the main machine behind an sshd of its own too; this machine's programs do not exist
   local m = F.main.machine
@@ -151,10 +152,11 @@ T.test("every node remote (this_node=false): three ssh nodes, the coordinator no
   local kh = F.dir .. "/known_hosts.all"
   T.write_file(kh, T.read_file(known_hosts) .. T.read_file(servers[1].known_hosts))
   local none = F.dir .. "/no-such-machine"
-  local cfg = cluster_config({ nodes = { servers[1].target, servers[2].target, servers[3].target }, this_node = false,
-                               known_hosts = kh, backup_dir = F.dir .. "/backup-all-remote", server_exe = none .. "/Octopus.Server",
-                               msiexec = none .. "/msiexec", service_control = "", file_version = "" }, "all-remote")
-  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(cfg))
+  all_remote_config = cluster_config({ nodes = { servers[1].target, servers[2].target, servers[3].target },
+    this_node = false, known_hosts = kh, backup_dir = F.dir .. "/backup-all-remote",
+    server_exe = none .. "/Octopus.Server", msiexec = none .. "/msiexec", service_control = "", file_version = "" },
+    "all-remote")
+  local out, err, code = F:upkit("run ha-upgrade --yes " .. F:args(all_remote_config))
   T.eq(code, 0, out .. err)
   local n1 = "node 1 (" .. servers[1].target .. ")"
   T.contains(out, n1 .. ": checked: Octopus 2023.4.8166")
@@ -168,6 +170,26 @@ T.test("every node remote (this_node=false): three ssh nodes, the coordinator no
   T.ok(T.read_file(F.dir .. "/backup-all-remote/master-key.txt") ~= "", "the master key came through node 1")
   T.contains(T.read_file(F.dir .. "/backup-all-remote/" .. F.main.instance .. ".config"), "Octopus")
   for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do T.eq(n.IsOffline, false, n.Name) end
+end)
+
+T.test("rollback with this_node=false and the same three ssh nodes puts every node back on 2023.4.8166", function()
+  local out, err, code = F:upkit("run rollback --yes " .. F:args(all_remote_config))
+  T.eq(code, 0, out .. err)
+  T.contains(out, "this machine is no node (this_node=false)")
+  T.match(out, "config file [^\n]+ restored")
+  T.contains(out, "node 1 (" .. servers[1].target .. "): uninstalled 2025.4.10700")
+  T.contains(out, "node 1 (" .. servers[1].target .. "): installed 2023.4.8166")
+  T.contains(out, "node 3 (" .. servers[3].target .. "): started and undrained")
+  T.eq(versions(), { "2023.4.8166", "2023.4.8166", "2023.4.8166" })
+  T.eq(F:sql("SELECT Version FROM SchemaVersions ORDER BY Id DESC LIMIT 1")[1].Version, "2023.4.8166")
+  local up = 0
+  for _ = 1, 100 do
+    up = 0
+    for _, n in ipairs(F:api("/api/octopusservernodes/summary").Nodes) do if not n.IsOffline then up = up + 1 end end
+    if up == 3 then break end
+    upkit.sleep(0.2)
+  end
+  T.eq(up, 3, "every node online again")
 end)
 
 F:stop()

@@ -47,7 +47,38 @@ function Cl.params(optional)
       describe = "the file version reader on each node (powershell, another program, or empty)" },
     { name = "node_installer_dir", type = "string", default = "",
       describe = "folder on each node the installer is copied into (empty: the account's home folder)" },
+    { name = "this_node", type = "boolean", default = true,
+      describe = "the machine upkit runs on is a node of the cluster (false: every node is in nodes, and the " ..
+                 "first of them is the main one)" },
   }
+end
+
+--[[
+Cl.main_node(step) -> the step, for a run whose main node may be remote: with
+this_node = false, the first node's command line (through OpenSSH) is the
+run's main one (H.cli) in each of the step's functions, and the programs its
+needs name (this machine's server_exe, msiexec...) are needed by none.
+]]
+function Cl.main_node(step)
+  local out = {}
+  for k, v in pairs(step) do out[k] = v end
+  for _, k in ipairs { "needs", "check", "done", "run", "undo" } do
+    local f = step[k]
+    if type(f) == "function" then
+      out[k] = function(ctx, ...)
+        if ctx.params.this_node ~= false then return f(ctx, ...) end
+        ctx._cli = ctx._cli or Cl.nodes(ctx)[1].cli
+        local ret = f(ctx, ...)
+        if k == "needs" and type(ret) == "table" then
+          local copy = {}
+          for nk, v in pairs(ret) do if nk ~= "programs" then copy[nk] = v end end
+          return copy
+        end
+        return ret
+      end
+    end
+  end
+  return out
 end
 
 function Cl.split(v)
@@ -319,7 +350,7 @@ function Cl.rollback_steps()
   return {
     stop = {
       name = "stop-other-nodes",
-      describe = "drain and stop every instance of the other nodes (nodes)",
+      describe = "drain and stop every instance of the other nodes (nodes; every node with this_node=false)",
       check = function(ctx)
         for _, node in ipairs(Cl.nodes(ctx)) do I.states(node.cli, { verify = ctx.params.verify_tls }) end
         return true
@@ -333,7 +364,8 @@ function Cl.rollback_steps()
     },
     reinstall = {
       name = "previous-version-on-other-nodes",
-      describe = "uninstall the installed version on the other nodes and install the backup's version",
+      describe = "uninstall the installed version on the other nodes (every node with this_node=false) and " ..
+                 "install the backup's version",
       run = function(ctx)
         local want, nodes, fns = ctx.state.previous_version, Cl.nodes(ctx), {}
         for i, node in ipairs(nodes) do
@@ -366,11 +398,15 @@ function Cl.rollback_steps()
     },
     start = {
       name = "start-other-nodes",
-      describe = "start and undrain the instance on the other nodes",
+      describe = "start and undrain the instance on the other nodes (every node with this_node=false)",
       run = function(ctx)
         for _, node in ipairs(Cl.nodes(ctx)) do
           I.start(node.cli, { ctx.params.instance })
           Cl.progress(ctx, node.label, "started and undrained")
+        end
+        if ctx.params.this_node == false then  -- the main node is one of them: wait for the API
+          local p = ctx.params
+          H.set_api(ctx, I.wait_api(p.server_url, p.api_key, p.verify_tls, 120))
         end
       end,
     },
