@@ -64,12 +64,6 @@ local function main_site(ctx)
   return site
 end
 
-local function labels(ctx)
-  local out = {}
-  for _, n in ipairs(nodes(ctx)) do out[#out + 1] = n.label end
-  return out
-end
-
 -- Run fn(node) on every node in turn, recording each node's progress; a node that
 -- fails stops the step with every node's state in the message.
 local function each_node(ctx, what, fn)
@@ -78,7 +72,7 @@ local function each_node(ctx, what, fn)
     if not ok then
       Cl.progress(ctx, node.label, "failed to " .. what .. ": " .. (upkit.is_error(err) and err.message or tostring(err)))
       if upkit.is_error(err) then
-        err.message = err.message .. " [nodes: " .. Cl.summary(ctx, labels(ctx)) .. "]"
+        err.message = err.message .. " [nodes: " .. Cl.summary(ctx, Cl.labels(ctx)) .. "]"
       end
       error(err, 0)
     end
@@ -253,6 +247,13 @@ local procedure = {
     },
     S.maintenance_off(),
   },
+  -- after a failure: the main node's service, program and database (S.state_summary), then every node's state
+  state_summary = function(ctx)
+    if ctx.params.this_node == false and not ctx._cli and ctx._cluster then ctx._cli = ctx._cluster[1].cli end
+    local lines = S.state_summary(ctx)
+    for _, l in ipairs(Cl.state_lines(ctx)) do lines[#lines + 1] = l end
+    return lines
+  end,
 }
 for i, step in ipairs(procedure.steps) do procedure.steps[i] = Cl.main_node(step) end
 return procedure

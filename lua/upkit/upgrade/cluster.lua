@@ -125,6 +125,24 @@ function Cl.resolve(r, exe, label)
   return path
 end
 
+-- Cl.labels(ctx) -> every node's label, the main one first ("this node", or the
+-- first of nodes with this_node = false), from the parameters alone.
+function Cl.labels(ctx)
+  local out, first = {}, ctx.params.this_node == false and 1 or 2
+  if first == 2 then out[1] = "this node" end
+  for i, target in ipairs(Cl.split(ctx.params.nodes or "")) do
+    out[#out + 1] = string.format("node %d (%s)", i + first - 1, target)
+  end
+  return out
+end
+
+-- Cl.state_lines(ctx) -> "LABEL: state" of every node, in the list's order (for a state summary).
+function Cl.state_lines(ctx)
+  local t, lines = Cl.states(ctx), {}
+  for _, l in ipairs(Cl.labels(ctx)) do lines[#lines + 1] = l .. ": " .. (t[l] or "not reached") end
+  return lines
+end
+
 -- Cl.nodes(ctx) -> the nodes of the nodes parameter, connected side by side
 -- (HOST_KEY, AUTH_FAILED, CONNECT_FAILED name the first node that failed, in the
 -- list's order). They are numbered from 2 ("node 2 (ssh://...)"): this node is
@@ -132,12 +150,12 @@ end
 function Cl.nodes(ctx)
   if ctx._cluster then return ctx._cluster end
   local p = ctx.params
-  local targets, fns = Cl.split(p.nodes or ""), {}
-  local first = p.this_node == false and 1 or 2
+  local targets, fns, labels = Cl.split(p.nodes or ""), {}, Cl.labels(ctx)
+  local skip = #labels - #targets  -- "this node"
   local function pick(v) return v ~= nil and v ~= "" and v or nil end
   for i, target in ipairs(targets) do
     fns[i] = function()
-      local label = string.format("node %d (%s)", i + first - 1, target)
+      local label = labels[i + skip]
       local r = remote.connect(target, { known_hosts = p.known_hosts, identity = p.identity, ssh_config = p.ssh_config })
       local ok, exe = pcall(Cl.resolve, r, p.node_server_exe, label)
       if not ok then r:close() error(exe, 0) end
@@ -153,7 +171,7 @@ function Cl.nodes(ctx)
     if not res.ok and not failed then
       failed = res.error
       if upkit.is_error(failed) and not failed.message:find("^node %d") then
-        failed.message = string.format("node %d (%s): %s", i + first - 1, targets[i], failed.message)
+        failed.message = labels[i + skip] .. ": " .. failed.message
       end
     end
   end
