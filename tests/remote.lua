@@ -495,6 +495,25 @@ T.test("run_all: commands on several nodes side by side, a bounded number at onc
   n2.stop(); n3.stop()
 end)
 
+T.test("run_each: several commands in one session, each one's output and exit code; a timeout cuts it short", function()
+  local r2 <close> = connect()
+  local res = r2:run_each({ { "printf", "%s|", "two words", "it's", "é ✓" }, { "sh", "-c", "echo e >&2; exit 5" },
+                            { "sh", "-c", "echo last" } })
+  T.eq({ res[1], res[2], res[3] }, { { code = 0, stdout = "two words|it's|é ✓|" }, { code = 5, stdout = "" },
+                                     { code = 0, stdout = "last\n" } })
+  T.eq(res.result.stderr, "e\n")
+  local token = "6262.125"
+  local cut = r2:run_each({ { "true" }, { "sleep", token }, { "echo", "never" } }, { timeout = 0.5, grace = 1 })
+  T.eq(#cut, 1)
+  T.eq(cut.result.timed_out, true)
+  T.eq(gone(token), {})
+  T.raises("EINVAL", r2.run_each, r2, {})
+  T.raises("EINVAL", r2.run_each, r2, { { "true" } }, { ok = { 0 } })
+  local l = remote.connect("local")
+  local lres = l:run_each({ { "sh", "-c", "echo a; exit 2" }, { "cat" } })
+  T.eq({ lres[1], lres[2] }, { { code = 2, stdout = "a\n" }, { code = 0, stdout = "" } })
+end)
+
 T.test("parallel: connections, transfers and commands of several nodes side by side; a failure is kept per task", function()
   -- each node's sftp server starts 1 s late: r:put (upload, then rename) takes 2 s or more on one node
   local pdir = T.tmpdir()

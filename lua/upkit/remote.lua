@@ -5,6 +5,7 @@
 --   r:spawn(argv [, opts])    --> process: :wait([timeout]) -> result or nil, :kill(), :running(), :close()
 --   r:put(local, remote)      --> { bytes, sha256, seconds }   (sftp; verified; atomic)
 --   r:get(remote, local)      --> { bytes, sha256, seconds }
+--   r:run_each({ argv, ... } [, opts]) --> { { code, stdout }, ..., result }: one session for all
 --   r:sha256(remote)          --> hex digest of a file on the node
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
 --   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
@@ -492,6 +493,33 @@ local function random_tag()
   return string.format("%d-%06x", upkit.pid(), math.random(0, 0xffffff))
 end
 
+local each_spec = { timeout = "number", grace = "number", redact = "table" }
+
+local function check_each(fn, argvs)
+  if type(argvs) ~= "table" or #argvs == 0 then einval("remote.%s: expects a non-empty array of argv arrays", fn) end
+  for i, argv in ipairs(argvs) do
+    if type(argv) ~= "table" or #argv == 0 then einval("remote.%s: item %d is not a non-empty argv array", fn, i) end
+  end
+end
+
+--[[
+r:run_each(argvs [, opts]) -> { { code, stdout }, ..., result = the session's run
+result (stderr, seconds, timed_out) }: the commands one after the other in one
+session (one round trip for all: shell.sequence), each with no standard input.
+opts: timeout and grace (for the whole), redact. A sequence cut short (its
+timeout, the connection lost) has fewer entries than argvs.
+]]
+function Remote:run_each(argvs, opts)
+  closed_check(self, "run_each")
+  opts = checkopts("remote.run_each", opts, each_spec)
+  check_each("run_each", argvs)
+  local tag = "upkit-seq-" .. random_tag()
+  local r = self:run(shell.sequence(self.shell, argvs, tag), opts)
+  local out = shell.parse_sequence(r.stdout, tag)
+  out.result = r
+  return out
+end
+
 -- The stdin option as a file on the node.
 function Remote:_stdin_file(stdin)
   local path = stdin
@@ -752,6 +780,22 @@ function Local:sha256(path)
 end
 
 Local.upkit = Remote.upkit
+
+function Local:run_each(argvs, opts)
+  closed_check(self, "run_each")
+  opts = checkopts("remote.run_each", opts, each_spec)
+  check_each("run_each", argvs)
+  local out, t0, stderr = {}, upkit.now(), {}
+  for i, argv in ipairs(argvs) do
+    local left = opts.timeout and math.max(0, opts.timeout - (upkit.now() - t0))
+    local r = self:run(argv, { timeout = left, grace = opts.grace, redact = opts.redact, stdin = "" })
+    stderr[i] = r.stderr
+    out.result = { stderr = table.concat(stderr), seconds = upkit.now() - t0, timed_out = r.timed_out }
+    if r.timed_out then break end
+    out[i] = { code = r.code, stdout = r.stdout }
+  end
+  return out
+end
 
 function Local:close() self.closed = true end
 Local.__close = Local.close

@@ -15,6 +15,7 @@ local fs = require "upkit.fs"
 local json = require "upkit.json"
 local version = require "upkit.version"
 local remote = require "upkit.remote"
+local shell = require "upkit.remote.shell"
 local clim = require "upkit.octopus.cli"
 local H = require "upkit.upgrade.handles"
 
@@ -263,15 +264,19 @@ function Cl.versions(list, limit)
 end
 
 --[[
-Cl.copy_installer(ctx, node, inst, dst) -> "kept" or "copied": the installer
-at dst on the node, once: a file there with inst.sha256 is kept; else r:put
-copies it (digest on both ends, renamed into place only when they agree).
-Inside remote.parallel several nodes copy at once.
+Cl.copy_installer(ctx, node, inst, dst [, have]) -> "kept" or "copied": the
+installer at dst on the node, once: a file there with inst.sha256 is kept;
+else r:put copies it (digest on both ends, renamed into place only when they
+agree). have: the digest of dst already read (false: none there), else it is
+read now. Inside remote.parallel several nodes copy at once.
 ]]
-function Cl.copy_installer(ctx, node, inst, dst)
-  local ok, have = pcall(node.r.sha256, node.r, dst)
-  if not ok and not (upkit.is_error(have) and have.code == "ENOENT") then error(have, 0) end
-  if ok and have == inst.sha256 then
+function Cl.copy_installer(ctx, node, inst, dst, have)
+  if have == nil then
+    local ok, hex = pcall(node.r.sha256, node.r, dst)
+    if not ok and not (upkit.is_error(hex) and hex.code == "ENOENT") then error(hex, 0) end
+    have = ok and hex
+  end
+  if have == inst.sha256 then
     Cl.progress(ctx, node.label, "installer already there (sha256 " .. inst.sha256 .. ")")
     return "kept"
   end
@@ -280,7 +285,36 @@ function Cl.copy_installer(ctx, node, inst, dst)
   return "copied"
 end
 
-local RESTART_OK = { 0, 3010 & 0xFF, 3010 }
+-- msiexec's good exit codes: 0, and 3010 (a restart is needed; 3010 & 0xFF where an exit code is a byte)
+local RESTART_CODES = { 0, 3010 & 0xFF, 3010 }
+local RESTART_OK = {}
+for _, c in ipairs(RESTART_CODES) do RESTART_OK[c] = true end
+
+-- The installer's path and its log's on the node (node_installer_dir), and the msiexec command.
+local function installer_on(ctx, node, inst)
+  local name = inst.file:match("([^/\\]+)$")
+  local dir = ctx.params.node_installer_dir
+  local file, log = join(dir, name, node.r.shell), join(dir, "install-" .. name .. ".log", node.r.shell)
+  return file, log, { ctx.params.node_msiexec, "/i", file, "/quiet", "/norestart", "/l*v", log }
+end
+
+-- msiexec's outcome on a node (code nil: it did not finish): raise EXIT_CODE or TIMEOUT with
+-- installer_log (the log's path on the node) unless it succeeded.
+local function msiexec_outcome(ctx, node, argv, code, result, log)
+  if code and RESTART_OK[code] then return end
+  local shown = table.concat(argv, " ")
+  if code then
+    local tail = (result.stderr or ""):match("([^\r\n]+)%s*$")
+    upkit.error("EXIT_CODE", string.format("remote.run: %s: '%s' exited with code %d%s", node.r.target, shown, code,
+                                           tail and (": " .. tail) or ""), { exit_code = code, installer_log = log })
+  end
+  if result.timed_out then
+    upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", node.r.target, shown,
+                                         tostring(ctx.params.timeout)), { installer_log = log })
+  end
+  upkit.error("CONNECT_FAILED", string.format("remote.run: %s: '%s' did not finish: %s", node.r.target, shown,
+                                              result.stderr or ""), { installer_log = log })
+end
 
 --[[
 Cl.install_on(ctx, node, inst) -> { code, restart_needed, seconds, log }: the
@@ -289,34 +323,43 @@ msiexec /i on the node (EXIT_CODE, TIMEOUT with the field installer_log: the
 log's path on the node).
 ]]
 function Cl.install_on(ctx, node, inst)
-  local name = inst.file:match("([^/\\]+)$")
-  local dir = ctx.params.node_installer_dir
-  local file, log = join(dir, name, node.r.shell), join(dir, "install-" .. name .. ".log", node.r.shell)
+  local file, log, argv = installer_on(ctx, node, inst)
   Cl.copy_installer(ctx, node, inst, file)
-  local ok, r = pcall(node.r.run, node.r, { ctx.params.node_msiexec, "/i", file, "/quiet", "/norestart", "/l*v", log },
-                      { timeout = ctx.params.timeout, ok = RESTART_OK })
-  if not ok then
-    if upkit.is_error(r) then r.installer_log = log end
-    error(r, 0)
-  end
+  local r = node.r:run(argv, { timeout = ctx.params.timeout })
+  msiexec_outcome(ctx, node, argv, r.code, r, log)
   return { code = r.code, restart_needed = r.code ~= 0, seconds = r.seconds, log = log }
 end
 
--- One node's install (a task of Cl.install): nil when it already ran the version, else its result.
+--[[
+One node's install (a task of Cl.install): nil when it already ran the version,
+else { seconds }. Two sessions on the node (r:run_each) when the installer is
+there already: its program version and the installer's digest; then msiexec
+and the version again. A copy adds r:put's.
+]]
 local function install_node(ctx, node, inst, exact)
-  local before = version_now(node)
+  local file, log, argv = installer_on(ctx, node, inst)
+  node.cli:forget_version()
+  local vargv, parse = node.cli:version_probe()
+  local kind = shell.sha256_kind(node.r.shell)
+  local first = node.r:run_each({ vargv, shell.sha256_argv(node.r.shell, file) }, { timeout = 3600 })
+  local before = first[1] and parse(first[1])
   if before and (exact and version.eq(before, inst.version) or not exact and not version.lt(before, inst.version)) then
     Cl.progress(ctx, node.label, "runs " .. before)
     return nil
   end
-  local r = Cl.install_on(ctx, node, inst)
-  local after = version_now(node)
+  local have = first[2] and first[2].code == 0 and shell.parse_sha256(kind, first[2].stdout) or false
+  Cl.copy_installer(ctx, node, inst, file, have)
+  local t0 = upkit.now()
+  local second = node.r:run_each({ argv, vargv }, { timeout = ctx.params.timeout + 60 })
+  local seconds = upkit.now() - t0
+  msiexec_outcome(ctx, node, argv, second[1] and second[1].code, second.result, log)
+  local after = second[2] and parse(second[2])
   if not (after and version.eq(after, inst.version)) then
     upkit.error("VERSION_MISMATCH", string.format("Octopus %s after the install; %s was meant", tostring(after),
-                                                  inst.version), { installer_log = r.log })
+                                                  inst.version), { installer_log = log })
   end
-  Cl.progress(ctx, node.label, string.format("installed %s in %.1f s", inst.version, r.seconds))
-  return r
+  Cl.progress(ctx, node.label, string.format("installed %s in %.1f s", inst.version, seconds))
+  return { seconds = seconds }
 end
 
 --[[
@@ -397,7 +440,7 @@ function Cl.rollback_steps()
             Cl.copy_installer(ctx, node, inst, dst)
             node.r:run({ ctx.params.node_msiexec, "/x", dst, "/quiet", "/norestart", "/l*v",
                          join(dir, "uninstall-" .. name .. ".log", node.r.shell) },
-                       { timeout = ctx.params.timeout, ok = RESTART_OK })
+                       { timeout = ctx.params.timeout, ok = RESTART_CODES })
             Cl.progress(ctx, node.label, "uninstalled " .. now)
           end
         end
