@@ -235,7 +235,8 @@ end)
 
 -- A coordinator (a child upkit) runs a long command on the node and is then
 -- interrupted (SIGINT, as Ctrl-C) or killed (SIGKILL): the command must end on the node.
-local function coordinator(token)
+-- With n, n commands side by side under remote.parallel.
+local function coordinator(token, n)
   local proc = require "upkit.proc"
   local json = require "upkit.json"
   local script = dir .. "/coordinator.lua"
@@ -245,23 +246,43 @@ local json = require "upkit.json"
 local o = json.decode(os.getenv("UPK_NODE"))
 local r = remote.connect(o.target, o.opts)
 io.stdout:write("dir ", r.dir, "\n")
-local ok, e = pcall(r.run, r, { "sh", "-c", "echo started; exec sleep " .. o.token }, {
-  on_stdout = function(l) io.stdout:write(l, "\n"); io.stdout:flush() end })
+local function one()
+  return r:run({ "sh", "-c", "echo started; exec sleep " .. o.token }, {
+    on_stdout = function(l) io.stdout:write(l, "\n"); io.stdout:flush() end })
+end
+local ok, e
+if o.n then
+  local fns = {}
+  for i = 1, o.n do fns[i] = one end
+  ok, e = pcall(remote.parallel, fns)
+else
+  ok, e = pcall(one)
+end
 io.stdout:write("result ", tostring(ok), " ", tostring(type(e) == "table" and e.code), "\n")
 r:close()
 ]])
   local p = proc.spawn({ T.upkit_bin(), "run", script },
-    { env = { UPK_NODE = json.encode({ target = node.target, opts = node.opts(), token = token }) } })
+    { env = { UPK_NODE = json.encode({ target = node.target, opts = node.opts(), token = token, n = n }) } })
   local rdir = (p:read_line(30) or ""):match("^dir (.+)$")
   T.ok(rdir, "the coordinator connected")
-  T.eq(p:read_line(30), "started")
-  T.eq(count_when("sleep " .. token, 1), 1)
+  for _ = 1, n or 1 do T.eq(p:read_line(30), "started") end
+  T.eq(count_when("sleep " .. token, n or 1), n or 1)
   return p, rdir
 end
 
 T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function()
   local token = "4444.125"
   local p <close>, rdir = coordinator(token)
+  os.execute("kill -INT " .. p:pid())
+  T.eq(p:read_line(30), "result false INTERRUPTED")
+  T.eq(gone(token), {})
+  p:wait(30)
+  T.eq(fs.exists(rdir), false, "the coordinator closed its connection")
+end)
+
+T.test("Ctrl-C during remote.parallel ends every task's command on the node and raises INTERRUPTED", function()
+  local token = "4646.625"
+  local p <close>, rdir = coordinator(token, 3)
   os.execute("kill -INT " .. p:pid())
   T.eq(p:read_line(30), "result false INTERRUPTED")
   T.eq(gone(token), {})

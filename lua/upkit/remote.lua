@@ -821,6 +821,10 @@ function M.parallel(fns, opts)
   end
   local limit = math.max(1, math.floor(opts.limit or #fns))
   local out, live, nexti = {}, {}, 1
+  local function interrupted(err)  -- Ctrl-C: every task's command ends, and it is raised
+    for _, t in ipairs(live) do coroutine.close(t.co) end
+    error(err, 0)
+  end
   -- Resume a task (with the outcome of the process it waits for): true while it still runs.
   local function resume(t, ...)
     local ok, a, b, c = coroutine.resume(t.co, ...)
@@ -828,7 +832,10 @@ function M.parallel(fns, opts)
       t.p, t.deadline, t.grace = a, b and (upkit.now() + b), c
       return true
     end
-    if not ok then coroutine.close(t.co) end
+    if not ok then
+      coroutine.close(t.co)
+      if upkit.is_error(a) and a.code == "INTERRUPTED" then interrupted(a) end
+    end
     out[t.i] = { ok = ok, value = ok and a or nil, error = not ok and a or nil, seconds = upkit.now() - t.t0 }
     return false
   end
@@ -849,10 +856,7 @@ function M.parallel(fns, opts)
       if ok and not r and t.deadline and upkit.now() >= t.deadline then
         ok, r = pcall(t.p.wait, t.p, 0, t.grace or 5)  -- ends its group, as proc.run's timeout does
       end
-      if not ok and upkit.is_error(r) and r.code == "INTERRUPTED" then
-        for _, other in ipairs(live) do coroutine.close(other.co) end
-        error(r, 0)
-      end
+      if not ok and upkit.is_error(r) and r.code == "INTERRUPTED" then interrupted(r) end
       if (not ok or r) and not resume(t, ok, r) then table.remove(live, k) end
     end
   end
