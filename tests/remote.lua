@@ -270,24 +270,20 @@ r:close()
   return p, rdir
 end
 
-T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function()
-  local token = "4444.125"
-  local p <close>, rdir = coordinator(token)
+-- Ctrl-C on a coordinator running n commands (one without n): each ends on the node, INTERRUPTED.
+local function ctrl_c(token, n)
+  local p <close>, rdir = coordinator(token, n)
   os.execute("kill -INT " .. p:pid())
   T.eq(p:read_line(30), "result false INTERRUPTED")
   T.eq(gone(token), {})
   p:wait(30)
   T.eq(fs.exists(rdir), false, "the coordinator closed its connection")
-end)
+end
+
+T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function() ctrl_c("4444.125") end)
 
 T.test("Ctrl-C during remote.parallel ends every task's command on the node and raises INTERRUPTED", function()
-  local token = "4646.625"
-  local p <close>, rdir = coordinator(token, 3)
-  os.execute("kill -INT " .. p:pid())
-  T.eq(p:read_line(30), "result false INTERRUPTED")
-  T.eq(gone(token), {})
-  p:wait(30)
-  T.eq(fs.exists(rdir), false, "the coordinator closed its connection")
+  ctrl_c("4646.625", 3)
 end)
 
 T.test("a coordinator killed outright leaves no command running on the node", function()
