@@ -107,15 +107,16 @@ local procedure = {
     S.connect(),
     {
       name = "check-nodes",
-      describe = "check every other node: its program, instance and database; no online node left out",
+      describe = "check every node against the main one: its program, instance and database; no online node left out",
       check = function(ctx)
         local main_cs = U.cli(ctx):connection_string()
         local main_version = U.api(ctx):version()
         Cl.check(ctx, main_cs, main_version, nodes(ctx)[1].label)
         local up = online(U.api(ctx))
         if #up > #nodes(ctx) then
-          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (this node and " ..
-            "nodes): every node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx)))
+          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (%s): every " ..
+            "node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx),
+            ctx.params.this_node and "this node and nodes" or "nodes"))
         end
         return true
       end,

@@ -95,6 +95,18 @@ T.test("a node that cannot be reached fails the check; nothing changed anywhere"
   unchanged(before)
 end)
 
+T.test("an online node left out of nodes fails the check (STILL_RUNNING); nothing changed anywhere", function()
+  local before = octofix.dump(F.main.connection_string)
+  local out, err, code = F:upkit("run ha-upgrade --yes " ..
+    F:args(cluster_config({ nodes = { servers[2].target } }, "left-out")))
+  T.eq(code, 1, out .. err)
+  T.contains(out .. err, "check of step 'check-nodes' failed")
+  T.contains(out .. err, "3 nodes are online")
+  T.contains(out .. err, "only 2 are given (this node and nodes)")
+  T.contains(err, "nothing was changed")
+  unchanged(before)
+end)
+
 T.test("an installer that fails on node 3 stops the run with every node's state; --resume finishes", function()
   T.write_file(machines[3].machine .. "/faults.json", json.encode { msi_exit = 1603 })
   local cfg = cluster_config()
