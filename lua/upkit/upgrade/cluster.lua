@@ -1,15 +1,23 @@
--- upkit.upgrade.cluster: the other nodes of a high-availability cluster,
--- driven through OpenSSH (upkit.remote). Each node runs its own Octopus.Server,
+-- upkit.upgrade.cluster: the nodes of a high-availability cluster, driven
+-- through OpenSSH (upkit.remote). Each node runs its own Octopus.Server,
 -- msiexec and service control program; upkit needs none of its own there.
 --
---   Cl.params()                 --> the parameters: nodes, known_hosts, identity, ssh_config,
+--   Cl.params([optional])       --> the parameters: nodes, known_hosts, identity, ssh_config,
 --                                   parallel, node_server_exe, node_msiexec, node_service_control,
---                                   node_file_version, node_installer_dir
---   Cl.nodes(ctx)               --> { { label, target, r, cli } } connected once per run
---   Cl.check(ctx, cs, version)  -- every node: same program version, instance, database
---   Cl.install(ctx, inst)       -- copy the installer once (verified) and install it on every
---                                   node not at inst.version, at most `parallel` at once
---   Cl.progress(ctx, label, state) / Cl.states(ctx) --> per-node progress (nodes.json in the run folder)
+--                                   node_file_version, node_installer_dir, this_node
+--   Cl.nodes(ctx)               --> { { label, target, r, cli } } connected once per run, side by side
+--   Cl.labels(ctx)              --> every node's label, the main one first (from the parameters)
+--   Cl.main_node(step)          --> the step with the first node as the main one when this_node = false
+--   Cl.check(ctx, cs, version [, main_label]) -- every node: same program version, instance, database
+--   Cl.install(ctx, inst)       -- one task per node, at most `parallel` at once: version and
+--                                   installer digest, the installer copied once (verified), msiexec,
+--                                   version again --> the number of nodes installed
+--   Cl.install_on(ctx, node, inst) -- the installer copied once and msiexec /i on one node
+--   Cl.copy_installer(ctx, node, inst, dst [, have]) --> "kept" or "copied"
+--   Cl.versions(list [, limit]) --> every node's program version, read side by side
+--   Cl.progress(ctx, label, state) / Cl.states(ctx) / Cl.state_lines(ctx) --> per-node progress
+--                                   (nodes.json in the run folder)
+--   Cl.rollback_steps()         --> rollback's stop, reinstall and start steps for the nodes
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local json = require "upkit.json"
