@@ -25,9 +25,13 @@
 -- run their own Octopus.Server, msiexec and service control program
 -- (node_server_exe, node_msiexec, node_service_control, node_file_version: the
 -- same on every node; `nodes = "local"` is the local special case: the other
--- node's programs are on this machine). Each node's progress is kept in the run
--- folder's nodes.json; --resume skips nodes already at the target. See README
--- "Clusters".
+-- node's programs are on this machine). With this_node = false the machine
+-- upkit runs on is no node: every node is in nodes, and the first one is the
+-- main one (its Octopus.Server, through OpenSSH, serves every step that this
+-- node's would: the master key, the configuration, the database upgrade;
+-- server_exe, msiexec, service_control and file_version are not used). Each
+-- node's progress is kept in the run folder's nodes.json; --resume skips nodes
+-- already at the target. See README "Clusters".
 local upkit = require "upkit"
 local version = require "upkit.version"
 local U = require "upkit.upgrade"
@@ -40,17 +44,24 @@ local params = U.params("server_url", "api_key", "instance", "server_exe", "serv
     describe = "seconds to wait, after the nodes stopped, until each has marked itself offline" })
 for _, p in ipairs(Cl.params()) do params[#params + 1] = p end
 
--- Every node: { label, cli [, r] }; this node first.
+-- Every node: { label, cli [, r] }; the main one (this node, or the first of nodes) first.
 local function nodes(ctx)
-  local list = { { label = "this node", cli = U.cli(ctx), url = ctx.params.server_url } }
+  local list = {}
+  if ctx.params.this_node then list[1] = { label = "this node", cli = U.cli(ctx), url = ctx.params.server_url } end
   for _, n in ipairs(Cl.nodes(ctx)) do list[#list + 1] = n end
+  list[1].url = ctx.params.server_url
   return list
 end
 
-local function labels(ctx)
-  local out = {}
-  for _, n in ipairs(nodes(ctx)) do out[#out + 1] = n.label end
-  return out
+-- The main node's site for the upgrade along the path: this node's msiexec, or
+-- the first node's (the installer copied there once, verified).
+local function main_site(ctx)
+  local site = S.main_site(false)(ctx)
+  if ctx.params.this_node then return site end
+  local first = Cl.nodes(ctx)[1]
+  site.msiexec = nil  -- the first node's (node_msiexec)
+  site.install = function(inst) return Cl.install_on(ctx, first, inst) end
+  return site
 end
 
 -- Run fn(node) on every node in turn, recording each node's progress; a node that
@@ -61,7 +72,7 @@ local function each_node(ctx, what, fn)
     if not ok then
       Cl.progress(ctx, node.label, "failed to " .. what .. ": " .. (upkit.is_error(err) and err.message or tostring(err)))
       if upkit.is_error(err) then
-        err.message = err.message .. " [nodes: " .. Cl.summary(ctx, labels(ctx)) .. "]"
+        err.message = err.message .. " [nodes: " .. Cl.summary(ctx, Cl.labels(ctx)) .. "]"
       end
       error(err, 0)
     end
@@ -88,7 +99,7 @@ local function not_offline(db)
   return names
 end
 
-return {
+local procedure = {
   name = "ha-upgrade",
   summary = "Upgrade every node of a high-availability Octopus Server cluster, with a backup first and a test after",
   params = params,
@@ -96,15 +107,16 @@ return {
     S.connect(),
     {
       name = "check-nodes",
-      describe = "check every other node: its program, instance and database; no online node left out",
+      describe = "check every node against the main one: its program, instance and database; no online node left out",
       check = function(ctx)
         local main_cs = U.cli(ctx):connection_string()
         local main_version = U.api(ctx):version()
-        Cl.check(ctx, main_cs, main_version)
+        Cl.check(ctx, main_cs, main_version, nodes(ctx)[1].label)
         local up = online(U.api(ctx))
         if #up > #nodes(ctx) then
-          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (this node and " ..
-            "nodes): every node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx)))
+          upkit.error("STILL_RUNNING", string.format("%d nodes are online (%s) but only %d are given (%s): every " ..
+            "node must be stopped for the upgrade", #up, table.concat(up, ", "), #nodes(ctx),
+            ctx.params.this_node and "this node and nodes" or "nodes"))
         end
         return true
       end,
@@ -173,16 +185,15 @@ return {
     S.backup_database(),
     S.backup_folders(),
     S.write_manifest(),
-    S.upgrade("upgrade-this-node", "install each version on the path on this node and upgrade the database",
-      S.main_site(false)),
+    S.upgrade("upgrade-this-node", "install each version on the path on the main node (this node, or the first " ..
+      "of nodes with this_node=false) and upgrade the database", main_site),
     {
       name = "install-other-nodes",
       describe = "install the target version on the other nodes (their database is upgraded already)",
       run = function(ctx)
         local inst = U.fetch(ctx, ctx.state.target)
         inst.version = ctx.state.target
-        local results = Cl.install(ctx, inst)
-        return { installed_nodes = #results }
+        return { installed_nodes = Cl.install(ctx, inst) }
       end,
     },
     {
@@ -237,4 +248,13 @@ return {
     },
     S.maintenance_off(),
   },
+  -- after a failure: the main node's service, program and database (S.state_summary), then every node's state
+  state_summary = function(ctx)
+    if ctx.params.this_node == false and not ctx._cli and ctx._cluster then ctx._cli = ctx._cluster[1].cli end
+    local lines = S.state_summary(ctx)
+    for _, l in ipairs(Cl.state_lines(ctx)) do lines[#lines + 1] = l end
+    return lines
+  end,
 }
+for i, step in ipairs(procedure.steps) do procedure.steps[i] = Cl.main_node(step) end
+return procedure

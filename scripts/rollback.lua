@@ -12,7 +12,11 @@
 -- The installers come from backup_dir/installers (kept by backup and
 -- in-place-upgrade, digests beside them): a rollback needs no network. It asks
 -- once, before the first change (the watchdog, then the service), listing what
--- it will change; a "no" leaves the server as it was.
+-- it will change; a "no" leaves the server as it was. With nodes, the other
+-- nodes of a cluster are stopped, put back on the backup's version and started
+-- too; with this_node = false every node is in nodes and the first one is the
+-- main one (its command line through OpenSSH; the config file is put back
+-- there through sftp): README "Clusters".
 local upkit = require "upkit"
 local fs = require "upkit.fs"
 local version = require "upkit.version"
@@ -31,6 +35,22 @@ local function manifest(ctx)
   return ctx._manifest
 end
 
+-- A step of this machine's own program and service: with this_node = false
+-- (every node is in nodes) the cluster's steps do it on every node instead.
+local function this_machine(step)
+  local out = {}
+  for k, v in pairs(step) do out[k] = v end
+  local function mine(ctx) return ctx.params.this_node ~= false end
+  if step.needs then out.needs = function(ctx) return mine(ctx) and step.needs(ctx) or {} end end
+  if step.check then out.check = function(ctx) return not mine(ctx) or step.check(ctx) end end
+  if step.undo then out.undo = function(ctx) if mine(ctx) then return step.undo(ctx) end end end
+  out.run = function(ctx)
+    if mine(ctx) then return step.run(ctx) end
+    ctx.log("this machine is no node (this_node=false): the nodes' own steps do this on every node")
+  end
+  return out
+end
+
 -- The installer of version v is kept in the backup (checked against its digest), or can be downloaded.
 local function installer_available(ctx, v)
   if I.kept_installer(ctx, v) then return true end
@@ -38,7 +58,7 @@ local function installer_available(ctx, v)
                      "installer of Octopus " .. v .. " (not in " .. ctx.params.backup_dir .. "/installers)")
 end
 
-return {
+local procedure = {
   name = "rollback",
   summary = "Roll an Octopus Server back to a backup: database, folders, previous version (no network needed; " ..
             "--undo starts the stopped instances again; the restored database and program stay)",
@@ -87,7 +107,7 @@ return {
       end,
     },
     S.watchdog("delete"),
-    {
+    this_machine {
       name = "stop-instances",
       describe = "stop every Octopus instance of this machine",
       confirm = "Every Octopus instance of this machine stops; the database, folders and program are replaced.",
@@ -131,7 +151,7 @@ return {
         for name, res in pairs(r) do ctx.log("%s: %d files restored and verified", name, res.files) end
       end,
     },
-    {
+    this_machine {
       name = "uninstall-current-version",
       describe = "uninstall the installed Octopus (its own installer, msiexec /x, from the backup) and check it is gone",
       changes = true,
@@ -145,7 +165,7 @@ return {
         return gone and { uninstalled = gone } or nil
       end,
     },
-    {
+    this_machine {
       name = "install-previous-version",
       describe = "install the backup's version (its installer kept in the backup) and check the program is that version",
       changes = true,
@@ -174,11 +194,15 @@ return {
         if not fs.exists(saved) then ctx.log("no config file in the backup; left as it is") return end
         local sha = (m.files or {})[ctx.params.instance .. ".config"]
         if sha then U.check_digest(saved, sha, "restore-config-file") end
-        fs.copy(saved, target, { overwrite = true, verify = "sha256" })
+        if ctx.params.this_node == false then
+          Cl.nodes(ctx)[1].r:put(saved, target)  -- verified on both ends, renamed into place
+        else
+          fs.copy(saved, target, { overwrite = true, verify = "sha256" })
+        end
         ctx.log("config file %s restored", target)
       end,
     },
-    S.start_and_undrain("start"),
+    this_machine(S.start_and_undrain("start")),
     cluster.start,
     S.watchdog("create"),
     {
@@ -212,3 +236,5 @@ return {
     return lines
   end,
 }
+for i, step in ipairs(procedure.steps) do procedure.steps[i] = Cl.main_node(step) end
+return procedure

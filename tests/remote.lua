@@ -235,7 +235,8 @@ end)
 
 -- A coordinator (a child upkit) runs a long command on the node and is then
 -- interrupted (SIGINT, as Ctrl-C) or killed (SIGKILL): the command must end on the node.
-local function coordinator(token)
+-- With n, n commands side by side under remote.parallel.
+local function coordinator(token, n)
   local proc = require "upkit.proc"
   local json = require "upkit.json"
   local script = dir .. "/coordinator.lua"
@@ -245,28 +246,44 @@ local json = require "upkit.json"
 local o = json.decode(os.getenv("UPK_NODE"))
 local r = remote.connect(o.target, o.opts)
 io.stdout:write("dir ", r.dir, "\n")
-local ok, e = pcall(r.run, r, { "sh", "-c", "echo started; exec sleep " .. o.token }, {
-  on_stdout = function(l) io.stdout:write(l, "\n"); io.stdout:flush() end })
+local function one()
+  return r:run({ "sh", "-c", "echo started; exec sleep " .. o.token }, {
+    on_stdout = function(l) io.stdout:write(l, "\n"); io.stdout:flush() end })
+end
+local ok, e
+if o.n then
+  local fns = {}
+  for i = 1, o.n do fns[i] = one end
+  ok, e = pcall(remote.parallel, fns)
+else
+  ok, e = pcall(one)
+end
 io.stdout:write("result ", tostring(ok), " ", tostring(type(e) == "table" and e.code), "\n")
 r:close()
 ]])
   local p = proc.spawn({ T.upkit_bin(), "run", script },
-    { env = { UPK_NODE = json.encode({ target = node.target, opts = node.opts(), token = token }) } })
+    { env = { UPK_NODE = json.encode({ target = node.target, opts = node.opts(), token = token, n = n }) } })
   local rdir = (p:read_line(30) or ""):match("^dir (.+)$")
   T.ok(rdir, "the coordinator connected")
-  T.eq(p:read_line(30), "started")
-  T.eq(count_when("sleep " .. token, 1), 1)
+  for _ = 1, n or 1 do T.eq(p:read_line(30), "started") end
+  T.eq(count_when("sleep " .. token, n or 1), n or 1)
   return p, rdir
 end
 
-T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function()
-  local token = "4444.125"
-  local p <close>, rdir = coordinator(token)
+-- Ctrl-C on a coordinator running n commands (one without n): each ends on the node, INTERRUPTED.
+local function ctrl_c(token, n)
+  local p <close>, rdir = coordinator(token, n)
   os.execute("kill -INT " .. p:pid())
   T.eq(p:read_line(30), "result false INTERRUPTED")
   T.eq(gone(token), {})
   p:wait(30)
   T.eq(fs.exists(rdir), false, "the coordinator closed its connection")
+end
+
+T.test("Ctrl-C on the coordinator ends the command on the node (INTERRUPTED)", function() ctrl_c("4444.125") end)
+
+T.test("Ctrl-C during remote.parallel ends every task's command on the node and raises INTERRUPTED", function()
+  ctrl_c("4646.625", 3)
 end)
 
 T.test("a coordinator killed outright leaves no command running on the node", function()
@@ -493,6 +510,83 @@ T.test("run_all: commands on several nodes side by side, a bounded number at onc
   T.raises("EINVAL", remote.run_all, {}, { limt = 1 })
   c2:close(); c3:close()
   n2.stop(); n3.stop()
+end)
+
+T.test("run_each: several commands in one session, each one's output and exit code; a timeout cuts it short", function()
+  local r2 <close> = connect()
+  local res = r2:run_each({ { "printf", "%s|", "two words", "it's", "é ✓" }, { "sh", "-c", "echo e >&2; exit 5" },
+                            { "sh", "-c", "echo last" } })
+  T.eq({ res[1], res[2], res[3] }, { { code = 0, stdout = "two words|it's|é ✓|" }, { code = 5, stdout = "" },
+                                     { code = 0, stdout = "last\n" } })
+  T.eq(res.result.stderr, "e\n")
+  local token = "6262.125"
+  local cut = r2:run_each({ { "true" }, { "sleep", token }, { "echo", "never" } }, { timeout = 0.5, grace = 1 })
+  T.eq(#cut, 1)
+  T.eq(cut.result.timed_out, true)
+  T.eq(gone(token), {})
+  T.raises("EINVAL", r2.run_each, r2, {})
+  T.raises("EINVAL", r2.run_each, r2, { { "true" } }, { ok = { 0 } })
+  local l = remote.connect("local")
+  local lres = l:run_each({ { "sh", "-c", "echo a; exit 2" }, { "cat" } })
+  T.eq({ lres[1], lres[2] }, { { code = 2, stdout = "a\n" }, { code = 0, stdout = "" } })
+end)
+
+T.test("parallel: connections, transfers and commands of several nodes side by side; a failure is kept per task", function()
+  -- each node's sftp server starts 1 s late: r:put (upload, then rename) takes 2 s or more on one node
+  local pdir = T.tmpdir()
+  local slow = pdir .. "/slow-sftp-server"
+  T.write_file(slow, "#!/bin/sh\nsleep 1\nexec /usr/lib/openssh/sftp-server \"$@\"\n")
+  os.execute("chmod 755 " .. T.q(slow))
+  local servers, conns, fns = {}, {}, {}
+  for i = 1, 3 do servers[i] = sshd.start({ sftp = slow }) end
+  local connected = remote.parallel({
+    function() return remote.connect(servers[1].target, servers[1].opts()) end,
+    function() return remote.connect(servers[2].target, servers[2].opts()) end,
+    function() return remote.connect(servers[3].target, servers[3].opts()) end,
+  })
+  for i = 1, 3 do
+    T.eq(connected[i].ok, true, tostring(connected[i].error))
+    conns[i] = connected[i].value
+  end
+  local src = pdir .. "/installer.msi"
+  local digest = random_file(src, 300000)
+  for i, c in ipairs(conns) do
+    fns[i] = function()
+      local put = c:put(src, pdir .. "/node" .. i .. ".msi")
+      return { put.sha256, c:run({ "sh", "-c", "echo node " .. i }, { ok = { 0 } }).stdout }
+    end
+  end
+  local t0 = upkit.now()
+  local res = remote.parallel(fns)
+  local together = upkit.now() - t0
+  for i = 1, 3 do
+    T.eq(res[i].ok, true, tostring(res[i].error))
+    T.eq(res[i].value, { digest, "node " .. i .. "\n" })
+    T.eq(hash.file("sha256", pdir .. "/node" .. i .. ".msi"), digest)
+  end
+  T.ok(res[1].seconds >= 2, "one node's put took " .. res[1].seconds .. " s")
+  T.ok(together < res[1].seconds + 1.5, string.format("three nodes took %.2f s, one %.2f s", together, res[1].seconds))
+  -- limit 1: one after the other
+  t0 = upkit.now()
+  remote.parallel({ function() conns[1]:run({ "sleep", "1" }) end, function() conns[2]:run({ "sleep", "1" }) end },
+                  { limit = 1 })
+  T.ok(upkit.now() - t0 >= 2, "limit 1 runs one at a time")
+  -- a task that fails keeps its error; a task's timeout ends its command on the node; the others finish
+  local token = "5151.375"
+  local mixed = remote.parallel({
+    function() return conns[1]:run({ "sh", "-c", "exit 4" }, { ok = { 0 } }) end,
+    function() return conns[2]:run({ "sleep", token }, { timeout = 0.5, grace = 1 }) end,
+    function() error("plain failure", 0) end,
+    function() return remote.connect("local"):run({ "sh", "-c", "sleep 0.3; echo here" }).stdout end,
+  })
+  T.eq({ mixed[1].ok, mixed[1].error.code, mixed[1].error.exit_code }, { false, "EXIT_CODE", 4 })
+  T.eq({ mixed[2].ok, mixed[2].value.timed_out }, { true, true })
+  T.eq(gone(token), {})
+  T.eq({ mixed[3].ok, mixed[3].error }, { false, "plain failure" })
+  T.eq({ mixed[4].ok, mixed[4].value }, { true, "here\n" })
+  T.raises("EINVAL", remote.parallel, { "not a function" })
+  T.raises("EINVAL", remote.parallel, {}, { limt = 2 })
+  for i = 1, 3 do conns[i]:close(); servers[i].stop() end
 end)
 
 T.test("remote.connect(\"local\"): this machine as a node, with the same methods", function()

@@ -175,6 +175,69 @@ T.test("a file's SHA-256 on each shell: the command and its output", function()
   T.eq(shell.parse_sha256("posix", out), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 end)
 
+T.test("sequence: several commands in one session, each one's output and exit code apart", function()
+  local dir = T.tmpdir()
+  local argvs = {
+    { "printf", "%s|", "two words", "it's", "é ü 日本語 ✓", "$HOME" },
+    { "sh", "-c", "echo err >&2; exit 7" },
+    { "printf", "no newline" },
+    { "cat" },  -- reads nothing: standard input is /dev/null
+    { dir .. "/no-such-program" },
+    shell.sha256_argv("posix", dir .. "/missing file"),
+  }
+  local r = proc.run(shell.sequence("posix", argvs, "upkit-seq-1"), { ok = { 0 } })
+  local res = shell.parse_sequence(r.stdout, "upkit-seq-1")
+  T.eq(#res, 6)
+  T.eq(res[1], { code = 0, stdout = "two words|it's|é ü 日本語 ✓|$HOME|" })
+  T.eq(res[2], { code = 7, stdout = "" })
+  T.eq(res[3], { code = 0, stdout = "no newline" })
+  T.eq(res[4], { code = 0, stdout = "" })
+  T.eq(res[5].code, 127)
+  T.ok(res[6].code ~= 0 and shell.is_missing(r.stderr), r.stderr)
+  T.eq(r.stderr:match("err\n") ~= nil, true)
+  -- cut short: only the commands that finished
+  T.eq(#shell.parse_sequence("a\nupkit-seq-1 0\nb", "upkit-seq-1"), 1)
+  T.eq(shell.parse_sequence("a\r\n\nupkit-seq-1 3\r\n", "upkit-seq-1"), { { code = 3, stdout = "a\r\n" } })
+  T.raises("EINVAL", shell.sequence, "posix", argvs, "bad tag")
+  T.raises("EINVAL", shell.sequence, "fish", argvs, "t")
+  -- the digest program of each shell
+  T.write_file(dir .. "/a b", "abc")
+  local out = proc.run(shell.sha256_argv("posix", dir .. "/a b"), { ok = { 0 } }).stdout
+  T.eq(shell.parse_sha256(shell.sha256_kind("posix"), out), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+  T.eq(shell.sha256_argv("cmd", "C:\\a b.msi"), { "certutil", "-hashfile", "C:\\a b.msi", "SHA256" })
+  T.eq(shell.sha256_kind("powershell"), "cmd")
+end)
+
+T.test("sequence on Windows: a PowerShell script given encoded (UTF-16LE, base64), nothing for cmd.exe to read", function()
+  -- RFC 4648's test vectors, then every byte value against base64(1)
+  for plain, b64 in pairs { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==", fooba = "Zm9vYmE=",
+                            foobar = "Zm9vYmFy" } do
+    T.eq(shell.base64(plain), b64, plain)
+  end
+  local bytes = {}
+  for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+  local dir = T.tmpdir()
+  T.write_file(dir .. "/all", table.concat(bytes))
+  T.eq(shell.base64(table.concat(bytes)), (T.sh("base64 -w0 " .. T.q(dir .. "/all"))))
+  for _, sh in ipairs { "cmd", "powershell" } do
+    local argv = shell.sequence(sh, { { "C:\\Program Files\\x.exe", "it's", "‘q’ 日本", "100%", "!a!" },
+                                      { "certutil", "-hashfile", "C:\\a.msi", "SHA256" } }, "upkit-seq-2")
+    T.eq({ argv[1], argv[2], argv[3], argv[4] }, { "powershell", "-NoProfile", "-NonInteractive", "-EncodedCommand" })
+    T.ok(argv[5]:match("^[%w+/=]+$") ~= nil, "base64 only")
+    T.eq(#argv, 5)
+    remote.command_line(sh, argv)  -- quotable for that shell as it is
+    T.write_file(dir .. "/b64", argv[5])
+    local script = T.sh("base64 -d " .. T.q(dir .. "/b64") .. " | iconv -f UTF-16LE -t UTF-8")
+    T.contains(script, "& 'C:\\Program Files\\x.exe' 'it''s' '‘‘q’’ 日本' '100%' '!a!'; $c = $LASTEXITCODE")
+    T.contains(script, "& 'certutil' '-hashfile' 'C:\\a.msi' 'SHA256'; $c = $LASTEXITCODE")
+    T.contains(script, "catch { [Console]::Error.WriteLine($_); $c = 9009 }")
+    T.contains(script, 'Write-Output ("`nupkit-seq-2 " + $c)')
+  end
+  -- what Windows PowerShell passes to a program wrongly is refused, as in command_line
+  T.raises("EINVAL", shell.sequence, "powershell", { { "x.exe", "" } }, "t")
+  T.raises("EINVAL", shell.sequence, "cmd", { { "x.exe", 'say "hi"' } }, "t")
+end)
+
 T.test("a damaged transfer is refused: CHECKSUM_MISMATCH names both digests", function()
   remote.check_digest("remote.put", "a", "11", "b", "11")
   local e = T.raises("CHECKSUM_MISMATCH", remote.check_digest, "remote.put", "a", "11", "b", "22")

@@ -5,11 +5,14 @@
 --   r:spawn(argv [, opts])    --> process: :wait([timeout]) -> result or nil, :kill(), :running(), :close()
 --   r:put(local, remote)      --> { bytes, sha256, seconds }   (sftp; verified; atomic)
 --   r:get(remote, local)      --> { bytes, sha256, seconds }
+--   r:run_each({ argv, ... } [, opts]) --> { { code, stdout }, ..., result }: one session for all
 --   r:sha256(remote)          --> hex digest of a file on the node
 --   r:upkit(args [, opts])    --> run result + { run_dir, into, journal, log }
 --   r:close()                 -- ends the master connection; idempotent (also __close, __gc)
 --   remote.connect("local")   -- this machine, with the same methods (proc and fs underneath)
 --   remote.run_all(jobs [, { limit }]) --> per job { target, ok, result, error, seconds }
+--   remote.parallel(fns [, { limit }]) --> per function { ok, value, error, seconds }: functions
+--                             side by side; each waits for its commands while the others run
 --   r.shell                   -- "posix", "cmd" or "powershell" (detected, or opts.shell)
 --   remote.quote_posix(s), remote.quote_cmd(s), remote.quote_powershell(s)
 --
@@ -68,6 +71,25 @@ local function checkopts(fn, opts, spec)
     end
   end
   return opts
+end
+
+-- The tasks of remote.parallel (coroutines): a process one of them waits for
+-- lets the others run.
+local tasks = setmetatable({}, { __mode = "k" })
+
+-- proc.run for upkit.remote. Outside a task of remote.parallel it is
+-- proc.run; inside one, the process starts and the task waits for it while
+-- the others run, and remote.parallel ends it at popts.timeout as proc.run
+-- does (TERM to its group, KILL after popts.grace). popts has no ok.
+local function run_proc(argv, popts)
+  if not tasks[coroutine.running()] then return proc.run(argv, popts) end
+  local sopts = {}
+  for k, v in pairs(popts) do if k ~= "timeout" and k ~= "grace" then sopts[k] = v end end
+  sopts.on_stdout = sopts.on_stdout or function() end  -- proc.spawn keeps stdout when lines go to a callback
+  local p <close> = proc.spawn(argv, sopts)
+  local ok, r = coroutine.yield(p, popts.timeout, popts.grace)
+  if not ok then error(r, 0) end
+  return r
 end
 
 local connect_spec = {
@@ -229,7 +251,7 @@ end
 
 -- Run a command line (already quoted for the node's shell) over the master.
 function Remote:_raw(command, popts, what)
-  local r = proc.run(self:_ssh(command), popts)
+  local r = run_proc(self:_ssh(command), popts)
   if r.code == 255 and not r.timed_out then self:_check_ssh(r, what) end
   return r
 end
@@ -275,7 +297,7 @@ function M.connect(target, opts)
     self.mux = { "-o", "ControlMaster=auto", "-o", persist }
     local master = argv_of({ self.ssh }, self.common, {
       "-o", "ControlMaster=yes", "-o", persist, "-o", "LogLevel=DEBUG1", "-f", "-N", "--", self.host })
-    local r = proc.run(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
+    local r = run_proc(master, { timeout = self.connect_timeout * 2 + 10, grace = 1 })
     if r.code ~= 0 then ssh_error(self, "connect", r) end
     self.connected = true
     -- The ssh clients' standard input: a FIFO that this process holds open and
@@ -394,29 +416,34 @@ local function finish(self, job, r)
   return r
 end
 
+-- With opts.ok: TIMEOUT when the command timed out, EXIT_CODE when its code is not in ok.
+local function check_outcome(target, job, r)
+  local accept = okset(job.opts.ok)
+  if not accept then return end
+  if r.timed_out then
+    upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", target, job.shown,
+      tostring(job.opts.timeout)), { result = r, target = target })
+  end
+  if not (r.code and accept[r.code]) then
+    local tail = {}
+    for line in r.stderr:gmatch("[^\n]+") do
+      tail[#tail + 1] = line
+      if #tail > 10 then table.remove(tail, 1) end
+    end
+    local why = r.code and ("exited with code " .. r.code) or ("was killed by signal " .. tostring(r.signal))
+    upkit.error("EXIT_CODE", job.hide(string.format("remote.run: %s: '%s' %s%s", target,
+      table.concat(job.args, " "), why, #tail > 0 and (": " .. table.concat(tail, "\n")) or "")),
+      { exit_code = r.code, signal = r.signal, result = r, target = target })
+  end
+end
+
 -- r:run(argv [, opts]) -> proc.run's result for the command on the node.
 function Remote:run(argv, opts)
   local job = prepare(self, "run", argv, opts, run_spec)
   opts = job.opts
   job.popts.timeout, job.popts.grace = opts.timeout, opts.grace
-  local r = finish(self, job, proc.run(self:_ssh(job.command), job.popts))
-  local accept = okset(opts.ok)
-  if accept then
-    if r.timed_out then
-      upkit.error("TIMEOUT", string.format("remote.run: %s: '%s' timed out after %s s", self.target, job.shown,
-        tostring(opts.timeout)), { result = r, target = self.target })
-    end
-    if not accept[r.code] then
-      local tail = {}
-      for line in r.stderr:gmatch("[^\n]+") do
-        tail[#tail + 1] = line
-        if #tail > 10 then table.remove(tail, 1) end
-      end
-      upkit.error("EXIT_CODE", job.hide(string.format("remote.run: %s: '%s' exited with code %d%s", self.target,
-        table.concat(job.args, " "), r.code, #tail > 0 and (": " .. table.concat(tail, "\n")) or "")),
-        { exit_code = r.code, result = r, target = self.target })
-    end
-  end
+  local r = finish(self, job, run_proc(self:_ssh(job.command), job.popts))
+  check_outcome(self.target, job, r)
   return r
 end
 
@@ -466,6 +493,33 @@ local function random_tag()
   return string.format("%d-%06x", upkit.pid(), math.random(0, 0xffffff))
 end
 
+local each_spec = { timeout = "number", grace = "number", redact = "table" }
+
+local function check_each(fn, argvs)
+  if type(argvs) ~= "table" or #argvs == 0 then einval("remote.%s: expects a non-empty array of argv arrays", fn) end
+  for i, argv in ipairs(argvs) do
+    if type(argv) ~= "table" or #argv == 0 then einval("remote.%s: item %d is not a non-empty argv array", fn, i) end
+  end
+end
+
+--[[
+r:run_each(argvs [, opts]) -> { { code, stdout }, ..., result = the session's run
+result (stderr, seconds, timed_out) }: the commands one after the other in one
+session (one round trip for all: shell.sequence), each with no standard input.
+opts: timeout and grace (for the whole), redact. A sequence cut short (its
+timeout, the connection lost) has fewer entries than argvs.
+]]
+function Remote:run_each(argvs, opts)
+  closed_check(self, "run_each")
+  opts = checkopts("remote.run_each", opts, each_spec)
+  check_each("run_each", argvs)
+  local tag = "upkit-seq-" .. random_tag()
+  local r = self:run(shell.sequence(self.shell, argvs, tag), opts)
+  local out = shell.parse_sequence(r.stdout, tag)
+  out.result = r
+  return out
+end
+
 -- The stdin option as a file on the node.
 function Remote:_stdin_file(stdin)
   local path = stdin
@@ -506,7 +560,7 @@ function Remote:_sftp(lines, what, timeout)
   fs.write(batch, table.concat(lines, "\n") .. "\n", { mode = "0600" })
   local argv = argv_of({ self.sftp, "-b", batch }, self.common, self.mux, { "--",
     self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host })
-  local r = proc.run(argv, { timeout = timeout })
+  local r = run_proc(argv, { timeout = timeout })
   os.remove(batch)
   if r.timed_out then
     upkit.error("TIMEOUT", string.format("remote: %s: sftp %s timed out after %s s", self.target, what,
@@ -690,7 +744,15 @@ end
 
 function Local:run(argv, opts)
   closed_check(self, "run")
-  return proc.run(argv, checkopts("remote.run", opts, run_spec))
+  opts = checkopts("remote.run", opts, run_spec)
+  if not tasks[coroutine.running()] then return proc.run(argv, opts) end
+  if type(argv) ~= "table" or #argv == 0 then einval("remote.run: argv must be a non-empty array of strings") end
+  local popts = {}
+  for k, v in pairs(opts) do if k ~= "ok" then popts[k] = v end end
+  local r = run_proc(argv, popts)
+  check_outcome(self.target, { opts = opts, args = argv, shown = proc.redactor(opts.redact)(table.concat(argv, " ")),
+                               hide = proc.redactor(opts.redact) }, r)
+  return r
 end
 
 function Local:spawn(argv, opts)
@@ -719,88 +781,119 @@ end
 
 Local.upkit = Remote.upkit
 
+function Local:run_each(argvs, opts)
+  closed_check(self, "run_each")
+  opts = checkopts("remote.run_each", opts, each_spec)
+  check_each("run_each", argvs)
+  local out, t0, stderr = {}, upkit.now(), {}
+  for i, argv in ipairs(argvs) do
+    local left = opts.timeout and math.max(0, opts.timeout - (upkit.now() - t0))
+    local r = self:run(argv, { timeout = left, grace = opts.grace, redact = opts.redact, stdin = "" })
+    stderr[i] = r.stderr
+    out.result = { stderr = table.concat(stderr), seconds = upkit.now() - t0, timed_out = r.timed_out }
+    if r.timed_out then break end
+    out[i] = { code = r.code, stdout = r.stdout }
+  end
+  return out
+end
+
 function Local:close() self.closed = true end
 Local.__close = Local.close
 
--- remote.run_all(jobs [, { limit }]) -> one entry per job, in order:
---   { target, ok, result, error, seconds }
--- jobs: { { node = r, argv = {...}, opts = { timeout, ok, grace, ... } }, ... }
--- Runs the jobs side by side, at most limit at once (default: all), and waits
--- for every one: a job that fails (its exit code not in ok, its timeout,
--- a connection lost) records its error object and the others go on. A job's
--- timeout ends its command on the node as r:run's does.
-local run_all_job = { node = "table", argv = "table", opts = "table" }
+--[[
+remote.parallel(fns [, { limit }]) -> one entry per function, in order:
+  { ok, value (what it returned), error (what it raised), seconds }
+Runs the functions side by side, at most limit at once (default: all), and
+waits for every one. Each runs as a task: while a command it started through
+upkit.remote (r:run, r:put, r:get, r:sha256, r:upkit, remote.connect, and
+the local node's run) runs, the other tasks go on; anything else it does
+(a local file copy, a sleep) holds them all. A function that raises records
+its error and the others go on; Ctrl-C (INTERRUPTED) ends every task's
+command and is raised.
+]]
+local SLICE = 0.002  -- seconds of waiting on one process before looking at the next
 
-local function job_error(target, code, fmt, ...)
-  return upkit.new_error(code, string.format("remote.run_all: %s: " .. fmt, target, ...), { target = target })
-end
-
-function M.run_all(jobs, opts)
-  opts = checkopts("remote.run_all", opts, { limit = "number" })
-  if type(jobs) ~= "table" then einval("remote.run_all: jobs must be an array of { node =, argv =, opts = }") end
-  for i, job in ipairs(jobs) do
-    checkopts("remote.run_all: job " .. i, job, run_all_job)
-    if not job.node or type(job.node.spawn) ~= "function" then einval("remote.run_all: job %d has no node", i) end
+function M.parallel(fns, opts)
+  opts = checkopts("remote.parallel", opts, { limit = "number" })
+  if type(fns) ~= "table" then einval("remote.parallel: expects an array of functions") end
+  for i, fn in ipairs(fns) do
+    if type(fn) ~= "function" then einval("remote.parallel: item %d is a %s, not a function", i, type(fn)) end
   end
-  local limit = math.max(1, math.floor(opts.limit or #jobs))
-  local out, running, nexti = {}, {}, 1
-  local function start(i)
-    local job = jobs[i]
-    local jo = job.opts or {}
-    local sopts = {}
-    for k, v in pairs(jo) do if k ~= "timeout" and k ~= "ok" then sopts[k] = v end end
-    local entry = { target = job.node.target, t0 = upkit.now() }
-    out[i] = entry
-    local ok, p = pcall(job.node.spawn, job.node, job.argv, sopts)
+  local limit = math.max(1, math.floor(opts.limit or #fns))
+  local out, live, nexti = {}, {}, 1
+  local function interrupted(err)  -- Ctrl-C: every task's command ends, and it is raised
+    for _, t in ipairs(live) do coroutine.close(t.co) end
+    error(err, 0)
+  end
+  -- Resume a task (with the outcome of the process it waits for): true while it still runs.
+  local function resume(t, ...)
+    local ok, a, b, c = coroutine.resume(t.co, ...)
+    if ok and coroutine.status(t.co) == "suspended" then
+      t.p, t.deadline, t.grace = a, b and (upkit.now() + b), c
+      return true
+    end
     if not ok then
-      entry.ok, entry.error, entry.seconds, entry.t0 = false, p, 0, nil
-      return
+      coroutine.close(t.co)
+      if upkit.is_error(a) and a.code == "INTERRUPTED" then interrupted(a) end
     end
-    running[#running + 1] = { i = i, p = p, timeout = jo.timeout, accept = okset(jo.ok or { 0 }), argv = job.argv }
+    out[t.i] = { ok = ok, value = ok and a or nil, error = not ok and a or nil, seconds = upkit.now() - t.t0 }
+    return false
   end
-  local function settle(run, r, err)
-    local entry = out[run.i]
-    run.p:close()
-    entry.seconds = upkit.now() - entry.t0
-    entry.t0 = nil
-    entry.result = r
-    if err then entry.ok, entry.error = false, err
-    elseif run.timed_out then
-      r.timed_out, r.code = true, nil
-      entry.ok = false
-      entry.error = job_error(entry.target, "TIMEOUT", "'%s' timed out after %s s", table.concat(run.argv, " "),
-        tostring(run.timeout))
-    elseif not run.accept[r.code] then
-      entry.ok = false
-      entry.error = job_error(entry.target, "EXIT_CODE", "'%s' exited with code %s", table.concat(run.argv, " "),
-        tostring(r.code))
-      entry.error.exit_code = r.code
-    else
-      entry.ok = true
-    end
-  end
-  while nexti <= #jobs or #running > 0 do
-    while #running < limit and nexti <= #jobs do
-      start(nexti)
+  while nexti <= #fns or #live > 0 do
+    while #live < limit and nexti <= #fns do
+      local t = { i = nexti, co = coroutine.create(fns[nexti]), t0 = upkit.now() }
+      tasks[t.co] = true
       nexti = nexti + 1
+      if resume(t) then live[#live + 1] = t end
     end
-    -- a short wait on each in turn (proc's wait(0) does not read the pipes, so never
-    -- sees a finished process): about 20 ms per round in all
-    local slice = math.max(0.005, 0.02 / math.max(1, #running))
-    for k = #running, 1, -1 do
-      local run = running[k]
-      local ok, r = pcall(run.p.wait, run.p, slice)
-      if not ok or r then
-        table.remove(running, k)
-        settle(run, ok and r or nil, not ok and r or nil)
-      elseif run.timeout and not run.timed_out and upkit.now() - out[run.i].t0 > run.timeout then
-        run.timed_out = true
-        run.p:kill()
+    -- proc's wait(0) does not read the pipes: a short wait on each process in turn;
+    -- the last one left is waited for until its deadline
+    local alone = #live == 1 and nexti > #fns
+    for k = #live, 1, -1 do
+      local t = live[k]
+      local slice = alone and (t.deadline and math.max(0, t.deadline - upkit.now()) or math.huge) or SLICE
+      local ok, r = pcall(t.p.wait, t.p, slice)
+      if ok and not r and t.deadline and upkit.now() >= t.deadline then
+        ok, r = pcall(t.p.wait, t.p, 0, t.grace or 5)  -- ends its group, as proc.run's timeout does
       end
+      if not ok and upkit.is_error(r) and r.code == "INTERRUPTED" then interrupted(r) end
+      if (not ok or r) and not resume(t, ok, r) then table.remove(live, k) end
     end
   end
   return out
 end
+
+-- remote.run_all(jobs [, { limit }]) -> one entry per job, in order:
+--   { target, ok, result, error, seconds }
+-- jobs: { { node = r, argv = {...}, opts = { timeout, ok, grace, ... } }, ... }
+-- r:run of each job side by side (remote.parallel), at most limit at once
+-- (default: all), waiting for every one: a job that fails (its exit code not
+-- in ok, default { 0 }; its timeout; a connection lost) records its error
+-- object and the others go on. A job's timeout ends its command on the node
+-- as r:run's does.
+local run_all_job = { node = "table", argv = "table", opts = "table" }
+
+function M.run_all(jobs, opts)
+  opts = checkopts("remote.run_all", opts, { limit = "number" })
+  if type(jobs) ~= "table" then einval("remote.run_all: jobs must be an array of { node =, argv =, opts = }") end
+  local fns = {}
+  for i, job in ipairs(jobs) do
+    checkopts("remote.run_all: job " .. i, job, run_all_job)
+    if not job.node or type(job.node.run) ~= "function" then einval("remote.run_all: job %d has no node", i) end
+    local jo = {}
+    for k, v in pairs(job.opts or {}) do jo[k] = v end
+    jo.ok = jo.ok or { 0 }
+    fns[i] = function() return job.node:run(job.argv, jo) end
+  end
+  local out = {}
+  for i, e in ipairs(M.parallel(fns, opts)) do
+    local err = e.error
+    out[i] = { target = jobs[i].node.target, ok = e.ok, error = err, seconds = e.seconds,
+               result = e.ok and e.value or (type(err) == "table" and err.result or nil) }
+  end
+  return out
+end
+
 function Remote:__tostring()
   return string.format("upkit.remote (%s%s)", self.target, self.closed and ", closed" or "")
 end

@@ -1,10 +1,11 @@
--- ha-upgrade's install on the other nodes (upkit.upgrade.cluster: installer
--- checked on the node, msiexec side by side, version read after) on 1, 3 and 6
--- nodes behind their own loopback sshd, whose stand-in installer sleeps 1 s.
--- Compared with one node's installer run alone through r:run (1 s plus one ssh
--- round trip): the ratio is how close N nodes come to it; the overhead (seconds
--- above it: the versions and digests read before, the versions read after, each
--- side by side) is printed; the aim is at most 1.5 s above it.
+-- ha-upgrade's install on the other nodes (upkit.upgrade.cluster: one task per
+-- node: version read, installer checked on the node, msiexec, version read
+-- again; the nodes side by side) on 1, 3 and 6 nodes, each behind its own
+-- loopback sshd (a HOME of its own, as a machine of its own has), whose
+-- stand-in installer sleeps 1 s. Compared with one node's installer run alone
+-- through r:run (1 s plus one ssh session): the overhead (seconds above it:
+-- the version and digest read before and the version read after) is in the
+-- name; the aim is at most 0.5 s above it at every N.
 package.path = "tests/bench/?.lua;tests/lib/?.lua;" .. package.path
 local B = require "benchlib"
 local remote = require "upkit.remote"
@@ -36,7 +37,7 @@ local ok, err = pcall(function()
   for i = 1, 6 do
     local nd = dir .. "/node" .. i
     os.execute("mkdir -p " .. B.q(nd))
-    servers[i] = sshd.start { config = "SetEnv BENCH_NODE=" .. nd }
+    servers[i] = sshd.start { env = { BENCH_NODE = nd } }
     local r = remote.connect(servers[i].target, servers[i].opts())
     nodes[i] = { label = "node " .. i, r = r, dir = nd,
                  cli = clim.new { exe = dir .. "/Octopus.Server", timeout = 60, runner = {
@@ -56,7 +57,7 @@ local ok, err = pcall(function()
     end, 3)
     B.report { name = string.format("ha-upgrade install on %d node%s (+%.2f s)", n, n > 1 and "s" or "", t - one),
                unit = "installs/s", upkit = 1 / t, tool = string.format("one node's installer (%.2f s)", one),
-               other = 1 / one, aim = one / (one + 1.5) }
+               other = 1 / one, aim = one / (one + 0.5) }
   end
 end)
 for i = 1, 6 do

@@ -14,6 +14,8 @@
 --   command_line(shell, argv) -> the whole command line for that shell
 --   classify(probe_output) -> "posix" | "cmd" | "powershell" | nil
 --   sha256_command(shell, path) -> command line; parse_sha256(shell, output) -> hex or nil
+--   sha256_argv(shell, path) -> argv printing the digest (parse_sha256(sha256_kind(shell), out))
+--   sequence(shell, argvs, tag) -> one argv running several in turn; parse_sequence(out, tag)
 local upkit = require "upkit"
 
 local M = {}
@@ -198,6 +200,93 @@ function M.parse_sha256(shell, out)
   end
   if hex and #hex == 64 then return hex:lower() end
   return nil
+end
+
+-- A program printing a file's SHA-256: sha256sum (or shasum) on POSIX, certutil on
+-- Windows (cmd.exe and PowerShell alike); its output reads with parse_sha256(sha256_kind(shell), out).
+function M.sha256_argv(shell, path)
+  if shell == "posix" then
+    return { "/bin/sh", "-c", 'if command -v sha256sum >/dev/null 2>&1; then sha256sum -- "$1"; else shasum -a 256 -- "$1"; fi',
+             "upkit-sha256", path }
+  end
+  return { "certutil", "-hashfile", path, "SHA256" }
+end
+function M.sha256_kind(shell) return shell == "posix" and "posix" or "cmd" end
+
+-- UTF-8 text as UTF-16LE (what PowerShell's -EncodedCommand takes).
+local function utf16le(s)
+  local out = {}
+  for _, c in utf8.codes(s) do
+    if c >= 0x10000 then
+      c = c - 0x10000
+      local hi, lo = 0xD800 + (c >> 10), 0xDC00 + (c & 0x3FF)
+      out[#out + 1] = string.char(hi & 0xFF, hi >> 8, lo & 0xFF, lo >> 8)
+    else
+      out[#out + 1] = string.char(c & 0xFF, c >> 8)
+    end
+  end
+  return table.concat(out)
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function M.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    local q = {}
+    for k = 1, 4 do
+      local v = (n >> (6 * (4 - k))) & 63
+      q[k] = B64:sub(v + 1, v + 1)
+    end
+    if not b then q[3] = "=" end
+    if not c then q[4] = "=" end
+    out[#out + 1] = table.concat(q)
+  end
+  return table.concat(out)
+end
+
+--[[
+sequence(shell, argvs, tag) -> one argv that runs each argv in turn on a node
+of that shell (one ssh session for several commands) and prints, after each
+one's output, a line "TAG CODE" with its exit code; each reads nothing from
+standard input. On POSIX it is /bin/sh -c; on cmd.exe and PowerShell, a
+Windows PowerShell script given with -EncodedCommand (base64 of UTF-16LE: no
+character of it for cmd.exe or PowerShell to read), where a program that
+cannot be started reports code 9009 as cmd.exe does. tag: letters, digits, '-'.
+parse_sequence(out, tag) -> { { code =, stdout = }, ... }: one entry per
+command that finished (fewer than argvs when the sequence was cut short).
+]]
+function M.sequence(shell, argvs, tag)
+  if not tostring(tag):match("^[%w%-]+$") then refuse("sequence", tostring(tag), "a tag is letters, digits and '-'") end
+  local lines = {}
+  if shell == "posix" then
+    for _, argv in ipairs(argvs) do
+      lines[#lines + 1] = M.command_line("posix", argv) .. " </dev/null; printf '\\n%s %d\\n' " .. tag .. " $?"
+    end
+    return { "/bin/sh", "-c", table.concat(lines, "\n"), "upkit-sequence" }
+  elseif shell ~= "cmd" and shell ~= "powershell" then
+    upkit.error("EINVAL", string.format("remote: unknown shell '%s'", tostring(shell)))
+  end
+  for _, argv in ipairs(argvs) do
+    local words = { "&", M.quote_powershell(argv[1]) }
+    for i = 2, #argv do words[#words + 1] = ps_native_arg(argv[i]) end
+    lines[#lines + 1] = "try { $global:LASTEXITCODE = 0; " .. table.concat(words, " ") ..
+      "; $c = $LASTEXITCODE } catch { [Console]::Error.WriteLine($_); $c = 9009 }"
+    lines[#lines + 1] = "Write-Output (\"`n" .. tag .. " \" + $c)"
+  end
+  return { "powershell", "-NoProfile", "-NonInteractive", "-EncodedCommand",
+           M.base64(utf16le(table.concat(lines, "\r\n"))) }
+end
+
+function M.parse_sequence(out, tag)
+  local res, pos, pat = {}, 1, "\n" .. tag:gsub("%-", "%%-") .. " (%-?%d+)\r?\n"
+  while true do
+    local a, b, code = out:find(pat, pos)
+    if not a then return res end
+    res[#res + 1] = { code = math.tointeger(tonumber(code)), stdout = out:sub(pos, a - 1) }
+    pos = b + 1
+  end
 end
 
 -- Does a hashing command's output say the file is not there? sha256sum,

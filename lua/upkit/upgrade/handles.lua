@@ -2,6 +2,7 @@
 -- handles a step makes from them (command line, REST API, database, versions).
 -- Handles are kept in ctx for the run (ctx._cli, ctx._api, ...).
 local upkit = require "upkit"
+local fs = require "upkit.fs"
 local version = require "upkit.version"
 local octopus = require "upkit.octopus"
 local clim = require "upkit.octopus.cli"
@@ -121,6 +122,14 @@ end
 function H.cli(ctx)
   ctx._cli = ctx._cli or H.new_cli(ctx, ctx.params.server_exe, ctx.params.instance)
   return ctx._cli
+end
+
+-- A file of the main instance's machine: read here, or through its command
+-- line's runner when that machine is a node reached through OpenSSH.
+function H.read_file(ctx, path)
+  local runner = H.cli(ctx).runner
+  if runner and runner.read then return runner:read(path) end
+  return fs.read(path)
 end
 
 -- The main instance's REST API (connected once per run).

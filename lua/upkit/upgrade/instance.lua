@@ -225,7 +225,9 @@ function I.install_version(ctx, cli, msiexec, want)
 end
 
 --[[
-I.upgrade(ctx, target, { cli =, url =, msiexec =, db = ODBC string, start = true }) -> versions installed.
+I.upgrade(ctx, target, { cli =, url =, msiexec =, db = ODBC string, start = true [, install] }) -> versions installed.
+site.install(inst) -> { restart_needed }, when given, installs instead of msiexec
+on this machine (a node reached through OpenSSH: upkit.upgrade.cluster).
 Installs each version of the upgrade path in turn: download and check the
 installer, stop every instance of the machine, install, check the program's
 version, upgrade the database. The path starts at the older of the program's
@@ -259,7 +261,8 @@ function I.upgrade(ctx, target, site)
       others[#others + 1] = name
     end
     if version.lt(cli:program_version(), hop) then
-      local r = V.install(site.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
+      local r = site.install and site.install(inst)
+                or V.install(site.msiexec, inst.file, inst.sha256, ctx.run_dir .. "/logs", ctx.params.timeout)
       V.expect_program(cli, hop)
       ctx.log("installed %s%s", hop, r.restart_needed and " (Windows asks for a restart)" or "")
     end

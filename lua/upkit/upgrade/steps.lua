@@ -96,7 +96,7 @@ local function licence_and_config_now(ctx)
   local cfgfile = ctx.state.config_file or H.cli(ctx):config_file()
   return {
     ["license.xml"] = H.api(ctx):get("/api/licenses/licenses-current").LicenseText or "",
-    [ctx.params.instance .. ".config"] = fs.read(cfgfile),
+    [ctx.params.instance .. ".config"] = H.read_file(ctx, cfgfile),
     ["configuration.json"] = json.encode(H.cli(ctx):configuration(), { pretty = true }),
   }, cfgfile
 end
