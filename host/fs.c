@@ -45,7 +45,7 @@ static void prog_init(Prog *p, lua_State *L, int fn) {
   p->L = L;
   p->fn = fn;
   p->errref = LUA_NOREF;
-  p->last = upk_now();
+  p->last = upk_now() - TICK_EVERY;  /* the first block is reported at once */
   p->base = 0;
 }
 
