@@ -98,22 +98,21 @@ test: deps
 	@$(MAKE) --no-print-directory $(UPKIT) $(FAKEMSSQL)
 	UPKIT_BIN=$(CURDIR)/$(UPKIT) $(PROVE) $(TESTS)
 
+# The sanitizers' settings for check and fuzz: leaks reported (known library ones suppressed),
+# the first error ends the run.
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
 check: deps
 	@$(MAKE) --no-print-directory build/asan/upkit $(FAKEMSSQL)
-	UPKIT_BIN=$(CURDIR)/build/asan/upkit UPKIT_SANITIZED=1 \
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(PROVE) $(TESTS)
+	UPKIT_BIN=$(CURDIR)/build/asan/upkit UPKIT_SANITIZED=1 $(SAN_ENV) $(PROVE) $(TESTS)
 
 # The JSON decoder's fuzz test (also run, for a few seconds, by check) for longer under the sanitizers.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@$(MAKE) --no-print-directory build/asan/upkit
-	UPKIT_FUZZ_SECONDS=$(FUZZ_SECONDS) UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$(CURDIR)/tests/lib/lsan.supp \
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lib/lsan.supp:print_suppressions=0 \
-	build/asan/upkit run tests/json_fuzz.lua
+	UPKIT_FUZZ_SECONDS=$(FUZZ_SECONDS) $(SAN_ENV) build/asan/upkit run tests/json_fuzz.lua
 
 bench: deps
 	@$(MAKE) --no-print-directory $(UPKIT)
