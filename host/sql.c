@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -424,6 +425,9 @@ static int only_pqfinish_lines(const char *path) {
   return only && lines > 0;
 }
 
+/* Open psqlODBC connections: the residue is written, and looked for, when the last one closes. */
+static atomic_int pg_open;
+
 static void drop_psqlodbc_residue(void) {
   const struct passwd *pw = getpwuid(getuid());
   if (!pw) return;
@@ -456,7 +460,7 @@ static void conn_release(Conn *c) {
     SQLDisconnect(c->dbc);
     SQLFreeHandle(SQL_HANDLE_DBC, c->dbc);
     c->dbc = NULL;
-    if (c->sizes == SIZES_PG) drop_psqlodbc_residue();
+    if (c->sizes == SIZES_PG && atomic_fetch_sub(&pg_open, 1) == 1) drop_psqlodbc_residue();
   }
   if (c->env) {
     SQLFreeHandle(SQL_HANDLE_ENV, c->env);
@@ -578,6 +582,7 @@ static int sql_connect(lua_State *L) {
     return lua_error(L);
   }
   c->sizes = size_policy(c);
+  if (c->sizes == SIZES_PG) atomic_fetch_add(&pg_open, 1);
   SQLUINTEGER gd = 0;
   c->gd_block = SQL_SUCCEEDED(SQLGetInfo(c->dbc, SQL_GETDATA_EXTENSIONS, &gd, sizeof gd, NULL)) &&
                 (gd & SQL_GD_BLOCK) && (gd & SQL_GD_BOUND);
