@@ -90,14 +90,7 @@ function Cl.main_node(step)
   return out
 end
 
-function Cl.split(v)
-  local out = {}
-  for item in tostring(v or ""):gmatch("[^,]+") do
-    item = item:match("^%s*(.-)%s*$")
-    if item ~= "" then out[#out + 1] = item end
-  end
-  return out
-end
+Cl.split = H.split_list
 
 -- A node's runner for the Octopus command line: r:run, and whether a file exists there.
 local Runner = {}
