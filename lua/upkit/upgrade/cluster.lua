@@ -100,7 +100,7 @@ function Runner:exists(path)
   local argv
   if self.r.shell == "posix" then argv = { "test", "-e", path }
   else argv = { "powershell", "-NoProfile", "-NonInteractive", "-Command",
-                "if (Test-Path -LiteralPath '" .. path:gsub("'", "''") .. "') { exit 0 } else { exit 1 }" } end
+                "if (Test-Path -LiteralPath " .. shell.quote_powershell(path) .. ") { exit 0 } else { exit 1 }" } end
   return self.r:run(argv, { timeout = 60 }).code == 0
 end
 -- A file of the node, read through sftp (verified) into the run's memory.
