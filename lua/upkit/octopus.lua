@@ -56,9 +56,7 @@ M.SPACES_SINCE = "2019.1.0"       -- spaces, mixed-scope tasks
 M.HEALTH_SINCE = "2019.4.0"       -- /api/serverstatus/health (OctopusClients #412, April 2019)
 M.EXPORT_SINCE = "2021.1.0"       -- project export and import
 
-local function pct(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
-end
+local pct = http.urlencode
 
 --[[
 octopus.expand(template, vars) -> string: RFC 6570 expressions {var},

@@ -44,6 +44,7 @@
 -- exit code is the command's; a command ended by signal N shows as code
 -- 128+N, as a POSIX shell reports it. cwd, env and stdin need a POSIX node.
 local upkit = require "upkit"
+local util = require "upkit.util"
 local proc = require "upkit.proc"
 local fs = require "upkit.fs"
 local hash = require "upkit.hash"
@@ -56,22 +57,8 @@ M.quote_cmd = shell.quote_cmd
 M.quote_powershell = shell.quote_powershell
 M.command_line = shell.command_line
 
-local function einval(fmt, ...)
-  upkit.error("EINVAL", string.format(fmt, ...))
-end
-
-local function checkopts(fn, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then einval("%s: options must be a table, got %s", fn, type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then einval("%s: unknown option '%s'", fn, tostring(k)) end
-    if not want:find(type(v), 1, true) then
-      einval("%s: option '%s' must be %s, got %s", fn, k, want, type(v))
-    end
-  end
-  return opts
-end
+local einval = util.einval
+local checkopts = util.check_opts
 
 -- The tasks of remote.parallel (coroutines): a process one of them waits for
 -- lets the others run.

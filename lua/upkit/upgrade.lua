@@ -4,7 +4,8 @@
 --   upkit.upgrade.handles    shared parameters (U.P, U.params) and the handles a
 --                            step makes from them: U.cli(ctx), U.api(ctx),
 --                            U.db_connection(ctx), U.target(ctx), U.server_folders(ctx),
---                            U.other_cli(ctx, "clone"|"test"), U.other_odbc(ctx, prefix)
+--                            U.other_cli(ctx, "clone"|"test"), U.other_odbc(ctx, prefix),
+--                            U.split_list("a, b,,c") -> { "a", "b", "c" }
 --   upkit.upgrade.versions   U.upgrade_path, U.fetch_installer, U.install, U.uninstall
 --   upkit.upgrade.database   U.harden_clone, U.new_installation_id, U.counts, U.previous_versions,
 --                            U.restore_database, U.check_digest,
@@ -37,15 +38,5 @@ U.others_left_stopped, U.states = I.others_left_stopped, I.states
 U.upgrade_instance, U.test_instance, U.released_versions, U.fetch = I.upgrade, I.test, I.released, I.fetch
 U.odbc_connection, U.ado_connection = D.odbc_connection, D.ado_connection
 U.steps = require "upkit.upgrade.steps"
-
--- U.split_list("a, b,,c") -> { "a", "b", "c" }: a comma-separated parameter.
-function U.split_list(s)
-  local out = {}
-  for item in tostring(s or ""):gmatch("[^,]+") do
-    item = item:match("^%s*(.-)%s*$")
-    if item ~= "" then out[#out + 1] = item end
-  end
-  return out
-end
 
 return U

@@ -39,6 +39,7 @@ local proc = require "upkit.proc"
 local json = require "upkit.json"
 local log = require "upkit.log"
 local version = require "upkit.version"
+local shell = require "upkit.remote.shell"
 
 local M = {}
 
@@ -136,7 +137,7 @@ local function file_version_argv(self)
   local prog = self.file_version
   if prog:lower():match("powershell") or prog:lower():match("pwsh") then
     return { prog, "-NoProfile", "-NonInteractive", "-Command",
-             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo('" .. self.exe:gsub("'", "''") .. "').FileVersion" }
+             "[System.Diagnostics.FileVersionInfo]::GetVersionInfo(" .. shell.quote_powershell(self.exe) .. ").FileVersion" }
   end
   return { prog, self.exe }
 end

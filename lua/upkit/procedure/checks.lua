@@ -21,9 +21,7 @@ local function find_program(name)
   return require("upkit.proc").which(name) ~= nil
 end
 
-local function url_problem(url)
-  local http = require "upkit.http"
-  local c <close> = http.client { timeout = 10, retries = 0 }
+local function url_problem(c, url)
   local ok, r = pcall(c.request, c, { method = "HEAD", url = url })
   if ok and (r.status == 405 or r.status == 501) then
     ok, r = pcall(c.request, c, { method = "GET", url = url, headers = { Range = "bytes=0-0" } })
@@ -55,9 +53,13 @@ function M.needs_problems(step, ctx)
       problems[#problems + 1] = string.format("folder '%s' is missing", p)
     end
   end
-  for _, u in ipairs(list(needs.urls or {})) do
-    local why = url_problem(tostring(u))
-    if why then problems[#problems + 1] = why end
+  local urls = list(needs.urls or {})
+  if #urls > 0 then
+    local c <close> = require("upkit.http").client { timeout = 10, retries = 0 }  -- one client: its connections reused
+    for _, u in ipairs(urls) do
+      local why = url_problem(c, tostring(u))
+      if why then problems[#problems + 1] = why end
+    end
   end
   for _, f in ipairs(needs.free or {}) do
     local ok, free = pcall(fs.free, tostring(f.path))

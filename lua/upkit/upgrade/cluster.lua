@@ -90,14 +90,7 @@ function Cl.main_node(step)
   return out
 end
 
-function Cl.split(v)
-  local out = {}
-  for item in tostring(v or ""):gmatch("[^,]+") do
-    item = item:match("^%s*(.-)%s*$")
-    if item ~= "" then out[#out + 1] = item end
-  end
-  return out
-end
+Cl.split = H.split_list
 
 -- A node's runner for the Octopus command line: r:run, and whether a file exists there.
 local Runner = {}
@@ -107,7 +100,7 @@ function Runner:exists(path)
   local argv
   if self.r.shell == "posix" then argv = { "test", "-e", path }
   else argv = { "powershell", "-NoProfile", "-NonInteractive", "-Command",
-                "if (Test-Path -LiteralPath '" .. path:gsub("'", "''") .. "') { exit 0 } else { exit 1 }" } end
+                "if (Test-Path -LiteralPath " .. shell.quote_powershell(path) .. ") { exit 0 } else { exit 1 }" } end
   return self.r:run(argv, { timeout = 60 }).code == 0
 end
 -- A file of the node, read through sftp (verified) into the run's memory.

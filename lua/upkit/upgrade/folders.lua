@@ -88,17 +88,8 @@ function F.restore(root, folders)
   return results
 end
 
--- Bytes in a file or a folder tree (links not followed).
-function F.tree_size(path)
-  local st = fs.stat(path)
-  if not st then return 0 end
-  if st.type ~= "dir" then return st.size or 0 end
-  local total = 0
-  for _, e in ipairs((require("upkit._fs").scan(path))) do
-    if e.type == "file" then total = total + (e.size or 0) end
-  end
-  return total
-end
+-- Bytes in a file or a folder tree (links not followed): fs.tree_size.
+F.tree_size = fs.tree_size
 
 --[[
 F.private_dir(dir): the folder of a backup. A new one is created 0700 (its

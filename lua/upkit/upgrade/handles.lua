@@ -65,6 +65,16 @@ function H.params(...)
   return out
 end
 
+-- H.split_list("a, b,,c") -> { "a", "b", "c" }: a comma-separated parameter.
+function H.split_list(s)
+  local out = {}
+  for item in tostring(s or ""):gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then out[#out + 1] = item end
+  end
+  return out
+end
+
 --[[
 H.new_cli(ctx, exe, instance [, machine]) -> a command line for an Octopus.Server program of this run.
 machine = { service_control =, file_version = } names that machine's tools when it is not the
