@@ -23,11 +23,6 @@ int upk_fs_is_temp_name(const char *name) {
   return strcmp(name, UPK_TMP_DIR) == 0;
 }
 
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
-  *removed = 0;
-  return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
-}
-
 typedef struct Cleaning {
   int dirfd, removed, err;
 } Cleaning;
