@@ -120,16 +120,6 @@ int upk_fs_temp_dir(int dirfd) {
   return S_ISDIR(s.st_mode) ? 0 : ENOTDIR;
 }
 
-int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
-  uint32_t r;
-  int err = upk_fs_temp_dir(dirfd);
-  if (!err) err = upk_fs_random(&r, sizeof r);
-  if (err) return err;
-  /* keep the name short enough for NAME_MAX whatever the final name */
-  int n = snprintf(tmpname, size, "%s/%.*s.%ld-%08x", UPK_TMP_DIR, 180, name, (long)getpid(), r);
-  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
-}
-
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd) {
   for (int tries = 0; tries < 16; tries++) {
     int err = upk_fs_temp_name(dirfd, name, tmpname, size);

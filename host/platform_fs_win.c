@@ -257,16 +257,6 @@ int upk_fs_temp_dir(int dirfd) {
   return err;
 }
 
-int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
-  uint32_t r;
-  int err = upk_fs_temp_dir(dirfd);
-  if (!err) err = upk_fs_random(&r, sizeof r);
-  if (err) return err;
-  int n = snprintf(tmpname, size, "%s/%.*s.%lu-%08x", UPK_TMP_DIR, 180, name,
-                   (unsigned long)GetCurrentProcessId(), r);
-  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
-}
-
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd) {
   for (int tries = 0; tries < 16; tries++) {
     int err = upk_fs_temp_name(dirfd, name, tmpname, size);
