@@ -121,8 +121,7 @@ int upk_fs_rename(int olddir, const char *old, int newdir, const char *newname, 
 int upk_fs_rename_path(const char *old, const char *newpath);
 
 int upk_fs_symlinkat(const char *target, int dirfd, const char *name);
-/* Read a link's target into buf (NUL-terminated). */
-int upk_fs_readlink(const char *path, char *buf, size_t size);
+/* Read the target of link name in dirfd into buf (NUL-terminated). */
 int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size);
 
 int upk_fs_mkdir(const char *path, unsigned mode);

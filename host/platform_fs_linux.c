@@ -352,14 +352,6 @@ int upk_fs_symlinkat(const char *target, int dirfd, const char *name) {
   return symlinkat(target, dirfd, name) != 0 ? errno : 0;
 }
 
-int upk_fs_readlink(const char *path, char *buf, size_t size) {
-  ssize_t n = readlink(path, buf, size - 1);
-  if (n < 0) return errno;
-  if ((size_t)n >= size - 1) return ENAMETOOLONG;
-  buf[n] = '\0';
-  return 0;
-}
-
 int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size) {
   ssize_t n = readlinkat(dirfd, name, buf, size - 1);
   if (n < 0) return errno;

@@ -570,10 +570,6 @@ int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size) {
   return err;
 }
 
-int upk_fs_readlink(const char *path, char *buf, size_t size) {
-  return upk_fs_readlink_at(UPK_FS_CWD, path, buf, size);
-}
-
 int upk_fs_mkdir(const char *path, unsigned mode) {
   int err = 0;
   wchar_t *w = wpath(path, &err);
