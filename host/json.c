@@ -119,12 +119,9 @@ static char *scratch(Dec *d, size_t need) {
 static int hex4(const unsigned char *p, unsigned *out) {
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
-    unsigned c = p[i], h;
-    if (c >= '0' && c <= '9') h = c - '0';
-    else if (c >= 'a' && c <= 'f') h = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') h = c - 'A' + 10;
-    else return 0;
-    v = v << 4 | h;
+    int h = upk_hexval(p[i]);
+    if (h < 0) return 0;
+    v = v << 4 | (unsigned)h;
   }
   *out = v;
   return 1;
