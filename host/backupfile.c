@@ -51,6 +51,19 @@ static void *checkself(lua_State *L, const char *tname) {
   return p;
 }
 
+/* The SHA-256 of a record's head and payload (its checksum) into out; 0, or ENOMEM. */
+static int record_sum(const unsigned char head[5], const void *payload, size_t n, unsigned char *out) {
+  unsigned len = 0;
+  EVP_MD_CTX *x = EVP_MD_CTX_new();
+  if (!x) return ENOMEM;
+  EVP_DigestInit_ex(x, EVP_sha256(), NULL);
+  EVP_DigestUpdate(x, head, 5);
+  EVP_DigestUpdate(x, payload, n);
+  EVP_DigestFinal_ex(x, out, &len);
+  EVP_MD_CTX_free(x);
+  return 0;
+}
+
 static void writer_release(lua_State *L, BfWriter *w) {
   if (w->f) {
     fclose(w->f);
@@ -143,21 +156,14 @@ BfWriter *bf_checkwriter(lua_State *L, int idx) {
 void bf_write_record(lua_State *L, BfWriter *w, int type, const char *payload, size_t n) {
   unsigned char head[5] = {(unsigned char)type};
   bf_set_u32(head + 1, (uint32_t)n);
-  unsigned char sum[EVP_MAX_MD_SIZE];
-  unsigned slen = 0;
-  EVP_MD_CTX *x = EVP_MD_CTX_new();
-  if (!x) upk_error(L, "ENOMEM", "sql.backup: out of memory");
-  EVP_DigestInit_ex(x, EVP_sha256(), NULL);
-  EVP_DigestUpdate(x, head, 5);
-  EVP_DigestUpdate(x, payload, n);
-  EVP_DigestFinal_ex(x, sum, &slen);
-  EVP_MD_CTX_free(x);
-  if (fwrite(head, 1, 5, w->f) != 5 || fwrite(payload, 1, n, w->f) != n || fwrite(sum, 1, slen, w->f) != slen)
+  unsigned char sum[DIGEST];
+  if (record_sum(head, payload, n, sum)) upk_error(L, "ENOMEM", "sql.backup: out of memory");
+  if (fwrite(head, 1, 5, w->f) != 5 || fwrite(payload, 1, n, w->f) != n || fwrite(sum, 1, DIGEST, w->f) != DIGEST)
     upk_errno_error(L, errno, "sql.backup: '%s'", w->tmppath);
   EVP_DigestUpdate(w->all, head, 5);
   EVP_DigestUpdate(w->all, payload, n);
-  EVP_DigestUpdate(w->all, sum, slen);
-  w->bytes += 5 + n + slen;
+  EVP_DigestUpdate(w->all, sum, DIGEST);
+  w->bytes += 5 + n + DIGEST;
 }
 
 /* w:record(type, payload): one record; type is one character */
@@ -333,13 +339,7 @@ static int reader_next(lua_State *L) {
   }
   readn(L, r, r->b, n, at + 5);
   readn(L, r, sum, DIGEST, at + 5 + n);
-  EVP_MD_CTX *x = EVP_MD_CTX_new();
-  if (!x) return upk_error(L, "ENOMEM", "%s: out of memory", r->fn);
-  EVP_DigestInit_ex(x, EVP_sha256(), NULL);
-  EVP_DigestUpdate(x, head, 5);
-  EVP_DigestUpdate(x, r->b, n);
-  EVP_DigestFinal_ex(x, want, &wl);
-  EVP_MD_CTX_free(x);
+  if (record_sum(head, r->b, n, want)) return upk_error(L, "ENOMEM", "%s: out of memory", r->fn);
   if (memcmp(want, sum, DIGEST) != 0)
     return upk_error(L, "CHECKSUM_MISMATCH", "%s: '%s': the record at byte %I fails its checksum",
                      r->fn, r->path, (lua_Integer)at);

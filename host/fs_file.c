@@ -28,6 +28,12 @@ int upk_fs_split(const char *dst, char *dir, size_t size, const char **base) {
   return 0;
 }
 
+/* Open the folder of path into *dirfd; base receives the final name. */
+static int open_parent(const char *path, char *dir, size_t size, const char **base, int *dirfd) {
+  int err = upk_fs_split(path, dir, size, base);
+  return err ? err : upk_fs_open_dir(dir, dirfd);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
 
@@ -45,8 +51,7 @@ int fs_write(lua_State *L) {
   const char *base;
   const char *step = "destination";
   int dirfd = -1, fd = -1;
-  int err = upk_fs_split(path, dir, sizeof dir, &base);
-  if (!err) err = upk_fs_open_dir(dir, &dirfd);
+  int err = open_parent(path, dir, sizeof dir, &base, &dirfd);
   if (!err) {
     int removed;
     upk_fs_clean_temps(dirfd, &removed);
@@ -242,12 +247,6 @@ static int sync_path(const char *path) {
 
 /* ---------------------------------------------------------------------- */
 /* Temporary files: one scheme for every module (platform_fs.h, UPK_TMP_DIR) */
-
-/* Open the folder of path into *dirfd; base receives the final name. */
-static int open_parent(const char *path, char *dir, size_t size, const char **base, int *dirfd) {
-  int err = upk_fs_split(path, dir, size, base);
-  return err ? err : upk_fs_open_dir(dir, dirfd);
-}
 
 /*
 ** fs.temp_path(path [, resumable [, nocreate]]) -> a temporary path for

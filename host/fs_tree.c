@@ -38,7 +38,7 @@ static int names_add(void *arg, const char *name) {
   Names *ns = arg;
   if (!ns->clean || !upk_fs_is_temp_name(name)) return names_add_all(arg, name);
   int removed;
-  upk_fs_drop_stale_temp(ns->dirfd, name, &removed);
+  upk_fs_clean_temps(ns->dirfd, &removed);
   return 0;
 }
 

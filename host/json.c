@@ -119,12 +119,9 @@ static char *scratch(Dec *d, size_t need) {
 static int hex4(const unsigned char *p, unsigned *out) {
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
-    unsigned c = p[i], h;
-    if (c >= '0' && c <= '9') h = c - '0';
-    else if (c >= 'a' && c <= 'f') h = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') h = c - 'A' + 10;
-    else return 0;
-    v = v << 4 | h;
+    int h = upk_hexval(p[i]);
+    if (h < 0) return 0;
+    v = v << 4 | (unsigned)h;
   }
   *out = v;
   return 1;
@@ -315,18 +312,13 @@ static void dec_value(Dec *d, int depth) {
   }
 }
 
-/* Raise EINVAL for a call that is not (text [, options]). */
-static void check_call(lua_State *L, const char *fn, int want_string) {
-  if (want_string && lua_type(L, 1) != LUA_TSTRING)
-    upk_error(L, "EINVAL", "%s: the text must be a string, got %s", fn, luaL_typename(L, 1));
-}
-
 /*
 ** json.decode(text [, { escape_bytes = false }]) -> value
 */
 static int json_decode(lua_State *L) {
   static const char *const keys[] = {"escape_bytes", NULL};
-  check_call(L, "json.decode", 1);
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return upk_error(L, "EINVAL", "json.decode: the text must be a string, got %s", luaL_typename(L, 1));
   upk_checkopts(L, 2, "json.decode", keys);
   Dec d;
   memset(&d, 0, sizeof d);

@@ -71,14 +71,13 @@ int upk_fs_clean_temps(int dirfd, int *removed);
 int upk_fs_clean_listed(int fd, int *removed);
 /* 1 when the process pid may still write its temporary files: it is this one, or it runs. */
 int upk_fs_pid_alive(long pid);
-/* The same when name (an entry of dirfd) is the private folder; nothing otherwise. */
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed);
 /* 1 when name is upkit's private folder of temporary files. */
 int upk_fs_is_temp_name(const char *name);
 /*
 ** pid of a name in the private folder, "<name>.<pid>-<8 hex digits>", or
 ** -1 for any other name (a resumable download's "<name>.part" stays).
-** These three are the same on every system (platform_fs_temp.c).
+** These two and upk_fs_clean_listed are the same on every system
+** (platform_fs_temp.c).
 */
 long upk_fs_temp_pid(const char *name);
 
@@ -122,8 +121,7 @@ int upk_fs_rename(int olddir, const char *old, int newdir, const char *newname, 
 int upk_fs_rename_path(const char *old, const char *newpath);
 
 int upk_fs_symlinkat(const char *target, int dirfd, const char *name);
-/* Read a link's target into buf (NUL-terminated). */
-int upk_fs_readlink(const char *path, char *buf, size_t size);
+/* Read the target of link name in dirfd into buf (NUL-terminated). */
 int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size);
 
 int upk_fs_mkdir(const char *path, unsigned mode);

@@ -120,16 +120,6 @@ int upk_fs_temp_dir(int dirfd) {
   return S_ISDIR(s.st_mode) ? 0 : ENOTDIR;
 }
 
-int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
-  uint32_t r;
-  int err = upk_fs_temp_dir(dirfd);
-  if (!err) err = upk_fs_random(&r, sizeof r);
-  if (err) return err;
-  /* keep the name short enough for NAME_MAX whatever the final name */
-  int n = snprintf(tmpname, size, "%s/%.*s.%ld-%08x", UPK_TMP_DIR, 180, name, (long)getpid(), r);
-  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
-}
-
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd) {
   for (int tries = 0; tries < 16; tries++) {
     int err = upk_fs_temp_name(dirfd, name, tmpname, size);
@@ -360,14 +350,6 @@ int upk_fs_rename_path(const char *old, const char *newpath) {
 
 int upk_fs_symlinkat(const char *target, int dirfd, const char *name) {
   return symlinkat(target, dirfd, name) != 0 ? errno : 0;
-}
-
-int upk_fs_readlink(const char *path, char *buf, size_t size) {
-  ssize_t n = readlink(path, buf, size - 1);
-  if (n < 0) return errno;
-  if ((size_t)n >= size - 1) return ENAMETOOLONG;
-  buf[n] = '\0';
-  return 0;
 }
 
 int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size) {

@@ -3,10 +3,23 @@
 ** the same on every system; the Linux and Windows implementations use them.
 */
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "platform_fs.h"
+
+int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
+  uint32_t r;
+  int err = upk_fs_temp_dir(dirfd);
+  if (!err) err = upk_fs_random(&r, sizeof r);
+  if (err) return err;
+  /* keep the name short enough for NAME_MAX whatever the final name */
+  int n = snprintf(tmpname, size, "%s/%.*s.%ld-%08x", UPK_TMP_DIR, 180, name, (long)getpid(), r);
+  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
+}
 
 long upk_fs_temp_pid(const char *name) {
   const char *dot = strrchr(name, '.');
@@ -21,11 +34,6 @@ long upk_fs_temp_pid(const char *name) {
 
 int upk_fs_is_temp_name(const char *name) {
   return strcmp(name, UPK_TMP_DIR) == 0;
-}
-
-int upk_fs_drop_stale_temp(int dirfd, const char *name, int *removed) {
-  *removed = 0;
-  return upk_fs_is_temp_name(name) ? upk_fs_clean_temps(dirfd, removed) : 0;
 }
 
 typedef struct Cleaning {

@@ -257,16 +257,6 @@ int upk_fs_temp_dir(int dirfd) {
   return err;
 }
 
-int upk_fs_temp_name(int dirfd, const char *name, char *tmpname, size_t size) {
-  uint32_t r;
-  int err = upk_fs_temp_dir(dirfd);
-  if (!err) err = upk_fs_random(&r, sizeof r);
-  if (err) return err;
-  int n = snprintf(tmpname, size, "%s/%.*s.%lu-%08x", UPK_TMP_DIR, 180, name,
-                   (unsigned long)GetCurrentProcessId(), r);
-  return n < 0 || (size_t)n >= size ? ENAMETOOLONG : 0;
-}
-
 int upk_fs_create_temp(int dirfd, const char *name, char *tmpname, size_t size, int *fd) {
   for (int tries = 0; tries < 16; tries++) {
     int err = upk_fs_temp_name(dirfd, name, tmpname, size);
@@ -578,10 +568,6 @@ int upk_fs_readlink_at(int dirfd, const char *name, char *buf, size_t size) {
   err = readlink_w(w, buf, size);
   free(w);
   return err;
-}
-
-int upk_fs_readlink(const char *path, char *buf, size_t size) {
-  return upk_fs_readlink_at(UPK_FS_CWD, path, buf, size);
 }
 
 int upk_fs_mkdir(const char *path, unsigned mode) {

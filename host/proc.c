@@ -495,13 +495,7 @@ static int proc_write(lua_State *L) {
 
 /* process:close_stdin(): the program sees the end of its input after what was written; idempotent */
 static int proc_close_stdin(lua_State *L) {
-  Proc *p = checkopen(L, "process:close_stdin");
-  if (p->in_open) {
-    upk_child_close(p->c, 0);
-    p->in_open = 0;
-    p->in_data = NULL;
-    p->in_len = p->in_off = 0;
-  }
+  stdin_end(checkopen(L, "process:close_stdin"), 0);
   return 0;
 }
 

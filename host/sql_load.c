@@ -299,10 +299,6 @@ static int record_field(Buf *out, const unsigned char **pp, const unsigned char 
   return 1;
 }
 
-static int hexval(unsigned char c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* Append field f (type t, see _sql.record_values) to b as a tagged value; 0 when out of memory. */
 static int put_field(Buf *b, Buf *f, char t) {
   unsigned char tag = V_TEXT;
@@ -335,7 +331,7 @@ static int put_field(Buf *b, Buf *f, char t) {
     if (!buf_add(b, &tag, 1) || !buf_put_u32(b, (uint32_t)n) || !buf_reserve(b, at + n)) return 0;
     unsigned char *o = (unsigned char *)b->p + at;
     for (size_t i = 0; i < n; i++) {
-      int hi = hexval((unsigned char)s[2 + 2 * i]), lo = hexval((unsigned char)s[3 + 2 * i]);
+      int hi = upk_hexval((unsigned char)s[2 + 2 * i]), lo = upk_hexval((unsigned char)s[3 + 2 * i]);
       if (hi < 0 || lo < 0) { b->n = at - 5; goto text; }
       o[i] = (unsigned char)(hi << 4 | lo);
     }

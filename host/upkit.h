@@ -87,6 +87,10 @@ void upk_check_interrupt(lua_State *L, const char *what);
 
 /* Lower-case hex of n bytes into out (exactly 2n chars, no NUL); returns out + 2n. */
 char *upk_hex(const unsigned char *d, size_t n, char *out);
+/* The value of hex digit c (either case), or -1. */
+static inline int upk_hexval(int c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
 
 /* Seconds from a monotonic clock. */
 double upk_now(void);
