@@ -1,22 +1,16 @@
 -- Run folders through the command line: private modes, the lock, damaged and
 -- torn journals, bytes that are not UTF-8, a failed journal write, secrets
 -- inside connection strings, and hand-edited journals (a generator).
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-local function reset() os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace")) end
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function run_dir_of(out) return dir .. "/" .. T.ok(out:match("run folder: (%S+)"), "a run folder") end
-local function journal_text(run) return T.read_file(run .. "/journal.jsonl") end
-local function records(run)
-  local recs = {}
-  for line in journal_text(run):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
+local upkit, reset, trace, run_dir_of = R.folder(dir)
+local journal_text, records = R.journal_text, R.records
 local function no_traceback(text)
   T.eq(text:find("stack traceback", 1, true), nil, text)
   T.eq(text:find("%.lua:%d+:"), nil, text)

@@ -1,28 +1,15 @@
 -- The procedure engine: parameters, journal, resume, checks, plan, confirmations.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
--- Run upkit in dir; returns stdout, stderr, exit code.
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-
-local function journal(run)
-  local recs = {}
-  for line in T.read_file(run .. "/journal.jsonl"):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
-
-local function events(recs)
-  local out = {}
-  for _, r in ipairs(recs) do out[#out + 1] = r.event .. (r.step and (":" .. r.step) or "") end
-  return table.concat(out, " ")
-end
-
-local function run_dir_of(out)
-  return dir .. "/" .. out:match("run folder: (%S+)")
-end
+-- upkit(args, env) runs upkit in dir; returns stdout, stderr, exit code.
+local upkit, reset, trace, run_dir_of = R.folder(dir)
+local journal, events = R.records, R.events
 
 -- A procedure that appends each step's name to a trace file, so reruns show.
 T.write_file(dir .. "/counter.lua", [[
@@ -53,8 +40,6 @@ return {
 }
 ]])
 
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function reset() os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace")) end
 
 T.test("a procedure runs every step in order and exits 0", function()
   reset()
