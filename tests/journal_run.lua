@@ -16,11 +16,8 @@ local function no_traceback(text)
   T.eq(text:find("%.lua:%d+:"), nil, text)
 end
 
-T.write_file(dir .. "/p.lua", [[
+T.write_file(dir .. "/p.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 return {
   name = "p", summary = "three steps",
   params = { { name = "trace", type = "path", default = "trace" },

@@ -12,10 +12,7 @@ local upkit, reset, trace, run_dir_of = R.folder(dir)
 local journal, events = R.records, R.events
 
 -- A procedure that appends each step's name to a trace file, so reruns show.
-T.write_file(dir .. "/counter.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/counter.lua", R.MARK .. [[
 return {
   name = "counter", summary = "counts its steps",
   params = {
@@ -170,10 +167,7 @@ T.test("--resume refuses when finished steps moved in the procedure file", funct
   T.contains(err, "finished step 1 was 'one', it is now 'zero'")
 end)
 
-T.write_file(dir .. "/guarded.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/guarded.lua", R.MARK .. [[
 return {
   name = "guarded", summary = "checks, done and confirm",
   params = { { name = "trace", type = "path", default = "trace" },
@@ -317,10 +311,7 @@ T.test("--help shows the procedure's parameters and steps", function()
   T.contains(out, "3. three         (no description)")
 end)
 
-T.write_file(dir .. "/undoable.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/undoable.lua", R.MARK .. [[
 return {
   name = "undoable", summary = "steps with undo",
   params = { { name = "trace", type = "path", default = "trace" }, { name = "fail_undo", type = "boolean", default = false } },

@@ -13,11 +13,8 @@ local bin = T.upkit_bin()
 local upkit, reset, trace, run_dir_of = R.folder(dir)
 local function events(run) return R.events(R.records(run)) end
 
-T.write_file(dir .. "/ops.lua", [[
+T.write_file(dir .. "/ops.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 return {
   name = "ops", summary = "needs, confirm, always",
   params = { { name = "trace", type = "path", default = "trace" },

@@ -13,11 +13,8 @@ local upkit, reset, trace, run_dir_of = R.folder(dir, { "maint" })
 local records, find = R.records, R.find
 
 -- maintenance: a file "maint" holding on/off; its step records what it was before.
-T.write_file(dir .. "/svc.lua", [[
+T.write_file(dir .. "/svc.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 local function maint() local f = io.open("maint") if not f then return "off" end local s = f:read("l") f:close() return s end
 local function set_maint(v) local f = assert(io.open("maint", "w")) f:write(v, "\n") f:close() end
 return {
