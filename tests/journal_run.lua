@@ -90,12 +90,7 @@ end)
 
 T.test("a second process on a running run refuses with BUSY naming the owner's pid", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run p.lua --set sleep_at=two >/dev/null 2>&1 & echo $!)",
-                                 T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 200 do
-    if trace():find("two-start", 1, true) then break end
-    os.execute("sleep 0.05")
-  end
+  local pid = R.start(dir, "run p.lua --set sleep_at=two", "two-start")
   T.contains(trace(), "two-start")
   local _, err, code = upkit("run p.lua --resume --set sleep_at= --allow-change sleep_at")
   os.execute("kill -9 " .. pid)

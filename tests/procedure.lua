@@ -5,7 +5,6 @@ local json = require "upkit.json"
 local R = require "runs"
 
 local dir = T.tmpdir()
-local bin = T.upkit_bin()
 
 -- upkit(args, env) runs upkit in dir; returns stdout, stderr, exit code.
 local upkit, reset, trace, run_dir_of = R.folder(dir)
@@ -139,12 +138,7 @@ end)
 
 T.test("a run killed with SIGKILL resumes at the step it was in", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run counter.lua --set trace=trace --set sleep_at=two " ..
-                                 ">/dev/null 2>&1 & echo $!)", T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 100 do
-    if trace():find("two-start", 1, true) then break end
-    os.execute("sleep 0.1")
-  end
+  local pid = R.start(dir, "run counter.lua --set trace=trace --set sleep_at=two", "two-start")
   T.contains(trace(), "two-start")
   os.execute("kill -9 " .. pid)
   os.execute("sleep 0.2")

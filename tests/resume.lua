@@ -7,7 +7,6 @@ local T = require "upkit.test"
 local R = require "runs"
 
 local dir = T.tmpdir()
-local bin = T.upkit_bin()
 
 local upkit, reset, trace, run_dir_of = R.folder(dir, { "maint" })
 local records, find = R.records, R.find
@@ -101,12 +100,7 @@ end)
 
 T.test("the step's prior state is journalled before its change, and a resumed step keeps it", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run svc.lua --set sleep_at=maintenance-on >/dev/null 2>&1 & echo $!)",
-                                 T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 200 do
-    if trace():find("maintenance-on", 1, true) then break end
-    os.execute("sleep 0.05")
-  end
+  local pid = R.start(dir, "run svc.lua --set sleep_at=maintenance-on", "maintenance-on")
   os.execute("kill -9 " .. pid)
   os.execute("sleep 0.2")
   T.eq(T.read_file(dir .. "/maint"), "on\n", "killed after the change")

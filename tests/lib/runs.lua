@@ -6,6 +6,7 @@
 --   local recs = R.records(run_dir_of(out))   -- decoded journal.jsonl records
 --   R.find(recs, "step-done", "two")          -- records of an event (and step)
 --   R.events(recs) -> "run-started step-started:one ..."
+--   local pid = R.start(dir, "run p.lua", "two-start")  -- in the background, until traced
 --   T.write_file(dir .. "/p.lua", R.MARK .. [[ return { ... } ]])
 local T = require "upkit.test"
 local json = require "upkit.json"
@@ -34,6 +35,17 @@ function R.folder(dir, extra)
   local function trace() return T.read_file(dir .. "/trace") or "" end
   local function run_dir_of(out) return dir .. "/" .. T.ok(out:match("run folder: (%S+)"), "a run folder") end
   return upkit, reset, trace, run_dir_of
+end
+
+-- R.start(dir, args, mark) -> pid: `upkit ARGS` started in dir in the
+-- background; returns once dir/trace holds mark (or after 10 s).
+function R.start(dir, args, mark)
+  local pid = T.sh(string.format("cd %s && (%s %s >/dev/null 2>&1 & echo $!)", T.q(dir), T.q(T.upkit_bin()), args))
+  for _ = 1, 200 do
+    if (T.read_file(dir .. "/trace") or ""):find(mark, 1, true) then break end
+    os.execute("sleep 0.05")
+  end
+  return pid:match("%d+")
 end
 
 -- The text of a run folder's journal.
