@@ -1,32 +1,23 @@
 -- Run folders through the command line: private modes, the lock, damaged and
 -- torn journals, bytes that are not UTF-8, a failed journal write, secrets
 -- inside connection strings, and hand-edited journals (a generator).
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-local function reset() os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace")) end
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function run_dir_of(out) return dir .. "/" .. T.ok(out:match("run folder: (%S+)"), "a run folder") end
-local function journal_text(run) return T.read_file(run .. "/journal.jsonl") end
-local function records(run)
-  local recs = {}
-  for line in journal_text(run):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
+local upkit, reset, trace, run_dir_of = R.folder(dir)
+local journal_text, records = R.journal_text, R.records
 local function no_traceback(text)
   T.eq(text:find("stack traceback", 1, true), nil, text)
   T.eq(text:find("%.lua:%d+:"), nil, text)
 end
 
-T.write_file(dir .. "/p.lua", [[
+T.write_file(dir .. "/p.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 return {
   name = "p", summary = "three steps",
   params = { { name = "trace", type = "path", default = "trace" },
@@ -99,12 +90,7 @@ end)
 
 T.test("a second process on a running run refuses with BUSY naming the owner's pid", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run p.lua --set sleep_at=two >/dev/null 2>&1 & echo $!)",
-                                 T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 200 do
-    if trace():find("two-start", 1, true) then break end
-    os.execute("sleep 0.05")
-  end
+  local pid = R.start(dir, "run p.lua --set sleep_at=two", "two-start")
   T.contains(trace(), "two-start")
   local _, err, code = upkit("run p.lua --resume --set sleep_at= --allow-change sleep_at")
   os.execute("kill -9 " .. pid)

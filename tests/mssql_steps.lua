@@ -9,7 +9,9 @@ local json = require "upkit.json"
 local F = require "fakemssql"
 local U = require "upkit.upgrade"
 
-T.test("the backup step handles a backup file on a remote server it cannot see", function()
+-- A scripted server SQL01 that backs Octopus up to dir/backup/database.bak
+-- (bytes long), a folder and a file upkit cannot see.
+local function remote_backup(bytes)
   local dir = T.tmpdir()
   local backup_dir = dir .. "/backup"
   local file = backup_dir .. "/database.bak"
@@ -17,7 +19,12 @@ T.test("the backup step handles a backup file on a remote server it cannot see",
   srv:path(backup_dir, false, true)
   srv:path(file, false, false)
   srv:rule { match = "^BACKUP DATABASE [Octopus]", results = F.progress("BACKUP", "Octopus", 1224) }
-  srv:history("Octopus", file, 10043392)
+  srv:history("Octopus", file, bytes)
+  return srv, backup_dir, file
+end
+
+T.test("the backup step handles a backup file on a remote server it cannot see", function()
+  local srv, backup_dir, file = remote_backup(10043392)
   srv:rule { match = "INFORMATION_SCHEMA.TABLES", params = '["Project"]',
              results = { F.rs({ { "TABLE_NAME", "text" } }, { { "Project" } }) } }
   srv:rule { match = "INFORMATION_SCHEMA.TABLES", results = { F.rs({ { "TABLE_NAME", "text" } }, {}) } }
@@ -40,14 +47,7 @@ T.test("every bundled procedure's backup step handles a backup file on a remote 
     local desc = dofile(script)
     for _, step in ipairs(type(desc) == "table" and desc.steps or {}) do
       if step.name:find("backup%-database$") then
-        local dir = T.tmpdir()
-        local backup_dir = dir .. "/backup"
-        local file = backup_dir .. "/database.bak"
-        local srv = F.new(dir, { machine = "SQL01", sysadmin = true, database = "Octopus" })
-        srv:path(backup_dir, false, true)
-        srv:path(file, false, false)
-        srv:rule { match = "^BACKUP DATABASE [Octopus]", results = F.progress("BACKUP", "Octopus", 1224) }
-        srv:history("Octopus", file, 4096)
+        local srv, backup_dir, file = remote_backup(4096)
         srv:rule { match = "INFORMATION_SCHEMA.TABLES", results = { F.rs({ { "TABLE_NAME", "text" } }, {}) } }
         local ctx = { params = { db = srv:conn(), backup_dir = backup_dir, upgrade_main = true }, state = {},
                       log = function() end, warn = function() end }

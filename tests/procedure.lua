@@ -1,34 +1,17 @@
 -- The procedure engine: parameters, journal, resume, checks, plan, confirmations.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
 local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
-local bin = T.upkit_bin()
 
--- Run upkit in dir; returns stdout, stderr, exit code.
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-
-local function journal(run)
-  local recs = {}
-  for line in T.read_file(run .. "/journal.jsonl"):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
-
-local function events(recs)
-  local out = {}
-  for _, r in ipairs(recs) do out[#out + 1] = r.event .. (r.step and (":" .. r.step) or "") end
-  return table.concat(out, " ")
-end
-
-local function run_dir_of(out)
-  return dir .. "/" .. out:match("run folder: (%S+)")
-end
+-- upkit(args, env) runs upkit in dir; returns stdout, stderr, exit code.
+local upkit, reset, trace, run_dir_of = R.folder(dir)
+local journal, events = R.records, R.events
 
 -- A procedure that appends each step's name to a trace file, so reruns show.
-T.write_file(dir .. "/counter.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/counter.lua", R.MARK .. [[
 return {
   name = "counter", summary = "counts its steps",
   params = {
@@ -53,8 +36,6 @@ return {
 }
 ]])
 
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function reset() os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace")) end
 
 T.test("a procedure runs every step in order and exits 0", function()
   reset()
@@ -157,12 +138,7 @@ end)
 
 T.test("a run killed with SIGKILL resumes at the step it was in", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run counter.lua --set trace=trace --set sleep_at=two " ..
-                                 ">/dev/null 2>&1 & echo $!)", T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 100 do
-    if trace():find("two-start", 1, true) then break end
-    os.execute("sleep 0.1")
-  end
+  local pid = R.start(dir, "run counter.lua --set trace=trace --set sleep_at=two", "two-start")
   T.contains(trace(), "two-start")
   os.execute("kill -9 " .. pid)
   os.execute("sleep 0.2")
@@ -185,10 +161,7 @@ T.test("--resume refuses when finished steps moved in the procedure file", funct
   T.contains(err, "finished step 1 was 'one', it is now 'zero'")
 end)
 
-T.write_file(dir .. "/guarded.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/guarded.lua", R.MARK .. [[
 return {
   name = "guarded", summary = "checks, done and confirm",
   params = { { name = "trace", type = "path", default = "trace" },
@@ -332,10 +305,7 @@ T.test("--help shows the procedure's parameters and steps", function()
   T.contains(out, "3. three         (no description)")
 end)
 
-T.write_file(dir .. "/undoable.lua", [[
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
+T.write_file(dir .. "/undoable.lua", R.MARK .. [[
 return {
   name = "undoable", summary = "steps with undo",
   params = { { name = "trace", type = "path", default = "trace" }, { name = "fail_undo", type = "boolean", default = false } },

@@ -5,29 +5,16 @@
 -- without secrets, and --help with every step described and aligned.
 package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
-local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
 local bin = T.upkit_bin()
 
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-local function reset() os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace")) end
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function run_dir_of(out) return dir .. "/" .. T.ok(out:match("run folder: (%S+)"), "a run folder") end
-local function events(run)
-  local out = {}
-  for line in T.read_file(run .. "/journal.jsonl"):gmatch("[^\n]+") do
-    local r = json.decode(line)
-    out[#out + 1] = r.event .. (r.step and (":" .. r.step) or "")
-  end
-  return table.concat(out, " ")
-end
+local upkit, reset, trace, run_dir_of = R.folder(dir)
+local function events(run) return R.events(R.records(run)) end
 
-T.write_file(dir .. "/ops.lua", [[
+T.write_file(dir .. "/ops.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 return {
   name = "ops", summary = "needs, confirm, always",
   params = { { name = "trace", type = "path", default = "trace" },

@@ -2,35 +2,18 @@
 -- its parameters, --from/--only inside a run, needs_state, checks again on
 -- resume, a step that records a failure, the prior state recorded before a
 -- change (step-started), --undo --plan, and what a resume after an undo says.
+package.path = "tests/lib/?.lua;" .. package.path
 local T = require "upkit.test"
-local json = require "upkit.json"
+local R = require "runs"
 
 local dir = T.tmpdir()
-local bin = T.upkit_bin()
 
-local function upkit(args, env) return T.run_upkit(dir, args, { env = env }) end
-local function reset()
-  os.execute("rm -rf " .. T.q(dir .. "/upkit-runs") .. " " .. T.q(dir .. "/trace") .. " " .. T.q(dir .. "/maint"))
-end
-local function trace() return T.read_file(dir .. "/trace") or "" end
-local function run_dir_of(out) return dir .. "/" .. T.ok(out:match("run folder: (%S+)"), "a run folder") end
-local function records(run)
-  local recs = {}
-  for line in T.read_file(run .. "/journal.jsonl"):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
-local function find(recs, event, step)
-  local out = {}
-  for _, r in ipairs(recs) do if r.event == event and (step == nil or r.step == step) then out[#out + 1] = r end end
-  return out
-end
+local upkit, reset, trace, run_dir_of = R.folder(dir, { "maint" })
+local records, find = R.records, R.find
 
 -- maintenance: a file "maint" holding on/off; its step records what it was before.
-T.write_file(dir .. "/svc.lua", [[
+T.write_file(dir .. "/svc.lua", R.MARK .. [[
 local upkit = require "upkit"
-local function mark(ctx, name)
-  local f = assert(io.open(ctx.params.trace, "a")) f:write(name, "\n") f:close()
-end
 local function maint() local f = io.open("maint") if not f then return "off" end local s = f:read("l") f:close() return s end
 local function set_maint(v) local f = assert(io.open("maint", "w")) f:write(v, "\n") f:close() end
 return {
@@ -117,12 +100,7 @@ end)
 
 T.test("the step's prior state is journalled before its change, and a resumed step keeps it", function()
   reset()
-  local pid = T.sh(string.format("cd %s && (%s run svc.lua --set sleep_at=maintenance-on >/dev/null 2>&1 & echo $!)",
-                                 T.q(dir), T.q(bin))):match("%d+")
-  for _ = 1, 200 do
-    if trace():find("maintenance-on", 1, true) then break end
-    os.execute("sleep 0.05")
-  end
+  local pid = R.start(dir, "run svc.lua --set sleep_at=maintenance-on", "maintenance-on")
   os.execute("kill -9 " .. pid)
   os.execute("sleep 0.2")
   T.eq(T.read_file(dir .. "/maint"), "on\n", "killed after the change")

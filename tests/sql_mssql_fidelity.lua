@@ -13,16 +13,8 @@ local cs = sql.connstr
 
 local BAK = [[D:\Backups\Octopus.bak]]
 
-local function refused(srv)
-  local out = {}
-  for _, e in ipairs(srv:events()) do
-    if e.refused then out[#out + 1] = e.sql end
-  end
-  return out
-end
-
 local function clean(srv)
-  T.eq(refused(srv), {}, "statements not in their documented form")
+  T.eq(srv:refused(), {}, "statements not in their documented form")
   T.eq(srv:unanswered(), {}, "statements the scripted server had no answer for")
 end
 
@@ -89,7 +81,7 @@ T.test("the scripted driver refuses a statement that is not in its documented fo
     T.eq(e.native, 50001, stmt)
     T.contains(e.message, "not the documented form")
   end
-  T.eq(refused(srv), wrong)
+  T.eq(srv:refused(), wrong)
 end)
 
 T.test("a RESTORE DATABASE that does not MOVE every file FILELISTONLY lists is not answered", function()
@@ -105,7 +97,7 @@ T.test("a RESTORE DATABASE that does not MOVE every file FILELISTONLY lists is n
   -- one file left out
   T.raises("SQL_ERROR", db.exec, db, mssql.restore_statement("Octopus", BAK, { moves[1] }, true))
   T.eq(#srv:unanswered(), 3)
-  T.eq(refused(srv), {}, "each is a documented form, just not the right one")
+  T.eq(srv:refused(), {}, "each is a documented form, just not the right one")
   db:exec(mssql.restore_statement("Octopus", BAK, moves, true))
 end)
 

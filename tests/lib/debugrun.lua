@@ -10,9 +10,9 @@
 --   D.journal(dir) -> records of the run's journal; D.events(recs, event)
 --   D.run_file(dir, "log.txt") -> a file of the run folder
 local T = require "upkit.test"
-local json = require "upkit.json"
 local lfs = require "lfs"
 local pty = require "pty"
+local R = require "runs"
 
 local M = {}
 
@@ -51,21 +51,9 @@ function M.run_file(dir, file)
 end
 
 -- The records of the only run's journal under dir/upkit-runs.
-function M.journal(dir)
-  local recs = {}
-  for line in M.run_file(dir, "journal.jsonl"):gmatch("[^\n]+") do recs[#recs + 1] = json.decode(line) end
-  return recs
-end
+function M.journal(dir) return R.parse(M.run_file(dir, "journal.jsonl")) end
 
 -- The records of `event` (with field = value for each pair of `where`).
-function M.events(recs, event, where)
-  local out = {}
-  for _, r in ipairs(recs) do
-    local fits = r.event == event
-    for k, v in pairs(where or {}) do fits = fits and r[k] == v end
-    if fits then out[#out + 1] = r end
-  end
-  return out
-end
+M.events = R.find
 
 return M

@@ -241,21 +241,19 @@ function Server:events()
   return out
 end
 
-function Server:statements()
+-- The statements of the logged events for which keep(event) is true, in order.
+local function statements(srv, keep)
   local out = {}
-  for _, e in ipairs(self:events()) do
-    if e.event == "exec" then out[#out + 1] = e.sql end
+  for _, e in ipairs(srv:events()) do
+    if keep(e) then out[#out + 1] = e.sql end
   end
   return out
 end
 
-function Server:unanswered()
-  local out = {}
-  for _, e in ipairs(self:events()) do
-    if e.unanswered then out[#out + 1] = e.sql end
-  end
-  return out
-end
+-- Every statement executed; those the script had no answer for; those not in their documented form.
+function Server:statements() return statements(self, function(e) return e.event == "exec" end) end
+function Server:unanswered() return statements(self, function(e) return e.unanswered end) end
+function Server:refused() return statements(self, function(e) return e.refused end) end
 
 -- Whether a statement containing text was sent.
 function Server:sent(text)

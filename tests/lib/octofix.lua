@@ -24,7 +24,9 @@ local SIM = "tests/sim/octosim.py"
 -- A stopped 2019+ node marks itself offline a moment later (2 s in the simulator):
 -- the fixtures shorten the delay to keep the tests quick.
 M.ENV = { OCTOSIM_FAULT_NODE_OFFLINE_DELAY = "0.05" }
-local ENV_SH = "OCTOSIM_FAULT_NODE_OFFLINE_DELAY=0.05"
+local ENV_SH = {}   -- the same, as shell words
+for k, v in pairs(M.ENV) do ENV_SH[#ENV_SH + 1] = k .. "=" .. T.q(v) end
+ENV_SH = table.concat(ENV_SH, " ")
 
 local function octosim(...)
   local r = proc.run({ "python3", SIM, ... }, { timeout = 120, ok = { 0 }, env = M.ENV })

@@ -32,11 +32,13 @@
 -- and those of the machine's own account (a pyenv setup took 90 ms of CPU a
 -- session) are not the simulated node's. sshd reads only the first SetEnv
 -- line: give variables with env, never with a SetEnv line in config.
+local T = require "upkit.test"
+
 local M = {}
 
 local SSHD = "/usr/sbin/sshd"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q, read = T.q, T.read_file
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1", "r")
@@ -52,18 +54,8 @@ local function must(cmd)
 end
 
 local function write(path, data, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
+  T.write_file(path, data)
   if mode then must("chmod " .. mode .. " " .. q(path)) end
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("a")
-  f:close()
-  return d
 end
 
 function M.keygen(path)

@@ -83,10 +83,6 @@ def needs_sql2016(v):
     return vcmp(v, "2020.2.0") >= 0
 
 
-def has_node_command(v):
-    return vcmp(v, "2018.1.0") >= 0
-
-
 def has_node_status(v):
     return vcmp(v, "2019.1.0") >= 0
 
